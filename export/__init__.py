@@ -1,0 +1,1 @@
+"""Export trained PyTorch models to ONNX (and TensorRT) bundles, each checked against PyTorch."""

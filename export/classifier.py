@@ -1,0 +1,186 @@
+"""``flare export classifier``: a trained run (or a bare architecture) to a checked bundle.
+
+The bundle is built in ``<out>.partial`` and only renamed to ``<out>`` when ONNX Runtime
+agrees with PyTorch on real images from the data (the run's own test split, or ``--calib``).
+A failing export is refused unless the user overrides the gate, and then the manifest says
+``parity.passed: false`` for every later reader to see.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from export.bundle import library_versions, publish, sha256, staging_dir
+from export.onnx_export import export_onnx, finalize, tensor_specs
+from export.parity import ParityError, ParityReport, compare, run_onnx
+from runtime.errors import UsageError
+from runtime.imageio import is_supported, load_rgb
+from runtime.manifest import Labels, Manifest, TensorSpec, write_manifest
+from runtime.preprocess import PreprocessSpec, preprocess
+from runtime.progress import log
+from runtime.taxonomy import FINE_CLASSES, MACRO_OF
+
+INPUT, OUTPUT = "image", "logits"
+
+
+@dataclass
+class Source:
+    """What is being exported: the model, its labels, preprocessing and provenance."""
+
+    model: nn.Module
+    name: str
+    labels: Labels
+    spec: PreprocessSpec
+    info: dict[str, Any]
+    image_paths: list[Path]
+
+
+class HalfPrecision(nn.Module):
+    """fp16 weights and arithmetic inside, fp32 in and out, so callers feed the same arrays."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = copy.deepcopy(model).half()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.half()).float()
+
+
+def resolve_source(run_or_name: str, num_classes: int | None, weights: Path | None,
+                   img_size: int | None) -> Source:
+    """A RUN folder gives its best checkpoint and split; a model name gives that architecture."""
+    path = Path(run_or_name)
+    if (path / "config.json").is_file():
+        from training.data import resolve_root
+        from training.train import build_from_run
+
+        model, cfg, ckpt = build_from_run(path)
+        with open(path / "split.csv", newline="") as f:
+            split_rows = list(csv.DictReader(f))
+        root = resolve_root(Path(cfg["train"]["data"]))
+        order = {"test": 0, "val": 1, "train": 2}
+        images = [root / r["path"] for r in sorted(split_rows, key=lambda r: order[r["split"]])]
+        labels = Labels(classes=cfg["classes"], macro_of=cfg["macro_of"], level=cfg["level"])
+        info = {"run": str(path.resolve()), "checkpoint": str(ckpt.resolve()), "sha256": sha256(ckpt),
+                "model": cfg["train"]["model"]}
+        return Source(model, cfg["train"]["model"], labels, PreprocessSpec.from_dict(cfg["preprocessing"]), info, images)
+    if path.exists():
+        raise UsageError(f"{path} is a folder but not a training run (no config.json)")
+    from training.models import create_classifier, load_weights
+
+    n = num_classes or len(FINE_CLASSES)
+    spec = PreprocessSpec(size=img_size or 224)
+    model = create_classifier(run_or_name, n, spec.size)
+    info: dict[str, Any] = {"model": run_or_name, "checkpoint": None, "sha256": None}
+    if weights is not None:
+        load_weights(model, weights)
+        info.update(checkpoint=str(Path(weights).resolve()), sha256=sha256(Path(weights)))
+    if n == len(FINE_CLASSES):
+        labels = Labels(list(FINE_CLASSES), dict(MACRO_OF), "fine")
+    else:
+        names = [f"class_{i}" for i in range(n)]
+        labels = Labels(names, {c: c for c in names}, "fine")
+    return Source(model.eval(), run_or_name, labels, spec, info, [])
+
+
+def parity_inputs(source: Source, calib: Path | None, samples: int, seed: int = 0) -> tuple[np.ndarray, str]:
+    """Preprocessed real images (``--calib`` or the run's split), or random inputs as a last resort."""
+    paths = source.image_paths
+    where = "images from the run's split"
+    if calib is not None:
+        if not Path(calib).is_dir():
+            raise UsageError(f"--calib {calib} is not a folder of images")
+        paths = sorted(p for p in Path(calib).rglob("*") if p.is_file() and is_supported(p))
+        where = f"images from {calib}"
+        if not paths:
+            raise UsageError(f"--calib {calib} holds no images")
+    if paths:
+        chosen = paths[:samples] if len(paths) <= samples else \
+            [paths[i] for i in np.linspace(0, len(paths) - 1, samples).astype(int)]
+        arrays = [preprocess(load_rgb(p, stretch=source.spec.stretch), source.spec) for p in chosen]
+        return np.stack(arrays).astype(np.float32), where
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((samples, 3, source.spec.size, source.spec.size), dtype=np.float32), \
+        "random normal inputs (no data given: pass --calib DIR to check on real images)"
+
+
+def quantize_int8(fp32: Path, out: Path, calibration: np.ndarray) -> None:
+    """Static int8 (QDQ, per-channel weights) with ONNX Runtime's quantizer, calibrated on real inputs."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{INPUT: calibration[i:i + 1]} for i in range(len(calibration))])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+
+
+def export_classifier(run_or_name: str, out: Path, *, num_classes: int | None = None, weights: Path | None = None,
+                      precision: str = "fp32", calib: Path | None = None, samples: int = 32,
+                      img_size: int | None = None, allow_parity_failure: bool = False,
+                      engine: bool = False) -> tuple[Path, ParityReport]:
+    """Export, check and write the bundle; raises :class:`ParityError` when the gate refuses."""
+    if precision not in ("fp32", "fp16", "int8"):
+        raise UsageError(f"--precision must be fp32, fp16 or int8, not {precision!r}")
+    source = resolve_source(run_or_name, num_classes, weights, img_size)
+    inputs, where = parity_inputs(source, calib, samples)
+    with torch.inference_mode():
+        reference = torch.cat([source.model(torch.from_numpy(inputs[i:i + 16])) for i in range(0, len(inputs), 16)]).numpy()
+    stage = staging_dir(out)
+    try:
+        model_path = stage / "model.onnx"
+        example = (torch.from_numpy(inputs[:2].copy()),)
+        dynamic = {INPUT: {0: "batch"}}
+        if precision == "fp16":
+            notes = export_onnx(HalfPrecision(source.model), example, model_path, [INPUT], [OUTPUT], dynamic)
+            notes.update(finalize(model_path))
+        else:
+            notes = export_onnx(source.model, example, model_path, [INPUT], [OUTPUT], dynamic)
+            notes.update(finalize(model_path))
+            if precision == "int8":
+                fp32_path = stage / "model.fp32.onnx"
+                model_path.rename(fp32_path)
+                quantize_int8(fp32_path, model_path, inputs)
+                fp32_path.unlink()
+                notes["quantizer"] = "onnxruntime.quantization static QDQ, per-channel"
+        candidate, backend = run_onnx(model_path, {INPUT: inputs})
+        report = compare(reference, candidate, precision, where, backend)
+        ins, outs = tensor_specs(model_path)
+        files = {"model": "model.onnx"}
+        if engine:
+            from export.tensorrt import build_engine
+
+            build_engine(model_path, stage / "model.plan", precision, {INPUT: (1, inputs.shape[1:], 32)})
+            files["engine"] = "model.plan"
+        manifest = Manifest(
+            task="classify", files=files,
+            inputs=[TensorSpec.from_dict(t) for t in ins], outputs=[TensorSpec.from_dict(t) for t in outs],
+            precision=precision, preprocessing=source.spec.to_dict(), labels=source.labels,
+            parity=report.to_dict(), source=source.info, versions=library_versions(),
+            extra={"output_kind": "logits", "export": notes, "architecture": source.name},
+        )
+        write_manifest(stage, manifest)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    if not report.passed:
+        if not allow_parity_failure:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise ParityError(f"refusing to write {out}: {report.summary()}; tolerance {report.tolerance}. "
+                              "Pass --allow-parity-failure to write it anyway (marked as failed)")
+        log(f"WARNING: writing {out} although the parity check FAILED ({report.summary()})")
+    publish(stage, Path(out))
+    return Path(out), report

@@ -1,0 +1,39 @@
+"""Click commands for ``flare export``. Heavy imports stay inside the commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.group()
+def export() -> None:
+    """Export models to checked ONNX / TensorRT bundles (needs the 'export' extra)."""
+
+
+@export.command()
+@click.argument("run_or_name", metavar="RUN_OR_NAME")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Bundle folder to write.")
+@click.option("--num-classes", type=int, default=None, help="Classes for a bare model name (default 8).")
+@click.option("--weights", type=click.Path(path_type=Path), default=None, help="Local weights for a bare model name.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
+@click.option("--calib", type=click.Path(path_type=Path), default=None,
+              help="Folder of images for the parity check and int8 calibration.")
+@click.option("--samples", default=32, show_default=True, help="Images compared in the parity check.")
+@click.option("--img-size", type=int, default=None, help="Input size for a bare model name (default 224).")
+@click.option("--engine", is_flag=True, help="Also build a TensorRT engine (needs TensorRT on this GPU).")
+@click.option("--allow-parity-failure", is_flag=True,
+              help="Write the bundle even if ONNX disagrees with PyTorch (marked failed in the manifest).")
+def classifier(run_or_name: str, out: Path, num_classes: int | None, weights: Path | None, precision: str,
+               calib: Path | None, samples: int, img_size: int | None, engine: bool,
+               allow_parity_failure: bool) -> None:
+    """Export a training RUN, or a timm/googlenet architecture, as a classify bundle."""
+    from export.classifier import export_classifier
+    from runtime.progress import log
+
+    path, report = export_classifier(run_or_name, out, num_classes=num_classes, weights=weights,
+                                     precision=precision, calib=calib, samples=samples, img_size=img_size,
+                                     allow_parity_failure=allow_parity_failure, engine=engine)
+    log(report.summary())
+    log(f"bundle written to {path}")

@@ -1,0 +1,1 @@
+"""The ``flare`` command line; the work itself lives in ``training``, ``export`` and ``runtime``."""

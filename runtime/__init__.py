@@ -1,0 +1,1 @@
+"""FLARE Edge runtime: run exported bundles with numpy, Pillow and ONNX Runtime, no torch."""

@@ -1,0 +1,113 @@
+"""Click commands of the torch-free runtime: info, classify, triage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+BACKEND_OPTION = click.option(
+    "--backend", type=click.Choice(["auto", "tensorrt", "cuda", "cpu", "trt-engine"]), default="auto",
+    show_default=True, help="auto tries TensorRT, then CUDA, then CPU, and says which one runs.")
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@BACKEND_OPTION
+def info(bundle: Path, as_json: bool, backend: str) -> None:
+    """Describe a bundle and the backend that would run it here."""
+    from runtime.backends import open_runner
+    from runtime.backends.ort_runner import installed_onnxruntime_packages
+    from runtime.manifest import read_manifest
+
+    manifest = read_manifest(bundle)
+    if as_json:
+        click.echo(json.dumps(manifest.to_dict(), indent=2))
+        return
+    lines = [f"bundle      {bundle}", f"task        {manifest.task} ({manifest.precision})",
+             f"files       {', '.join(f'{k}={v}' for k, v in manifest.files.items())}"]
+    for t in manifest.inputs:
+        lines.append(f"input       {t.name} {t.shape} {t.dtype}")
+    for t in manifest.outputs:
+        lines.append(f"output      {t.name} {t.shape} {t.dtype}")
+    if manifest.labels:
+        lines.append(f"classes     {manifest.labels.level}: {', '.join(manifest.labels.classes)}")
+    pre = manifest.preprocessing
+    if pre:
+        lines.append(f"preprocess  {pre.get('size')} px {pre.get('interpolation')}, mean {pre.get('mean')}, "
+                     f"std {pre.get('std')}, FITS {pre.get('stretch', {}).get('kind')} stretch")
+    parity = manifest.parity
+    if parity:
+        lines.append(f"parity      {'PASS' if parity.get('passed') else 'FAIL'}: max abs {parity.get('max_abs_diff'):.2e}, "
+                     f"top-1 agreement {parity.get('top1_agreement')} on {parity.get('samples')} {parity.get('inputs')}")
+    src = manifest.source
+    lines.append(f"source      {src.get('model')} {src.get('checkpoint') or '(random weights)'}")
+    lines.append(f"made with   {', '.join(f'{k} {v}' for k, v in manifest.versions.items())}")
+    packages = installed_onnxruntime_packages()
+    lines.append(f"onnxruntime {', '.join(packages) or 'not installed'}"
+                 + ("  WARNING: more than one ONNX Runtime package; uninstall all and install one" if len(packages) > 1 else ""))
+    model_key = "model" if "model" in manifest.files else next(iter(manifest.files))
+    runner = open_runner(bundle, manifest, backend, model_key)
+    lines.append(f"runs on     {runner.name}")
+    click.echo("\n".join(lines))
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--top", "top_k", default=3, show_default=True, help="How many classes to show per image.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per image on stdout.")
+@BACKEND_OPTION
+def classify(bundle: Path, images: tuple[Path, ...], top_k: int, as_json: bool, backend: str) -> None:
+    """Classify image files (PNG, JPEG, TIFF, FITS) with a bundle."""
+    from runtime.classify import Classifier
+    from runtime.errors import FlareError, ImageDecodeError
+    from runtime.progress import log
+
+    clf = Classifier(bundle, backend=backend)
+    log(f"running on {clf.backend}")
+    failed = 0
+    for path in images:
+        try:
+            pred = clf.classify_files([path], top_k=top_k)[0]
+        except ImageDecodeError as exc:
+            failed += 1
+            log(f"Error: {exc}")
+            continue
+        if as_json:
+            click.echo(json.dumps(pred.to_dict()))
+        else:
+            tops = ", ".join(f"{c} {p:.3f}" for c, p in pred.top)
+            click.echo(f"{path}: {tops} | {pred.macro} {pred.macro_probability:.3f}")
+    if failed:
+        raise FlareError(f"{failed} of {len(images)} images could not be read (see above)")
+
+
+@click.command()
+@click.argument("directory", metavar="DIR", type=click.Path(path_type=Path))
+@click.option("--model", "bundle", required=True, type=click.Path(path_type=Path), help="Classify bundle.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Results CSV (appended; re-run resumes).")
+@click.option("--threshold", default=0.5, show_default=True, help="Flag rows whose confidence is below this.")
+@click.option("--batch", default=32, show_default=True)
+@click.option("--workers", default=None, type=int, help="Decoding threads (default: CPU count).")
+@click.option("--max-pixels", default=None, type=int, help="Refuse images larger than this (decompression bombs).")
+@BACKEND_OPTION
+def triage(directory: Path, bundle: Path, out: Path, threshold: float, batch: int, workers: int | None,
+           max_pixels: int | None, backend: str) -> None:
+    """Classify every image under DIR into a resumable CSV, flagging low confidence."""
+    from runtime.classify import Classifier
+    from runtime.errors import UsageError
+    from runtime.imageio import DEFAULT_MAX_PIXELS
+    from runtime.progress import log, progress_bar
+    from runtime.triage import triage as run_triage
+
+    if not directory.is_dir():
+        raise UsageError(f"{directory} is not a folder")
+    clf = Classifier(bundle, backend=backend)
+    log(f"running on {clf.backend}")
+    with progress_bar(None, "triage") as bar:
+        summary = run_triage(directory, clf, out, threshold=threshold, batch_size=batch, workers=workers,
+                             max_pixels=max_pixels or DEFAULT_MAX_PIXELS, progress=bar, on_start=bar.start)
+    click.echo(summary.format())

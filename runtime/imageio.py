@@ -1,0 +1,124 @@
+"""Decoding image files into HxWx3 uint8, with errors that name the file.
+
+PNG, JPEG and TIFF go through Pillow; FITS goes through astropy with the shared stretch of
+:mod:`runtime.preprocess`. Every failure (zero-byte, truncated, not an image, too many
+pixels, NaN-only, unconvertible channels) becomes an :class:`ImageDecodeError` so batch
+tools can record it and move on.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from runtime.errors import ImageDecodeError
+from runtime.preprocess import StretchSpec, planes_to_rgb, to_rgb
+
+PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
+SUPPORTED_SUFFIXES = PIL_SUFFIXES + FITS_SUFFIXES
+
+#: Above this many pixels a file is refused as a likely decompression bomb (Pillow's own
+#: default warning limit; a 12k x 7k survey tile passes).
+DEFAULT_MAX_PIXELS = 89_478_485
+
+# We apply our own pixel limit, with a message that says what to do. Filters are set once at
+# import: ``warnings.catch_warnings`` is not thread-safe and triage decodes in threads.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+_fits_warnings_silenced = False
+
+
+def is_fits(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith(FITS_SUFFIXES)
+
+
+def is_supported(path: Path) -> bool:
+    """Whether ``path`` has a suffix the decoder reads (by name only; content may still fail)."""
+    return path.name.lower().endswith(SUPPORTED_SUFFIXES)
+
+
+def load_rgb(
+    path: str | Path,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    stretch: StretchSpec = StretchSpec(),
+) -> np.ndarray:
+    """Decode ``path`` to HxWx3 uint8 or raise :class:`ImageDecodeError` naming the file."""
+    path = Path(path)
+    try:
+        if not path.is_file():
+            raise ImageDecodeError("does not exist or is not a file")
+        if path.stat().st_size == 0:
+            raise ImageDecodeError("is empty (0 bytes)")
+        if is_fits(path):
+            return _load_fits(path, max_pixels, stretch)
+        return _load_pil(path, max_pixels, stretch)
+    except ImageDecodeError as exc:
+        raise ImageDecodeError(f"{path}: {exc}") from exc.__cause__
+
+
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ImageDecodeError(
+            f"is {width} x {height} pixels, over the limit of {max_pixels:,} "
+            "(a decompression bomb?); raise --max-pixels if the image is genuine"
+        )
+    if width < 1 or height < 1:
+        raise ImageDecodeError(f"has an empty size {width} x {height}")
+
+
+def _load_pil(path: Path, max_pixels: int, stretch: StretchSpec) -> np.ndarray:
+    try:
+        with Image.open(path) as img:
+            _check_pixels(img.width, img.height, max_pixels)
+            img.load()
+            return to_rgb(img, stretch)
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"is too large to decode safely (a decompression bomb?): {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError("is not an image Pillow can read (wrong format or corrupt)") from exc
+    except ImageDecodeError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError) as exc:
+        raise ImageDecodeError(f"could not be decoded ({type(exc).__name__}: {exc})") from exc
+
+
+def _load_fits(path: Path, max_pixels: int, stretch: StretchSpec) -> np.ndarray:
+    global _fits_warnings_silenced
+    try:
+        from astropy.io import fits
+        from astropy.utils.exceptions import AstropyWarning
+    except ImportError as exc:
+        raise ImageDecodeError("is FITS, which needs astropy: pip install astropy") from exc
+    if not _fits_warnings_silenced:  # non-standard headers are common; we only need pixels
+        warnings.filterwarnings("ignore", category=AstropyWarning)
+        _fits_warnings_silenced = True
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            for hdu in hdul:
+                shape = tuple(int(n) for n in (getattr(hdu, "shape", ()) or ()))
+                if not (hdu.is_image and len(shape) >= 2):
+                    continue
+                planes = shape[:-2]
+                while planes and planes[0] == 1:
+                    planes = planes[1:]
+                if planes not in ((), (3,)):
+                    # refuse before reading: a spectral cube can be far larger than one image
+                    raise ImageDecodeError(
+                        f"has data of shape {shape}; expected a 2-D image or a cube of 3 planes")
+                _check_pixels(shape[-1], shape[-2], max_pixels)
+                data = hdu.data
+                if data is None:
+                    continue
+                if not np.issubdtype(data.dtype, np.number):
+                    raise ImageDecodeError(f"has non-numeric pixels ({data.dtype})")
+                return planes_to_rgb(np.asarray(data, dtype=np.float64), stretch)
+    except ImageDecodeError:
+        raise
+    except (OSError, ValueError, TypeError, IndexError, EOFError) as exc:
+        raise ImageDecodeError(f"is not a readable FITS file ({type(exc).__name__}: {exc})") from exc
+    raise ImageDecodeError("is FITS but holds no 2-D image")

@@ -1,0 +1,180 @@
+"""The one definition of FLARE's preprocessing, shared by training and the runtime.
+
+Training feeds the network through :func:`preprocess`, the runtime does the same, and the
+bundle stores the :class:`PreprocessSpec` that was used, so an exported model sees exactly
+the pixels it was trained on. Only numpy and Pillow are used: the runtime has no torch.
+
+Steps, in order:
+1. colour: any decoded image becomes 8-bit RGB (:func:`to_rgb`); transparency is composited
+   on black (the sky), high bit depths are scaled down, FITS data goes through
+   :func:`stretch` first.
+2. resize to ``size`` x ``size`` with Pillow's bilinear filter (as torchvision's ``Resize``
+   does on PIL images, which is what the FLARE authors used).
+3. scale to [0, 1], subtract ``mean``, divide by ``std`` (ImageNet's by default), CHW float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from runtime.errors import BundleError, ImageDecodeError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_INTERPOLATION = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "nearest": Image.Resampling.NEAREST,
+}
+
+
+@dataclass(frozen=True)
+class StretchSpec:
+    """How scientific (FITS, 32-bit) data becomes 8-bit: percentile clip, then asinh.
+
+    asinh keeps faint structure visible while bright cores do not saturate, the usual display
+    stretch for astronomical images; ``softening`` sets where it turns from linear to log.
+    """
+
+    kind: str = "asinh"
+    lower_percentile: float = 0.5
+    upper_percentile: float = 99.5
+    softening: float = 10.0
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """Everything needed to reproduce the network's input from an image file."""
+
+    size: int = 224
+    interpolation: str = "bilinear"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    stretch: StretchSpec = field(default_factory=StretchSpec)
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in _INTERPOLATION:
+            raise BundleError(
+                f"unknown interpolation {self.interpolation!r}; "
+                f"expected one of {sorted(_INTERPOLATION)}"
+            )
+        if self.stretch.kind not in ("asinh", "linear"):
+            raise BundleError(f"unknown stretch {self.stretch.kind!r}; expected asinh or linear")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest form (``preprocessing`` in manifest.json)."""
+        d = asdict(self)
+        d.update(color="RGB", layout="NCHW", dtype="float32", scale=1.0 / 255.0,
+                 alpha="composite_on_black")
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PreprocessSpec":
+        """Read the manifest form; refuse what this runtime cannot reproduce."""
+        try:
+            if d.get("color", "RGB") != "RGB" or d.get("layout", "NCHW") != "NCHW":
+                raise BundleError("preprocessing: only RGB NCHW input is supported")
+            return cls(
+                size=int(d["size"]),
+                interpolation=str(d.get("interpolation", "bilinear")),
+                mean=tuple(float(v) for v in d["mean"]),  # type: ignore[arg-type]
+                std=tuple(float(v) for v in d["std"]),  # type: ignore[arg-type]
+                stretch=StretchSpec(**d.get("stretch", {})),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"preprocessing section is malformed: {exc}") from exc
+
+
+def stretch(data: np.ndarray, spec: StretchSpec = StretchSpec()) -> np.ndarray:
+    """Map finite scientific values to uint8 with a percentile clip and an asinh curve.
+
+    NaN and infinite pixels (blank regions of a mosaic) become black. An image with no
+    finite pixel cannot be shown and raises :class:`ImageDecodeError`.
+    """
+    data = np.asarray(data, dtype=np.float64)
+    finite = np.isfinite(data)
+    if not finite.any():
+        raise ImageDecodeError("has no finite pixel values (all NaN or infinite)")
+    values = data[finite]
+    lo, hi = np.percentile(values, [spec.lower_percentile, spec.upper_percentile])
+    if hi <= lo:
+        hi = lo + 1.0
+    x = np.clip((np.where(finite, data, lo) - lo) / (hi - lo), 0.0, 1.0)
+    if spec.kind == "asinh":
+        a = spec.softening
+        x = np.arcsinh(a * x) / np.arcsinh(a)
+    return np.round(x * 255.0).astype(np.uint8)
+
+
+def planes_to_rgb(data: np.ndarray, spec: StretchSpec = StretchSpec()) -> np.ndarray:
+    """Turn a 2-D image or a 3-plane cube of scientific values into HxWx3 uint8.
+
+    Leading length-1 axes are dropped. A 2-D image is grey; a (3, H, W) cube is taken as
+    R, G, B planes, each stretched on its own. Anything else cannot be shown as one image.
+    """
+    data = np.asarray(data)
+    while data.ndim > 2 and data.shape[0] == 1:
+        data = data[0]
+    if data.ndim == 2:
+        grey = stretch(data, spec)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if data.ndim == 3 and data.shape[0] == 3:
+        return np.stack([stretch(p, spec) for p in data], axis=2)
+    raise ImageDecodeError(
+        f"has data of shape {tuple(data.shape)}; expected a 2-D image or a cube of 3 planes"
+    )
+
+
+def to_rgb(image: Image.Image, spec: StretchSpec = StretchSpec()) -> np.ndarray:
+    """Any Pillow image as HxWx3 uint8, the single colour rule of FLARE."""
+    mode = image.mode
+    if mode in ("RGB",):
+        return np.asarray(image, dtype=np.uint8)
+    if mode.startswith("I;16"):
+        arr = np.asarray(image).astype(np.float64)
+        grey = np.round(arr / 257.0).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if mode in ("I", "F"):
+        return planes_to_rgb(np.asarray(image), StretchSpec("linear", 0.0, 100.0, 1.0))
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        if mode == "La":  # premultiplied grey + alpha: Pillow only converts it via LA
+            image = image.convert("LA")
+        rgba = image.convert("RGBA")
+        sky = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return np.asarray(Image.alpha_composite(sky, rgba).convert("RGB"), dtype=np.uint8)
+    try:
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except (ValueError, OSError) as exc:
+        raise ImageDecodeError(f"has pixel mode {mode!r}, which cannot be converted to RGB") from exc
+
+
+def resize(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Resize HxWx3 uint8 to the network size with the spec's filter."""
+    if rgb.shape[0] == spec.size and rgb.shape[1] == spec.size:
+        return rgb
+    img = Image.fromarray(rgb, mode="RGB")
+    out = img.resize((spec.size, spec.size), _INTERPOLATION[spec.interpolation])
+    return np.asarray(out, dtype=np.uint8)
+
+
+def normalize(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """HxWx3 uint8 -> 3xHxW float32, scaled to [0, 1] and standardised."""
+    x = rgb.astype(np.float32) * np.float32(1.0 / 255.0)
+    x -= np.asarray(spec.mean, dtype=np.float32)
+    x /= np.asarray(spec.std, dtype=np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def preprocess(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """The network input for one decoded image: resize, then normalise."""
+    return normalize(resize(rgb, spec), spec)

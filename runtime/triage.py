@@ -1,0 +1,465 @@
+"""Offline batch triage of a survey folder: one CSV row per image, safe to stop and resume.
+
+Built for folders of 100k files on a laptop or an edge box, where a run can end at any
+moment (Ctrl-C, the OOM killer, a power cut). Hence:
+
+* rows are appended one batch at a time, each batch in a single ``write`` of whole lines
+  followed by ``fsync``, so a kill loses at most the batch being written and never leaves a
+  duplicate row;
+* re-running with the same CSV skips every path already in it and first cuts off a torn
+  last line, the only damage a kill in the middle of a write can leave;
+* decoding runs on a thread pool a few batches ahead of inference (Pillow and numpy release
+  the GIL), with a bounded window so memory stays flat however large the folder is;
+* a file that cannot be decoded becomes an ``error`` row instead of ending the run.
+
+The classifier is anything that satisfies :class:`Predictor`; this module never imports a
+training framework, so it runs wherever the runtime does.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import os
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Protocol
+
+import numpy as np
+
+from runtime.errors import FlareError, ImageDecodeError, UsageError
+from runtime.imageio import DEFAULT_MAX_PIXELS, is_supported, load_rgb
+from runtime.preprocess import PreprocessSpec, preprocess
+
+try:
+    import fcntl
+except ImportError:  # Windows has no flock; keeping to one run per CSV is then the user's job
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "FIXED_COLUMNS",
+    "Predictor",
+    "TriageSummary",
+    "csv_header",
+    "list_images",
+    "triage",
+]
+
+#: The columns before the per-class probabilities, in order.
+FIXED_COLUMNS: tuple[str, ...] = (
+    "path", "fine_class", "macro_class", "confidence", "flagged", "status", "error",
+)
+_PATH, _FINE, _FLAGGED, _STATUS = 0, 1, 4, 5
+
+#: How many batches the decoders may run ahead of inference: enough to hide decode latency
+#: behind ``predict``, few enough that a 100k-file folder never piles up in memory.
+PREFETCH_BATCHES = 3
+
+# File names that are not valid UTF-8 (possible on POSIX) must come back byte for byte when
+# the CSV is read on resume, or those files would be triaged twice.
+_ENCODING, _ENCODING_ERRORS = "utf-8", "surrogateescape"
+
+
+class Predictor(Protocol):
+    """What triage needs from a classifier; a loaded bundle satisfies it, and so does a fake."""
+
+    spec: PreprocessSpec
+    labels: list[str]
+    macro_of: dict[str, str]
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """(N, 3, S, S) float32 network input -> (N, len(labels)) probabilities summing to 1."""
+        ...
+
+
+@dataclass(frozen=True)
+class TriageSummary:
+    """What a run did and what the results file now holds.
+
+    ``processed``, ``skipped`` and ``images_per_second`` describe this run only; the class
+    counts, ``flagged`` and ``errors`` describe the whole CSV, earlier (resumed) runs included,
+    because the file is the result the user acts on.
+    """
+
+    root: Path
+    out_csv: Path
+    threshold: float
+    total: int  #: supported files found under ``root``
+    processed: int  #: rows written by this run
+    skipped: int  #: files already in the CSV, not triaged again
+    class_counts: dict[str, int]  #: ``ok`` rows per fine class, in label order
+    flagged: int  #: rows flagged for review (low confidence)
+    errors: int  #: ``error`` rows (files that could not be decoded)
+    images_per_second: float  #: this run's throughput, decoding included
+    unlisted_dirs: tuple[str, ...] = field(default=())  #: folders that could not be listed
+
+    @property
+    def classified(self) -> int:
+        """Rows with a prediction in the whole CSV."""
+        return sum(self.class_counts.values())
+
+    def format(self) -> str:
+        """A few lines for the terminal: what happened, what needs a look, where it went."""
+        lines = [
+            f"{self.total} image files under {self.root}: {self.processed} triaged in this run"
+            + (f" ({self.images_per_second:.1f} images/s)" if self.processed else "")
+            + (f", {self.skipped} already done" if self.skipped else ""),
+            f"{self.out_csv}: {self.classified} classified, {self.flagged} flagged for review "
+            f"(confidence < {self.threshold:g}), {self.errors} unreadable",
+        ]
+        counts = [f"{name} {n}" for name, n in self.class_counts.items() if n]
+        if counts:
+            lines.append("classes: " + ", ".join(counts))
+        if self.unlisted_dirs:
+            lines.append(
+                f"{len(self.unlisted_dirs)} folder(s) could not be listed and were left out, "
+                f"e.g. {self.unlisted_dirs[0]}"
+            )
+        return "\n".join(lines)
+
+
+def csv_header(labels: list[str]) -> list[str]:
+    """The results columns for a model with these fine labels."""
+    return [*FIXED_COLUMNS, *(f"p_{label}" for label in labels)]
+
+
+def list_images(root: Path, *, exclude: Path | None = None) -> tuple[list[str], list[str]]:
+    """Supported, non-hidden files under ``root`` as sorted relative POSIX paths.
+
+    Sorted so that runs, resumes and machines agree on the order. Hidden files and folders
+    (``.git``, ``.DS_Store``, editors' temp files) are never survey data. ``exclude`` (the
+    results file) is left out in case its name looks like an image. Returns the paths and the
+    folders that could not be listed, which the caller reports instead of silently dropping.
+    """
+    found: list[str] = []
+    unlisted: list[str] = []
+    exclude_resolved = exclude.resolve() if exclude is not None else None
+
+    def note_unlisted(exc: OSError) -> None:
+        unlisted.append(str(exc.filename))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=note_unlisted):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        base = Path(dirpath)
+        for name in filenames:
+            if name.startswith(".") or not is_supported(Path(name)):
+                continue
+            path = base / name
+            # Resolving every file would cost a syscall per path; only a same-named one can match.
+            if exclude_resolved is not None and name == exclude_resolved.name \
+                    and path.resolve() == exclude_resolved:
+                continue
+            found.append(path.relative_to(root).as_posix())
+    found.sort()
+    return found, sorted(unlisted)
+
+
+def triage(
+    root: Path,
+    predictor: Predictor,
+    out_csv: Path,
+    *,
+    threshold: float = 0.5,
+    batch_size: int = 32,
+    workers: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress: Callable[[int], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> TriageSummary:
+    """Classify every image under ``root`` into ``out_csv``, resuming what is already there.
+
+    Rows are ``flagged`` when the top-1 confidence, as written, is below ``threshold``.
+    ``on_start`` gets the number of files left to do once the folder and the CSV have been
+    read; ``progress`` gets the number of files finished since its previous call. Undecodable files
+    become ``error`` rows; an exception from ``predictor.predict`` propagates, and the rows
+    written before it stay (the next run resumes after them).
+    """
+    root, out_csv = Path(root), Path(out_csv)
+    _check_arguments(root, threshold, batch_size, workers)
+    labels, macro_of = _check_predictor(predictor)
+    header = csv_header(labels)
+
+    paths, unlisted = list_images(root, exclude=out_csv)
+    fd, existing = _open_results(out_csv, header)
+    try:
+        tally = _Tally(labels)
+        done: set[str] = set()
+        for row in existing:
+            tally.add(row)
+            done.add(row[_PATH])
+        todo = [(root / rel, key) for rel in paths if (key := _csv_key(rel)) not in done]
+        if on_start is not None:
+            on_start(len(todo))
+
+        n_workers = workers or min(8, os.cpu_count() or 1)
+        window = max(batch_size * PREFETCH_BATCHES, n_workers)
+        started = time.perf_counter()
+        processed = 0
+        decode = _Decoder(predictor.spec, max_pixels)
+        with closing(_decode_ahead(todo, decode, n_workers, window)) as decoded:
+            while batch := list(itertools.islice(decoded, batch_size)):
+                rows = _rows_for(batch, predictor, labels, macro_of, threshold)
+                _append(fd, _encode_lines(rows))
+                for row in rows:
+                    tally.add(row)
+                processed += len(rows)
+                if progress is not None:
+                    progress(len(rows))
+        elapsed = time.perf_counter() - started
+    finally:
+        os.close(fd)
+
+    return TriageSummary(
+        root=root,
+        out_csv=out_csv,
+        threshold=threshold,
+        total=len(paths),
+        processed=processed,
+        skipped=len(paths) - len(todo),
+        class_counts=dict(tally.classes),
+        flagged=tally.flagged,
+        errors=tally.errors,
+        images_per_second=processed / elapsed if processed and elapsed > 0 else 0.0,
+        unlisted_dirs=tuple(unlisted),
+    )
+
+
+def _check_arguments(root: Path, threshold: float, batch_size: int, workers: int | None) -> None:
+    if not root.is_dir():
+        raise UsageError(f"{root} is not a folder")
+    if not 0.0 <= threshold <= 1.0:
+        raise UsageError(f"--threshold must be between 0 and 1, got {threshold}")
+    if batch_size < 1:
+        raise UsageError(f"--batch must be at least 1, got {batch_size}")
+    if workers is not None and workers < 1:
+        raise UsageError(f"workers must be at least 1, got {workers}")
+
+
+def _check_predictor(predictor: Predictor) -> tuple[list[str], dict[str, str]]:
+    """Fail before any work if the model's labels cannot make a well-formed CSV."""
+    labels = list(predictor.labels)
+    if not labels or len(set(labels)) != len(labels):
+        raise FlareError(f"the model's labels must be non-empty and distinct, got {labels}")
+    missing = [label for label in labels if label not in predictor.macro_of]
+    if missing:
+        raise FlareError(f"the model has no macro class for {missing}")
+    return labels, dict(predictor.macro_of)
+
+
+class _Tally:
+    """Counts over CSV rows, fed both the rows found on resume and the ones written now."""
+
+    def __init__(self, labels: list[str]) -> None:
+        self.classes = {label: 0 for label in labels}
+        self.flagged = 0
+        self.errors = 0
+
+    def add(self, row: list[str]) -> None:
+        if row[_STATUS] == "ok":
+            self.classes[row[_FINE]] = self.classes.get(row[_FINE], 0) + 1
+        else:
+            self.errors += 1
+        self.flagged += row[_FLAGGED] == "1"
+
+
+def _csv_key(rel: str) -> str:
+    """The path as written in the CSV: every row must stay one line for the torn-line repair,
+    so the (rare, legal on POSIX) line breaks in a file name are written escaped."""
+    return rel.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+# --- the results file ---------------------------------------------------------------------
+
+
+def _open_results(out_csv: Path, header: list[str]) -> tuple[int, list[list[str]]]:
+    """Open ``out_csv`` for appending, locked, repaired, with a header; return its rows.
+
+    The lock stops a second run on the same file from appending the same paths twice.
+    """
+    try:
+        fd = os.open(out_csv, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError as exc:
+        raise FlareError(f"cannot open results file {out_csv}: {exc.strerror}") from exc
+    try:
+        _lock(fd, out_csv)
+        return fd, _read_and_repair(fd, out_csv, header)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _lock(fd: int, out_csv: Path) -> None:
+    if fcntl is None:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        raise FlareError(
+            f"{out_csv} is being written by another triage run; wait for it or pick another --out"
+        ) from exc
+
+
+def _read_and_repair(fd: int, out_csv: Path, header: list[str]) -> list[list[str]]:
+    """Return the existing rows after cutting a torn last line and writing a missing header.
+
+    Nothing is modified until the content is known to be ours: a file from another model,
+    or not a triage CSV at all, is refused untouched.
+    """
+    with open(fd, "rb", closefd=False) as f:
+        data = f.read()
+    cut = data.rfind(b"\n") + 1
+    complete, torn = data[:cut], data[cut:]
+    header_line = _encode_lines([header])
+    mismatch = FlareError(
+        f"{out_csv} exists but was not written by triage with this model's labels "
+        f"({len(header) - len(FIXED_COLUMNS)} classes); pick another --out or delete the file"
+    )
+    rows: list[list[str]] = []
+    if complete:
+        try:
+            records = list(csv.reader(io.StringIO(
+                complete.decode(_ENCODING, _ENCODING_ERRORS), newline="")))
+        except csv.Error as exc:
+            raise mismatch from exc
+        if records[0] != header:
+            raise mismatch
+        for number, row in enumerate(records[1:], start=2):
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise FlareError(
+                    f"{out_csv} row {number} has {len(row)} cells instead of {len(header)}; "
+                    "the file was edited or damaged: fix that row, or pick another --out"
+                )
+            rows.append(row)
+    elif torn and not header_line.startswith(torn):
+        raise mismatch
+    if torn:
+        os.ftruncate(fd, cut)
+        os.fsync(fd)
+    if not complete:
+        _append(fd, header_line)
+    return rows
+
+
+def _encode_lines(rows: list[list[str]]) -> bytes:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue().encode(_ENCODING, _ENCODING_ERRORS)
+
+
+def _append(fd: int, data: bytes) -> None:
+    """Append whole lines in one write, then fsync.
+
+    One write means a kill leaves either whole rows or a torn tail, which the next run cuts
+    off; fsync makes what was written survive a power cut too. The loop only matters for the
+    short writes POSIX allows (a full disk, a signal), where it finishes the same lines.
+    """
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.fsync(fd)
+
+
+# --- decoding and inference ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    """One file, ready for the network (``tensor``) or not (``error``)."""
+
+    key: str
+    tensor: np.ndarray | None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class _Decoder:
+    """Decode and preprocess one file on a worker thread, turning every failure into a row."""
+
+    spec: PreprocessSpec
+    max_pixels: int
+
+    def __call__(self, job: tuple[Path, str]) -> _Decoded:
+        path, key = job
+        try:
+            rgb = load_rgb(path, max_pixels=self.max_pixels, stretch=self.spec.stretch)
+            return _Decoded(key, preprocess(rgb, self.spec))
+        except ImageDecodeError as exc:
+            return _Decoded(key, None, _one_line(str(exc)))
+        except Exception as exc:  # noqa: BLE001 - one odd file must not end a 100k-file run
+            return _Decoded(key, None, _one_line(f"{path}: {type(exc).__name__}: {exc}"))
+
+
+def _decode_ahead(
+    jobs: list[tuple[Path, str]],
+    decode: Callable[[tuple[Path, str]], _Decoded],
+    workers: int,
+    window: int,
+) -> Iterator[_Decoded]:
+    """Yield decoded files in ``jobs`` order while at most ``window`` are decoded ahead.
+
+    Closing the generator (the caller's ``closing``) cancels what was queued, so an error
+    in ``predict`` or a Ctrl-C does not first decode the rest of the window.
+    """
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="flare-decode")
+    try:
+        pending: deque[Future[_Decoded]] = deque()
+        remaining = iter(jobs)
+        for job in itertools.islice(remaining, window):
+            pending.append(pool.submit(decode, job))
+        while pending:
+            result = pending.popleft().result()
+            job = next(remaining, None)
+            if job is not None:
+                pending.append(pool.submit(decode, job))
+            yield result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _rows_for(
+    batch: list[_Decoded],
+    predictor: Predictor,
+    labels: list[str],
+    macro_of: dict[str, str],
+    threshold: float,
+) -> list[list[str]]:
+    """CSV rows for one batch, in order; only the decoded files go through the model."""
+    good = [d.tensor for d in batch if d.tensor is not None]
+    probs = iter(_predict(predictor, np.stack(good), len(labels)) if good else ())
+    blank = [""] * len(labels)
+    rows: list[list[str]] = []
+    for item in batch:
+        if item.tensor is None:
+            rows.append([item.key, "", "", "", "", "error", item.error, *blank])
+            continue
+        p = next(probs)
+        top = int(np.argmax(p))
+        confidence = f"{p[top]:.6f}"
+        # Compare what is written, so the file agrees with itself (0.4999996 shows 0.500000).
+        flagged = "1" if float(confidence) < threshold else "0"
+        fine = labels[top]
+        rows.append([item.key, fine, macro_of[fine], confidence, flagged, "ok", "",
+                     *(f"{v:.6f}" for v in p)])
+    return rows
+
+
+def _predict(predictor: Predictor, batch: np.ndarray, n_labels: int) -> np.ndarray:
+    probs = np.asarray(predictor.predict(batch), dtype=np.float64)
+    if probs.shape != (len(batch), n_labels):
+        raise FlareError(
+            f"the model returned probabilities of shape {probs.shape} for a batch of "
+            f"{len(batch)}; expected ({len(batch)}, {n_labels}) to match its labels"
+        )
+    return probs

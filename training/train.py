@@ -1,0 +1,286 @@
+"""``flare train``: train a classifier on a leak-free split, with checkpoints and resume.
+
+The recipe defaults are the FLARE authors' (Adam lr 2e-5, StepLR 10 / 0.5, 50 epochs, batch
+64, 224 px, ImageNet normalisation, best-validation-loss checkpoint). Inputs go through
+:func:`runtime.preprocess.preprocess`, the same function the runtime uses, so an exported
+bundle sees the same pixels. A RUN folder holds:
+
+- ``config.json``: the training configuration, classes, macro map and preprocessing
+- ``last.safetensors`` / ``best.safetensors``: weights after the last epoch / at the best
+  validation loss; ``train_state.pt``: optimizer, scheduler and epoch for ``--resume``
+- ``metrics.jsonl``: one line per epoch; ``split.csv``: the split that was used
+- ``confusion_matrix.{png,json}`` and ``results.json``: the test split, at the end
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from runtime.errors import FlareError, UsageError
+from runtime.imageio import load_rgb
+from runtime.preprocess import PreprocessSpec, preprocess
+from runtime.progress import log, progress_bar
+from training.data import labels_for, read_split, resolve_root, scan_image_folder, split_groups, write_split
+from training.metrics import accuracy, confusion_matrix, macro_f1, save_confusion
+from training.models import create_classifier, load_weights
+
+RUN_FORMAT = "flare-run/1"
+#: Cache decoded inputs in memory when they fit in this many bytes (demo-size data).
+CACHE_LIMIT_BYTES = 2 * 1024**3
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; saved to ``config.json``."""
+
+    model: str
+    data: str
+    level: str = "fine"
+    epochs: int = 50
+    batch: int = 64
+    lr: float = 2e-5
+    step_size: int = 10
+    gamma: float = 0.5
+    img_size: int = 224
+    seed: int = 0
+    weights: str | None = None
+    amp: bool = True
+    workers: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ImageDataset(Dataset):
+    """Rows of a split file as (input, target) through the shared preprocessing."""
+
+    def __init__(self, rows: list[dict[str, str]], root: Path, spec: PreprocessSpec,
+                 target_of: dict[str, int], cache: bool) -> None:
+        self.rows, self.root, self.spec, self.target_of = rows, root, spec, target_of
+        self.cache: dict[int, np.ndarray] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def array(self, i: int) -> np.ndarray:
+        """The network input for row ``i``, exactly as the runtime computes it."""
+        if self.cache is not None and i in self.cache:
+            return self.cache[i]
+        x = preprocess(load_rgb(self.root / self.rows[i]["path"], stretch=self.spec.stretch), self.spec)
+        if self.cache is not None:
+            self.cache[i] = x
+        return x
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return torch.from_numpy(self.array(i)), self.target_of[self.rows[i]["label"]]
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on GPUs that have it, fp16 otherwise; off on CPU (slower there)."""
+    if not enabled or device.type != "cuda":
+        return torch.autocast(device.type, enabled=False)
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def _save_atomic(obj_writer, path: Path) -> None:
+    """Write to a temporary name then rename, so a kill never leaves half a checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    obj_writer(tmp)
+    os.replace(tmp, path)
+
+
+def save_weights(model: nn.Module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    _save_atomic(lambda p: save_file(state, str(p)), path)
+
+
+def load_run(run: Path) -> dict[str, Any]:
+    """Read a RUN folder's ``config.json``."""
+    path = Path(run) / "config.json"
+    if not path.is_file():
+        raise UsageError(f"{run} is not a training run (no config.json); train one with 'flare train'")
+    cfg = json.loads(path.read_text())
+    if cfg.get("format") != RUN_FORMAT:
+        raise FlareError(f"{path} is not a {RUN_FORMAT} run config")
+    return cfg
+
+
+def build_from_run(run: Path, checkpoint: str = "best") -> tuple[nn.Module, dict[str, Any], Path]:
+    """The trained model of a RUN with its config and the weights file used."""
+    from safetensors.torch import load_file
+
+    cfg = load_run(run)
+    weights = Path(run) / f"{checkpoint}.safetensors"
+    if not weights.is_file():
+        weights = Path(run) / "last.safetensors"
+    if not weights.is_file():
+        raise FlareError(f"{run} has no checkpoint yet (no best/last.safetensors)")
+    model = create_classifier(cfg["train"]["model"], len(cfg["classes"]), cfg["train"]["img_size"])
+    model.load_state_dict(load_file(str(weights)))
+    return model.eval(), cfg, weights
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, n: int, amp: bool) -> dict[str, Any]:
+    """Loss, accuracy, macro-F1 and the confusion matrix over a loader."""
+    model.eval()
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    total_loss, trues, preds = 0.0, [], []
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        with _autocast(device, amp):
+            logits = model(x)
+        total_loss += float(loss_fn(logits.float(), y))
+        trues.append(y.cpu().numpy())
+        preds.append(logits.argmax(1).cpu().numpy())
+    if not trues:
+        return {"loss": float("nan"), "acc": 0.0, "macro_f1": 0.0, "cm": np.zeros((n, n), dtype=np.int64)}
+    cm = confusion_matrix(np.concatenate(trues), np.concatenate(preds), n)
+    return {"loss": total_loss / max(cm.sum(), 1), "acc": accuracy(cm), "macro_f1": macro_f1(cm), "cm": cm}
+
+
+def prepare_split(data: Path, split: Path | None, run: Path, seed: int) -> list[dict[str, str]]:
+    """Use the given split file, or make the default grouped split and keep it in the RUN."""
+    root = resolve_root(data)
+    if split is not None:
+        rows = read_split(split, data)
+    else:
+        samples, _ = scan_image_folder(data)
+        rows = split_groups(samples, seed=seed)
+    write_split(rows, run / "split.csv")
+    if not any(r["split"] == "train" for r in rows):
+        raise UsageError(f"the split for {root} has no training images")
+    return rows
+
+
+def train(cfg: TrainConfig, out: Path, split: Path | None = None, resume: bool = False,
+          device: str = "auto") -> dict[str, Any]:
+    """Train (or resume) a run in ``out``; returns the final test metrics."""
+    out = Path(out)
+    state_path = out / "train_state.pt"
+    if resume:
+        if not state_path.is_file():
+            raise UsageError(f"--resume: {out} has no checkpoint to resume from")
+        saved = load_run(out)
+        requested_epochs = cfg.epochs
+        cfg = TrainConfig(**saved["train"])
+        cfg.epochs = max(cfg.epochs, requested_epochs)
+        rows = read_split(out / "split.csv", Path(cfg.data))
+    else:
+        if state_path.exists():
+            raise UsageError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        out.mkdir(parents=True, exist_ok=True)
+        rows = prepare_split(Path(cfg.data), split, out, cfg.seed)
+    root = resolve_root(Path(cfg.data))
+    fine_classes = sorted(set(r["label"] for r in rows))
+    from runtime.taxonomy import FINE_CLASSES
+
+    if all(c in FINE_CLASSES for c in fine_classes):
+        fine_classes = [c for c in FINE_CLASSES if c in fine_classes]
+    classes, macro_of, label_map = labels_for(cfg.level, fine_classes)
+    target_of = {fine: classes.index(label_map[fine]) for fine in fine_classes}
+    spec = PreprocessSpec(size=cfg.img_size)
+    run_cfg = {"format": RUN_FORMAT, "train": asdict(cfg), "classes": classes, "macro_of": macro_of,
+               "level": cfg.level, "label_map": label_map, "preprocessing": spec.to_dict()}
+    (out / "config.json").write_text(json.dumps(run_cfg, indent=2))
+
+    dev = pick_device(device)
+    torch.manual_seed(cfg.seed)
+    model = create_classifier(cfg.model, len(classes), cfg.img_size).to(dev)
+    if cfg.weights and not resume:
+        info = load_weights(model, Path(cfg.weights))
+        log(f"loaded {cfg.weights}: {info['loaded']} tensors, {info['missing']} new (head)")
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+    use_scaler = cfg.amp and dev.type == "cuda" and not torch.cuda.is_bf16_supported()
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    start, best_loss = 0, float("inf")
+    if resume:
+        from safetensors.torch import load_file
+
+        state = torch.load(state_path, map_location=dev, weights_only=False)
+        model.load_state_dict(load_file(str(out / "last.safetensors")))
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start, best_loss = state["epoch"] + 1, state["best_val_loss"]
+        log(f"resuming {out} at epoch {start + 1}/{cfg.epochs}")
+
+    per_item = 3 * cfg.img_size * cfg.img_size * 4
+    cache = len(rows) * per_item < CACHE_LIMIT_BYTES
+    sets = {s: ImageDataset([r for r in rows if r["split"] == s], root, spec, target_of, cache) for s in ("train", "val", "test")}
+    eval_loader = {s: DataLoader(d, batch_size=cfg.batch, shuffle=False, num_workers=cfg.workers) for s, d in sets.items()}
+    loss_fn = nn.CrossEntropyLoss()
+    metrics_path = out / "metrics.jsonl"
+    kept = [line for line in metrics_path.read_text().splitlines() if line.strip() and json.loads(line)["epoch"] <= start] \
+        if resume and metrics_path.exists() else []
+    metrics_path.write_text("".join(line + "\n" for line in kept))
+
+    for epoch in range(start, cfg.epochs):
+        t0 = time.perf_counter()
+        torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout etc.: the same whether resumed or not
+        shuffle = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        train_ds = sets["train"]
+        loader = DataLoader(train_ds, batch_size=cfg.batch, shuffle=True, generator=shuffle,
+                            num_workers=cfg.workers, drop_last=len(train_ds) > cfg.batch)
+        model.train()
+        seen, loss_sum, correct = 0, 0.0, 0
+        with progress_bar(len(train_ds), f"epoch {epoch + 1}/{cfg.epochs}") as advance:
+            for x, y in loader:
+                x, y = x.to(dev), y.to(dev)
+                optimizer.zero_grad(set_to_none=True)
+                with _autocast(dev, cfg.amp):
+                    logits = model(x)
+                    loss = loss_fn(logits.float(), y)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                seen += len(y)
+                loss_sum += loss.item() * len(y)
+                correct += int((logits.argmax(1) == y).sum())
+                advance(len(y))
+        scheduler.step()
+        val = evaluate(model, eval_loader["val"], dev, len(classes), cfg.amp)
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
+               "val_loss": val["loss"], "val_acc": val["acc"], "val_macro_f1": val["macro_f1"],
+               "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - t0, 2)}
+        improved = val["loss"] < best_loss or not np.isfinite(best_loss)
+        if improved:
+            best_loss = val["loss"]
+            save_weights(model, out / "best.safetensors")
+        save_weights(model, out / "last.safetensors")
+        _save_atomic(lambda p: torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                           "scaler": scaler.state_dict(), "epoch": epoch,
+                                           "best_val_loss": best_loss}, p), state_path)
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        log(f"epoch {epoch + 1}: loss {row['train_loss']:.4f} acc {row['train_acc']:.3f} | "
+            f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f} macro-F1 {row['val_macro_f1']:.3f}"
+            + (" (best)" if improved else ""))
+
+    best, _, _ = build_from_run(out)
+    test = evaluate(best.to(dev), eval_loader["test"], dev, len(classes), cfg.amp)
+    js, png = save_confusion(test["cm"], classes, out / "confusion_matrix",
+                             f"{cfg.model} test split: acc {test['acc']:.3f}, macro-F1 {test['macro_f1']:.3f}")
+    results = {"test_acc": test["acc"], "test_macro_f1": test["macro_f1"], "test_loss": test["loss"],
+               "test_images": int(test["cm"].sum()), "confusion_matrix": js.name, "confusion_png": png.name,
+               "device": str(dev)}
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    return results

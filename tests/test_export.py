@@ -1,0 +1,134 @@
+"""Export: ONNX bundles, the parity gate, manifests the runtime accepts or refuses."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+import export.classifier as exporter  # noqa: E402
+from export.parity import ParityError  # noqa: E402
+from runtime.classify import Classifier  # noqa: E402
+from runtime.errors import BundleError  # noqa: E402
+from runtime.manifest import read_manifest  # noqa: E402
+from training.train import build_from_run  # noqa: E402
+
+
+def corrupting(finalize):
+    """Wrap ``finalize`` so the written ONNX file has one weight tensor scaled (a bad export)."""
+    from onnx import numpy_helper
+
+    def corrupt(path: Path, *args, **kwargs):
+        notes = finalize(path, *args, **kwargs)
+        model = onnx.load(str(path))
+        biggest = max(model.graph.initializer, key=lambda t: np.prod(t.dims))
+        arr = numpy_helper.to_array(biggest)
+        biggest.CopyFrom(numpy_helper.from_array((arr * 1.5 + 0.1).astype(arr.dtype), biggest.name))
+        onnx.save(model, str(path))
+        return notes
+
+    return corrupt
+
+
+def test_bundle_manifest_and_runtime_match_pytorch(bundle: Path, trained_run: Path, sky_data: Path) -> None:
+    manifest = read_manifest(bundle)
+    assert manifest.task == "classify" and manifest.precision == "fp32"
+    assert manifest.inputs[0].shape[0] == "batch" and manifest.inputs[0].shape[1:] == [3, 32, 32]
+    assert manifest.labels.classes[1] == "black hole"
+    assert manifest.labels.macro_of["comet"] == "Cosmic Phenomena"
+    assert manifest.parity["passed"] and manifest.parity["top1_agreement"] == 1.0
+    assert "split" in manifest.parity["inputs"]
+    assert len(manifest.source["sha256"]) == 64 and "torch" in manifest.versions
+    # the torch-free runtime gives PyTorch's probabilities on image files
+    clf = Classifier(bundle, backend="cpu")
+    files = sorted((sky_data / "lr").rglob("*.png"))[:10]
+    preds = clf.classify_files(files, top_k=8)
+    model, _, _ = build_from_run(trained_run)
+    from runtime.imageio import load_rgb
+    from runtime.preprocess import preprocess
+
+    x = torch.from_numpy(np.stack([preprocess(load_rgb(f), clf.spec) for f in files]))
+    with torch.inference_mode():
+        expected = torch.softmax(model(x), 1).numpy()
+    for pred, row in zip(preds, expected):
+        got = dict(pred.top)
+        np.testing.assert_allclose([got[c] for c in clf.labels], row, atol=1e-5)
+    assert clf.backend == "onnxruntime:cpu"
+
+
+def test_parity_gate_refuses_a_corrupted_export(trained_run: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "bad"
+    monkeypatch.setattr(exporter, "finalize", corrupting(exporter.finalize))
+    with pytest.raises(ParityError, match="refusing to write"):
+        exporter.export_classifier(str(trained_run), out)
+    assert not out.exists() and not (tmp_path / "bad.partial").exists()
+    # the override writes it, loudly marked as failed
+    path, report = exporter.export_classifier(str(trained_run), out, allow_parity_failure=True)
+    assert not report.passed and report.max_abs_diff > 1e-2
+    assert read_manifest(path).parity["passed"] is False
+
+
+def test_failed_export_leaves_a_previous_bundle_alone(bundle: Path, trained_run: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "kept"
+    shutil.copytree(bundle, out)
+    before = (out / "model.onnx").read_bytes()
+    monkeypatch.setattr(exporter, "finalize", corrupting(exporter.finalize))
+    with pytest.raises(ParityError):
+        exporter.export_classifier(str(trained_run), out)
+    assert (out / "model.onnx").read_bytes() == before
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_reduced_precision_exports(trained_run: Path, tmp_path: Path, precision: str) -> None:
+    path, report = exporter.export_classifier(str(trained_run), tmp_path / precision, precision=precision,
+                                              allow_parity_failure=True)
+    manifest = read_manifest(path)
+    assert manifest.precision == precision and manifest.inputs[0].dtype == "float32"
+    graph = onnx.load(str(path / "model.onnx")).graph
+    ops = {n.op_type for n in graph.node}
+    if precision == "int8":
+        assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    else:
+        assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer)
+    assert np.isfinite(report.max_abs_diff)
+    assert report.top1_agreement is not None and report.top1_agreement >= 0.5
+
+
+def test_bare_architecture_export(tmp_path: Path) -> None:
+    path, report = exporter.export_classifier("mobilenetv3_small_100", tmp_path / "b", img_size=64, samples=4)
+    manifest = read_manifest(path)
+    assert report.passed and "random" in manifest.parity["inputs"]
+    assert manifest.source["checkpoint"] is None and len(manifest.labels.classes) == 8
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m.update(schema_version=99), "newer than this runtime"),
+    (lambda m: m.update(task="dance"), "task"),
+    (lambda m: m["files"].update(model="gone.onnx"), "missing"),
+    (lambda m: m.pop("labels"), "labels"),
+    (lambda m: m["labels"]["macro_of"].pop("comet"), "macro"),
+])
+def test_runtime_refuses_bad_manifests(bundle: Path, tmp_path: Path, edit, message: str) -> None:
+    bad = tmp_path / "b"
+    shutil.copytree(bundle, bad)
+    manifest = json.loads((bad / "manifest.json").read_text())
+    edit(manifest)
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=message):
+        Classifier(bad)
+
+
+def test_runtime_refuses_non_json_and_missing_manifest(tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        read_manifest(tmp_path)
+    with pytest.raises(BundleError, match="no manifest.json"):
+        read_manifest(tmp_path / "..")

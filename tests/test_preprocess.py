@@ -1,0 +1,110 @@
+"""One preprocessing for training and runtime, equal to the authors' torchvision transform."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from runtime.errors import BundleError, ImageDecodeError
+from runtime.imageio import load_rgb
+from runtime.preprocess import PreprocessSpec, StretchSpec, planes_to_rgb, preprocess, stretch, to_rgb
+
+
+def write_images(folder: Path) -> list[Path]:
+    """A few images of different sizes, modes and formats, one per class folder."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, (mode, size, ext) in enumerate([("RGB", (37, 53), "png"), ("L", (64, 64), "png"),
+                                           ("RGBA", (20, 31), "png"), ("RGB", (90, 41), "jpg")]):
+        arr = rng.integers(0, 256, (size[1], size[0], 4), dtype=np.uint8)
+        img = Image.fromarray(arr, "RGBA").convert(mode)
+        cls = ["galaxy", "nebula", "star", "comet"][i]
+        (folder / cls).mkdir(parents=True, exist_ok=True)
+        path = folder / cls / f"img{i}.{ext}"
+        img.save(path)
+        paths.append(path)
+    from astropy.io import fits
+
+    (folder / "planet").mkdir(exist_ok=True)
+    data = rng.normal(100, 20, (30, 44))
+    data[3:6, 4:9] = np.nan
+    fits.PrimaryHDU(data).writeto(folder / "planet" / "sky.fits")
+    paths.append(folder / "planet" / "sky.fits")
+    return paths
+
+
+def test_training_dataset_equals_runtime_preprocessing(tmp_path: Path) -> None:
+    """The tensors training sees are the arrays the runtime feeds the exported model."""
+    torch = pytest.importorskip("torch")
+    from torch.utils.data import DataLoader
+
+    from training.data import scan_image_folder
+    from training.train import ImageDataset
+
+    paths = write_images(tmp_path)
+    samples, classes = scan_image_folder(tmp_path)
+    spec = PreprocessSpec(size=48)
+    rows = [{"path": s.path, "label": s.label} for s in samples]
+    ds = ImageDataset(rows, tmp_path, spec, {c: i for i, c in enumerate(classes)}, cache=False)
+    batch, _ = next(iter(DataLoader(ds, batch_size=len(ds))))
+    # runtime side: the spec as it travels in a bundle manifest, then the runtime's own calls
+    runtime_spec = PreprocessSpec.from_dict(spec.to_dict())
+    by_path = {tmp_path / r["path"]: i for i, r in enumerate(rows)}
+    for path in paths:
+        runtime = preprocess(load_rgb(path, stretch=runtime_spec.stretch), runtime_spec)
+        np.testing.assert_array_equal(batch[by_path[path]].numpy(), runtime)
+    assert batch.dtype == torch.float32 and tuple(batch.shape[1:]) == (3, 48, 48)
+
+
+def test_matches_the_authors_torchvision_transform(tmp_path: Path) -> None:
+    """FLARE's classifiers used Resize((224, 224)), ToTensor, ImageNet Normalize on PIL images."""
+    pytest.importorskip("torchvision")
+    from torchvision import transforms
+
+    reference = transforms.Compose([transforms.Resize((224, 224)), transforms.ToTensor(),
+                                    transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    for path in write_images(tmp_path)[:4]:
+        with Image.open(path) as img:
+            rgb_pil = Image.fromarray(to_rgb(img))
+        expected = reference(rgb_pil).numpy()
+        ours = preprocess(load_rgb(path), PreprocessSpec())
+        np.testing.assert_allclose(ours, expected, atol=1e-5)
+
+
+def test_alpha_is_composited_on_black() -> None:
+    img = Image.new("RGBA", (2, 1), (200, 100, 50, 0))
+    img.putpixel((1, 0), (200, 100, 50, 255))
+    rgb = to_rgb(img)
+    assert rgb[0, 0].tolist() == [0, 0, 0] and rgb[0, 1].tolist() == [200, 100, 50]
+
+
+def test_stretch_handles_nan_and_refuses_all_nan() -> None:
+    data = np.linspace(0, 1000, 100).reshape(10, 10)
+    data[0, 0] = np.nan
+    out = stretch(data)
+    assert out.dtype == np.uint8 and out[0, 0] == 0 and out.max() == 255
+    assert np.all(np.diff(out.ravel()[1:].astype(int)) >= 0), "the stretch must be monotonic"
+    linear = stretch(data, StretchSpec(kind="linear"))
+    assert out[5, 5] > linear[5, 5], "asinh lifts faint values above a linear stretch"
+    with pytest.raises(ImageDecodeError, match="no finite"):
+        stretch(np.full((4, 4), np.nan))
+
+
+def test_planes() -> None:
+    assert planes_to_rgb(np.ones((1, 5, 6))).shape == (5, 6, 3)
+    cube = np.stack([np.arange(30).reshape(5, 6) * k for k in (1, 2, 3)])
+    assert planes_to_rgb(cube).shape == (5, 6, 3)
+    with pytest.raises(ImageDecodeError, match="shape"):
+        planes_to_rgb(np.ones((4, 5, 6)))
+
+
+def test_spec_round_trip_and_refusals() -> None:
+    spec = PreprocessSpec(size=96, interpolation="bicubic", stretch=StretchSpec(softening=5.0))
+    assert PreprocessSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(BundleError, match="interpolation"):
+        PreprocessSpec.from_dict({**spec.to_dict(), "interpolation": "magic"})
+    with pytest.raises(BundleError, match="malformed"):
+        PreprocessSpec.from_dict({"mean": [0, 0, 0]})

@@ -1,0 +1,86 @@
+"""Training runs: checkpoints, resume, metrics, confusion matrix, weights files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from safetensors.torch import load_file  # noqa: E402
+
+from runtime.errors import FlareError, UsageError  # noqa: E402
+from training.models import create_classifier, load_weights  # noqa: E402
+from training.train import TrainConfig, train  # noqa: E402
+
+
+def config(data: Path, epochs: int) -> TrainConfig:
+    return TrainConfig(model="resnet18", data=str(data / "hr"), epochs=epochs, batch=16, lr=1e-3, img_size=32, seed=7)
+
+
+def test_resume_continues_exactly(sky_data: Path, tmp_path: Path) -> None:
+    """Two epochs in one go equal one epoch, a stop, and a resumed second epoch."""
+    straight = tmp_path / "straight"
+    train(config(sky_data, 2), straight)
+    resumed = tmp_path / "resumed"
+    train(config(sky_data, 1), resumed)
+    first = load_file(str(resumed / "last.safetensors"))
+    train(config(sky_data, 2), resumed, resume=True)
+    a, b = load_file(str(straight / "last.safetensors")), load_file(str(resumed / "last.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=f"{k} differs after resume")
+    assert any(not torch.equal(first[k], b[k]) for k in b if b[k].is_floating_point()), "resume did not train"
+    epochs = [json.loads(line)["epoch"] for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]
+
+
+def test_run_folder_contents(trained_run: Path) -> None:
+    cfg = json.loads((trained_run / "config.json").read_text())
+    assert cfg["classes"][1] == "black hole" and len(cfg["classes"]) == 8
+    assert cfg["preprocessing"]["size"] == 32
+    row = json.loads((trained_run / "metrics.jsonl").read_text().splitlines()[0])
+    assert {"train_loss", "val_acc", "val_macro_f1"} <= set(row)
+    cm = json.loads((trained_run / "confusion_matrix.json").read_text())
+    assert len(cm["matrix"]) == 8 and sum(map(sum, cm["matrix"])) == json.loads(
+        (trained_run / "results.json").read_text())["test_images"]
+    assert (trained_run / "confusion_matrix.png").stat().st_size > 1000
+    for name in ("best.safetensors", "last.safetensors", "train_state.pt", "split.csv"):
+        assert (trained_run / name).is_file()
+
+
+def test_existing_run_needs_resume_flag(trained_run: Path, sky_data: Path) -> None:
+    with pytest.raises(UsageError, match="--resume"):
+        train(config(sky_data, 1), trained_run)
+
+
+def test_macro_labels(sky_data: Path, tmp_path: Path) -> None:
+    cfg = config(sky_data, 1)
+    cfg.level = "macro"
+    train(cfg, tmp_path / "macro")
+    saved = json.loads((tmp_path / "macro" / "config.json").read_text())
+    assert saved["classes"] == ["Astronomical Patterns", "Celestial Bodies", "Cosmic Phenomena", "Stellar Objects"]
+    assert saved["label_map"]["black hole"] == "Cosmic Phenomena"
+
+
+def test_local_weights_skip_the_old_head_and_refuse_other_architectures(tmp_path: Path) -> None:
+    src = create_classifier("resnet18", 1000)
+    path = tmp_path / "imagenet_like.pth"
+    torch.save({"state_dict": src.state_dict()}, path)
+    model = create_classifier("resnet18", 8)
+    info = load_weights(model, path)
+    assert info["missing"] == 2  # fc.weight and fc.bias: the new 8-class head
+    torch.testing.assert_close(model.state_dict()["conv1.weight"], src.state_dict()["conv1.weight"])
+    other = tmp_path / "other.pth"
+    torch.save(create_classifier("mobilenetv3_small_100", 8).state_dict(), other)
+    with pytest.raises(FlareError, match="another architecture"):
+        load_weights(create_classifier("resnet18", 8), other)
+
+
+def test_googlenet_and_unknown_names() -> None:
+    net = create_classifier("googlenet", 8)
+    assert net(torch.zeros(2, 3, 64, 64)).shape == (2, 8)
+    with pytest.raises(UsageError, match="unknown model"):
+        create_classifier("not_a_model_xyz", 8)

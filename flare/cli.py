@@ -20,6 +20,8 @@ from runtime.errors import FlareError, UsageError
 COMMANDS = {
     "data": ("training.commands", "data"),
     "train": ("training.commands", "train"),
+    "train-sr": ("training.sr_commands", "train_sr"),
+    "augment": ("training.augment_commands", "augment"),
     "export": ("export.commands", "export"),
     "info": ("runtime.commands", "info"),
     "classify": ("runtime.commands", "classify"),

@@ -18,8 +18,6 @@ training framework, so it runs wherever the runtime does.
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import os
 import time
@@ -34,12 +32,8 @@ import numpy as np
 
 from runtime.errors import FlareError, ImageDecodeError, UsageError
 from runtime.imageio import DEFAULT_MAX_PIXELS, is_supported, load_rgb
+from runtime.journal import CsvJournal, one_line
 from runtime.preprocess import PreprocessSpec, preprocess
-
-try:
-    import fcntl
-except ImportError:  # Windows has no flock; keeping to one run per CSV is then the user's job
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -60,10 +54,6 @@ _PATH, _FINE, _FLAGGED, _STATUS = 0, 1, 4, 5
 #: How many batches the decoders may run ahead of inference: enough to hide decode latency
 #: behind ``predict``, few enough that a 100k-file folder never piles up in memory.
 PREFETCH_BATCHES = 3
-
-# File names that are not valid UTF-8 (possible on POSIX) must come back byte for byte when
-# the CSV is read on resume, or those files would be triaged twice.
-_ENCODING, _ENCODING_ERRORS = "utf-8", "surrogateescape"
 
 
 class Predictor(Protocol):
@@ -186,11 +176,11 @@ def triage(
     header = csv_header(labels)
 
     paths, unlisted = list_images(root, exclude=out_csv)
-    fd, existing = _open_results(out_csv, header)
-    try:
+    hint = f"the model's labels ({len(labels)} classes) differ or it is not a triage file: pick another --out or delete the file"
+    with CsvJournal(out_csv, header, hint) as journal:
         tally = _Tally(labels)
         done: set[str] = set()
-        for row in existing:
+        for row in journal.rows:
             tally.add(row)
             done.add(row[_PATH])
         todo = [(root / rel, key) for rel in paths if (key := _csv_key(rel)) not in done]
@@ -205,15 +195,13 @@ def triage(
         with closing(_decode_ahead(todo, decode, n_workers, window)) as decoded:
             while batch := list(itertools.islice(decoded, batch_size)):
                 rows = _rows_for(batch, predictor, labels, macro_of, threshold)
-                _append(fd, _encode_lines(rows))
+                journal.append(rows)
                 for row in rows:
                     tally.add(row)
                 processed += len(rows)
                 if progress is not None:
                     progress(len(rows))
         elapsed = time.perf_counter() - started
-    finally:
-        os.close(fd)
 
     return TriageSummary(
         root=root,
@@ -274,103 +262,6 @@ def _csv_key(rel: str) -> str:
     return rel.replace("\r", "\\r").replace("\n", "\\n")
 
 
-def _one_line(message: str) -> str:
-    return " ".join(message.split())
-
-
-# --- the results file ---------------------------------------------------------------------
-
-
-def _open_results(out_csv: Path, header: list[str]) -> tuple[int, list[list[str]]]:
-    """Open ``out_csv`` for appending, locked, repaired, with a header; return its rows.
-
-    The lock stops a second run on the same file from appending the same paths twice.
-    """
-    try:
-        fd = os.open(out_csv, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-    except OSError as exc:
-        raise FlareError(f"cannot open results file {out_csv}: {exc.strerror}") from exc
-    try:
-        _lock(fd, out_csv)
-        return fd, _read_and_repair(fd, out_csv, header)
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _lock(fd: int, out_csv: Path) -> None:
-    if fcntl is None:
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        raise FlareError(
-            f"{out_csv} is being written by another triage run; wait for it or pick another --out"
-        ) from exc
-
-
-def _read_and_repair(fd: int, out_csv: Path, header: list[str]) -> list[list[str]]:
-    """Return the existing rows after cutting a torn last line and writing a missing header.
-
-    Nothing is modified until the content is known to be ours: a file from another model,
-    or not a triage CSV at all, is refused untouched.
-    """
-    with open(fd, "rb", closefd=False) as f:
-        data = f.read()
-    cut = data.rfind(b"\n") + 1
-    complete, torn = data[:cut], data[cut:]
-    header_line = _encode_lines([header])
-    mismatch = FlareError(
-        f"{out_csv} exists but was not written by triage with this model's labels "
-        f"({len(header) - len(FIXED_COLUMNS)} classes); pick another --out or delete the file"
-    )
-    rows: list[list[str]] = []
-    if complete:
-        try:
-            records = list(csv.reader(io.StringIO(
-                complete.decode(_ENCODING, _ENCODING_ERRORS), newline="")))
-        except csv.Error as exc:
-            raise mismatch from exc
-        if records[0] != header:
-            raise mismatch
-        for number, row in enumerate(records[1:], start=2):
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise FlareError(
-                    f"{out_csv} row {number} has {len(row)} cells instead of {len(header)}; "
-                    "the file was edited or damaged: fix that row, or pick another --out"
-                )
-            rows.append(row)
-    elif torn and not header_line.startswith(torn):
-        raise mismatch
-    if torn:
-        os.ftruncate(fd, cut)
-        os.fsync(fd)
-    if not complete:
-        _append(fd, header_line)
-    return rows
-
-
-def _encode_lines(rows: list[list[str]]) -> bytes:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(rows)
-    return buf.getvalue().encode(_ENCODING, _ENCODING_ERRORS)
-
-
-def _append(fd: int, data: bytes) -> None:
-    """Append whole lines in one write, then fsync.
-
-    One write means a kill leaves either whole rows or a torn tail, which the next run cuts
-    off; fsync makes what was written survive a power cut too. The loop only matters for the
-    short writes POSIX allows (a full disk, a signal), where it finishes the same lines.
-    """
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-    os.fsync(fd)
-
-
 # --- decoding and inference ---------------------------------------------------------------
 
 
@@ -396,9 +287,9 @@ class _Decoder:
             rgb = load_rgb(path, max_pixels=self.max_pixels, stretch=self.spec.stretch)
             return _Decoded(key, preprocess(rgb, self.spec))
         except ImageDecodeError as exc:
-            return _Decoded(key, None, _one_line(str(exc)))
+            return _Decoded(key, None, one_line(str(exc)))
         except Exception as exc:  # noqa: BLE001 - one odd file must not end a 100k-file run
-            return _Decoded(key, None, _one_line(f"{path}: {type(exc).__name__}: {exc}"))
+            return _Decoded(key, None, one_line(f"{path}: {type(exc).__name__}: {exc}"))
 
 
 def _decode_ahead(

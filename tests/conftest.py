@@ -37,3 +37,31 @@ def bundle(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bundle") / "bundle"
     export_classifier(str(trained_run), out)
     return out
+
+
+def _cuda_available() -> bool:
+    try:
+        import onnxruntime
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+def _tensorrt_available() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return False
+    return _cuda_available()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip GPU / TensorRT tests, with the reason, where the machine lacks them."""
+    no_gpu = pytest.mark.skip(reason="needs an NVIDIA GPU and onnxruntime-gpu (CUDAExecutionProvider)")
+    no_trt = pytest.mark.skip(reason="needs TensorRT 10 and a GPU (pip install 'flare-edge[gpu]')")
+    cuda, trt = _cuda_available(), _tensorrt_available()
+    for item in items:
+        if "gpu" in item.keywords and not cuda:
+            item.add_marker(no_gpu)
+        if "tensorrt" in item.keywords and not trt:
+            item.add_marker(no_trt)

@@ -121,7 +121,9 @@ class SwinIRConfig:
         if not _scale_supported(self.upsampler, self.scale):
             return f"scale {self.scale} is not possible with upsampler {self.upsampler!r} ({allowed_scales})"
         if not self.depths or len(self.depths) != len(self.num_heads):
-            return f"depths {list(self.depths)} and num_heads {list(self.num_heads)} must be non-empty and of equal length"
+            return (
+                f"depths {list(self.depths)} and num_heads {list(self.num_heads)} must be non-empty and equally long"
+            )
         if min(self.depths) < 1:
             return f"every RSTB needs at least one block, got depths {list(self.depths)}"
         if any(h < 1 or self.embed_dim % h for h in self.num_heads):
@@ -458,14 +460,13 @@ class SwinIR(nn.Module):
         self.window_size = cfg.window_size
         self.upsampler = cfg.upsampler
         self.img_range = cfg.img_range
-        mean = RGB_MEAN if in_chans == 3 else (0.0,) * in_chans
-        self.register_buffer("mean", torch.tensor(mean).reshape(1, in_chans, 1, 1), persistent=False)
+        self.register_buffer("mean", _input_mean(in_chans), persistent=False)
 
         self.conv_first = nn.Conv2d(in_chans, embed_dim, 3, 1, 1)
         self.patch_embed = PatchEmbed(embed_dim)
         self.layers = nn.ModuleList(
             RSTB(embed_dim, d, h, window_size, mlp_ratio, qkv_bias, resi_connection)
-            for d, h in zip(cfg.depths, cfg.num_heads)
+            for d, h in zip(cfg.depths, cfg.num_heads, strict=True)
         )
         self.norm = nn.LayerNorm(embed_dim)
         self.conv_after_body = _residual_conv(embed_dim, resi_connection)
@@ -505,6 +506,19 @@ class SwinIR(nn.Module):
     def from_config(cls, config: SwinIRConfig) -> SwinIR:
         """Build a randomly initialised network with the given hyper-parameters."""
         return cls(**config.to_dict())
+
+    def reset_derived_buffers(self) -> None:
+        """Recompute the buffers that are functions of the hyper-parameters.
+
+        Needed after building on the meta device and materialising with ``to_empty()``, which
+        is how :func:`load_swinir` avoids randomly initialising weights it then overwrites
+        (seconds for the large variants).
+        """
+        with torch.no_grad():
+            self.mean.copy_(_input_mean(self.config.in_chans))
+            for module in self.modules():
+                if isinstance(module, WindowAttention):
+                    module.relative_position_index.copy_(relative_position_index(module.window_size))
 
     def _check_input(self, x: torch.Tensor) -> None:
         """Reject inputs reflect padding cannot handle, with a message instead of a torch error."""
@@ -560,6 +574,12 @@ class SwinIR(nn.Module):
 
         x = x / self.img_range + self.mean
         return x[:, :, : h * self.scale, : w * self.scale]
+
+
+def _input_mean(in_chans: int) -> torch.Tensor:
+    """``(1, C, 1, 1)`` mean subtracted from the input: the DIV2K RGB mean, zero otherwise."""
+    mean = RGB_MEAN if in_chans == 3 else (0.0,) * in_chans
+    return torch.tensor(mean).reshape(1, in_chans, 1, 1)
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -654,7 +674,10 @@ def detect_config(state_dict: Mapping[str, torch.Tensor], source: str = "checkpo
     if len(window_sizes) != 1:
         raise FlareError(f"{source}: layers disagree on the window size ({sorted(window_sizes)})")
     window_size = window_sizes.pop()
-    mlp_ratio = int(sd["layers.0.residual_group.blocks.0.mlp.fc1.weight"].shape[0]) / embed_dim
+    fc1_key = "layers.0.residual_group.blocks.0.mlp.fc1.weight"
+    if fc1_key not in sd:
+        raise FlareError(f"{source}: SwinIR block weights are incomplete (no {fc1_key!r})")
+    mlp_ratio = int(sd[fc1_key].shape[0]) / embed_dim
 
     if "conv_after_body.weight" in sd:
         resi_connection = "1conv"
@@ -669,31 +692,34 @@ def detect_config(state_dict: Mapping[str, torch.Tensor], source: str = "checkpo
         scale = 2 ** _count(sd, "conv_up{}.weight", start=1)
     elif "conv_before_upsample.0.weight" in sd:
         upsampler = "pixelshuffle"
-        convs = [sd[f"upsample.{i}.weight"] for i in range(0, 2 * 16, 2) if f"upsample.{i}.weight" in sd]
-        if len(convs) == 1 and convs[0].shape[0] == 9 * num_feat:
-            scale = 3
-        else:
-            scale = 2 ** len(convs)
+        # upsample.0, .2, .4, ...: one conv per PixelShuffle (x3 is a single 9*num_feat conv)
+        num_convs = 0
+        while f"upsample.{2 * num_convs}.weight" in sd:
+            num_convs += 1
+        scale = 3 if num_convs == 1 and sd["upsample.0.weight"].shape[0] == 9 * num_feat else 2**num_convs
     elif "upsample.0.weight" in sd:
         upsampler = "pixelshuffledirect"
         scale = math.isqrt(int(sd["upsample.0.weight"].shape[0]) // in_chans)
     else:
         upsampler, scale = "", 1
 
-    return SwinIRConfig(
-        scale=scale,
-        upsampler=upsampler,
-        embed_dim=embed_dim,
-        depths=depths,
-        num_heads=num_heads,
-        window_size=window_size,
-        mlp_ratio=mlp_ratio,
-        resi_connection=resi_connection,
-        in_chans=in_chans,
-        img_range=255.0 if window_size == 7 else 1.0,
-        num_feat=num_feat,
-        qkv_bias="layers.0.residual_group.blocks.0.attn.qkv.bias" in sd,
-    )
+    try:
+        return SwinIRConfig(
+            scale=scale,
+            upsampler=upsampler,
+            embed_dim=embed_dim,
+            depths=depths,
+            num_heads=num_heads,
+            window_size=window_size,
+            mlp_ratio=mlp_ratio,
+            resi_connection=resi_connection,
+            in_chans=in_chans,
+            img_range=255.0 if window_size == 7 else 1.0,
+            num_feat=num_feat,
+            qkv_bias="layers.0.residual_group.blocks.0.attn.qkv.bias" in sd,
+        )
+    except FlareError as exc:
+        raise FlareError(f"{source}: the weights describe an {exc}") from exc
 
 
 def load_swinir(checkpoint: str | Path | Mapping[str, Any]) -> tuple[SwinIR, SwinIRConfig]:
@@ -721,7 +747,10 @@ def load_swinir(checkpoint: str | Path | Mapping[str, Any]) -> tuple[SwinIR, Swi
 
     state = extract_state_dict(loaded, source)
     config = detect_config(state, source)
-    model = SwinIR.from_config(config)
+    with torch.device("meta"):
+        model = SwinIR.from_config(config)
+    model = model.to_empty(device="cpu")
+    model.reset_derived_buffers()
     weights = {k: v for k, v in state.items() if not k.endswith(_DERIVED_BUFFER_SUFFIXES)}
     try:
         missing, unexpected = model.load_state_dict(weights, strict=False)

@@ -1,0 +1,36 @@
+"""GPU paths: ONNX Runtime's CUDA provider and native TensorRT engines (skipped on CPU machines)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime.classify import Classifier
+
+
+@pytest.mark.gpu
+def test_cuda_provider_runs_and_matches_cpu(bundle: Path, sky_data: Path) -> None:
+    files = sorted((sky_data / "hr").rglob("*.png"))[:8]
+    cpu = Classifier(bundle, backend="cpu")
+    gpu = Classifier(bundle, backend="cuda")
+    assert gpu.backend == "onnxruntime:cuda"
+    a = np.array([[p for _, p in sorted(r.top)] for r in cpu.classify_files(files, top_k=8)])
+    b = np.array([[p for _, p in sorted(r.top)] for r in gpu.classify_files(files, top_k=8)])
+    np.testing.assert_allclose(a, b, atol=1e-3)
+
+
+@pytest.mark.tensorrt
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_tensorrt_engine_bundle(trained_run: Path, sky_data: Path, tmp_path: Path, precision: str) -> None:
+    from export.classifier import export_classifier
+
+    path, _ = export_classifier(str(trained_run), tmp_path / precision, precision=precision, engine=True)
+    files = sorted((sky_data / "hr").rglob("*.png"))[:8]
+    reference = Classifier(path, backend="cpu").classify_files(files, top_k=1)
+    engine = Classifier(path, backend="trt-engine")
+    assert engine.backend == "tensorrt:engine"
+    got = engine.classify_files(files, top_k=1)
+    agree = np.mean([r.top[0][0] == g.top[0][0] for r, g in zip(reference, got)])
+    assert agree >= 0.85

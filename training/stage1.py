@@ -1,0 +1,94 @@
+"""``flare augment stage1``: super-resolve every image, then the five standard augmentations.
+
+For each source image: SwinIR (tiled, so large images fit in memory) upscales it, the result
+is resized to ``size`` (512 in the paper) and written with its five augmented copies as
+``<class>/<stem>.png`` and ``<class>/<stem>__<augmentation>.png``; the ``__`` suffix keeps the
+original's identity, so ``flare data split`` puts all six in one split. ``stage1.csv`` maps
+each source to its outputs. The journal is written after an image's outputs, so a re-run
+skips finished sources and redoes at most the one that was interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from runtime.errors import UsageError
+from runtime.imageio import load_rgb
+from runtime.journal import CsvJournal
+from runtime.progress import log, progress_bar
+from training.augment import AUGMENTATIONS, augment_image
+from training.data import VARIANT_SEP, resolve_root, scan_image_folder
+from training.tiling import sr_tiled
+from training.train_sr import load_sr, to_image, to_tensor
+
+STAGE1_COLUMNS = ["source", "label", "output", "kind", "sr", "size", "seed"]
+
+
+@dataclass
+class Stage1Config:
+    size: int = 512
+    tile: int = 256
+    overlap: int = 32
+    seed: int = 0
+    augmentations: tuple[str, ...] = AUGMENTATIONS
+
+
+def save_png(image: Image.Image, path: Path) -> None:
+    """Write under a temporary name, then rename: a kill never leaves half a PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    image.save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def run_stage1(data: Path, sr_checkpoint: Path | None, out: Path, config: Stage1Config = Stage1Config(),
+               device: str = "auto") -> dict[str, int]:
+    """Process every image of the ImageFolder ``data`` into ``out``; returns counts."""
+    root = resolve_root(Path(data))
+    samples, _ = scan_image_folder(root)
+    unknown = set(config.augmentations) - set(AUGMENTATIONS)
+    if unknown:
+        raise UsageError(f"unknown augmentations {sorted(unknown)}; choose from {', '.join(AUGMENTATIONS)}")
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    if sr_checkpoint is not None:
+        model, sr_config, weights = load_sr(sr_checkpoint)
+        model = model.to(dev)
+        sr_name = f"{weights.name} (x{sr_config.scale})"
+    else:
+        model, sr_name = None, "none"
+    out = Path(out)
+    written = skipped = 0
+    with CsvJournal(out / "stage1.csv", STAGE1_COLUMNS, "pick another --out") as journal:
+        done = {row[0] for row in journal.rows}
+        todo = [s for s in samples if s.path not in done]
+        skipped = len(samples) - len(todo)
+        if skipped:
+            log(f"resuming: {skipped} of {len(samples)} images already done")
+        with progress_bar(len(todo), "stage 1") as advance:
+            for sample in todo:
+                rgb = load_rgb(root / sample.path)
+                if model is not None:
+                    with torch.inference_mode():
+                        rgb = to_image(sr_tiled(model, to_tensor(rgb), sr_config.scale, config.tile,
+                                                config.overlap, device=dev))
+                rel = Path(sample.path)
+                stem = rel.name.rsplit(".", 1)[0]
+                images = augment_image(Image.fromarray(rgb), config.size, config.seed, sample.path,
+                                       config.augmentations)
+                rows = []
+                for kind, image in images.items():
+                    name = f"{stem}.png" if kind == "original" else f"{stem}{VARIANT_SEP}{kind}.png"
+                    target = rel.parent / name
+                    save_png(image, out / target)
+                    rows.append([sample.path, sample.label, target.as_posix(), kind, sr_name,
+                                 str(config.size), str(config.seed)])
+                journal.append(rows)
+                written += len(rows)
+                advance(1)
+    return {"sources": len(samples), "skipped": skipped, "written": written}

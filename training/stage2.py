@@ -1,0 +1,187 @@
+"""``flare augment stage2``: K diffusion-generated images per source image, resumable.
+
+Outputs go to ``OUT/<source's folder>/<source stem>__gen<k>.png``: the ``__`` variant suffix
+(:data:`training.data.VARIANT_SEP`) makes every generated image belong to its original's
+group, so a split never puts a generated twin of a test image in training.
+
+``OUT/stage2.csv`` records each image's provenance (source, class, its own seed, sampler
+settings, model) and is appended and flushed after every batch. A re-run skips every output
+already listed and present, never duplicates a row, and repairs a last line torn by a kill.
+Each image's seed is derived from (seed, source path, k), not from its position, so
+resuming, re-ordering or a different batch size gives the same images.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from runtime.errors import FlareError, ImageDecodeError, UsageError
+from runtime.imageio import SUPPORTED_SUFFIXES, load_rgb
+from runtime.progress import log, progress_bar
+from training.data import VARIANT_SEP, Sample, resolve_root, scan_image_folder
+
+MANIFEST = "stage2.csv"
+COLUMNS = ["output", "source", "class", "seed", "steps", "guidance", "sampler", "order", "image_variation",
+           "model"]
+
+
+@dataclass
+class Stage2Config:
+    """Generation settings; the defaults are the authors' (4 per image, 50 steps, guidance 8)."""
+
+    per_image: int = 4
+    steps: int = 50
+    guidance: float = 8.0
+    sampler: str = "dpmpp"
+    order: int = 3
+    seed: int = 0
+    image_variation: bool | None = None
+    strength: float = 0.75
+    batch: int = 8
+
+
+def item_seed(seed: int, source: str, k: int) -> int:
+    """The seed of output ``k`` of ``source``: stable under resume, order and batching."""
+    digest = hashlib.sha256(f"{seed}\0{source}\0{k}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def output_for(source: str, k: int) -> str:
+    """``<folder>/<stem>__gen<k>.png`` for a source path relative to the data root."""
+    p = Path(source)
+    name = p.name
+    suffix = next((s for s in SUPPORTED_SUFFIXES if name.lower().endswith(s)), p.suffix)
+    stem = name[:len(name) - len(suffix)] if suffix else name
+    return (p.parent / f"{stem}{VARIANT_SEP}gen{k}.png").as_posix()
+
+
+def read_manifest(path: Path, out: Path) -> list[dict[str, str]]:
+    """The manifest's rows whose image exists; a torn last line or stale rows are rewritten away."""
+    if not path.is_file():
+        return []
+    raw = path.read_bytes()
+    torn = bool(raw) and not raw.endswith(b"\n")
+    if torn:
+        raw = raw[:raw.rfind(b"\n") + 1]
+        log(f"{path}: dropped an incomplete last line (the previous run was interrupted)")
+    text = raw.decode("utf-8")
+    rows: list[dict[str, str]] = []
+    if text:
+        reader = csv.DictReader(io.StringIO(text))
+        if reader.fieldnames != COLUMNS:
+            raise FlareError(f"{path} is not a stage-2 manifest with columns {','.join(COLUMNS)}; "
+                             "move it away or choose another --out")
+        rows = list(reader)
+    kept = [r for r in rows if (out / r["output"]).is_file()]
+    if torn or len(kept) != len(rows) or not text:
+        _write_rows(path, kept)
+    return kept
+
+
+def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _save_png(img: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    Image.fromarray(img).save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def augment_stage2(data: Path, diffusion: str | Path, out: Path, cfg: Stage2Config,
+                   device: str = "auto") -> dict[str, Any]:
+    """Generate ``cfg.per_image`` images per source image of ``data`` into ``out``."""
+    from training.diffusion import SAMPLERS, load_diffusion
+    from training.train import pick_device
+
+    if cfg.per_image < 1 or cfg.batch < 1 or cfg.steps < 1:
+        raise UsageError("--per-image, --batch and --steps must be at least 1")
+    if cfg.sampler not in SAMPLERS:
+        raise UsageError(f"--sampler must be one of {', '.join(SAMPLERS)}, not {cfg.sampler!r}")
+    root = resolve_root(data)
+    out = Path(out)
+    if out.resolve() == root.resolve() or root.resolve() in out.resolve().parents:
+        raise UsageError(f"--out {out} is inside the data folder {root}; generated images would become sources "
+                         "on the next run. Choose a folder outside it")
+    samples, _ = scan_image_folder(data)
+    model = load_diffusion(diffusion, pick_device(device))
+    known = model.info.classes
+    if known is not None:
+        unknown = sorted({s.label for s in samples} - set(known))
+        if unknown:
+            raise FlareError(f"{diffusion} was trained on classes {known}; {data} also has {unknown}. "
+                             "Train it on this data or use a text-prompted pipeline")
+    variation = model.supports_image_variation if cfg.image_variation is None else cfg.image_variation
+    if variation and not model.supports_image_variation:
+        raise UsageError(f"{diffusion} cannot do image variation (no source-image condition); "
+                         "pass --no-image-variation")
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = out / MANIFEST
+    done = {r["output"] for r in read_manifest(manifest, out)}
+    if not manifest.is_file():
+        _write_rows(manifest, [])
+    pending = [(s, k) for s in samples for k in range(cfg.per_image) if output_for(s.path, k) not in done]
+    model_name = str(Path(diffusion).expanduser().resolve())
+    written, failed = 0, {}
+    log(f"stage 2: {len(samples)} source images x {cfg.per_image}; {len(samples) * cfg.per_image - len(pending)} "
+        f"already done, {len(pending)} to generate ({'image variation' if variation else 'class prompt only'})")
+    with progress_bar(len(pending), "generating") as advance, open(manifest, "a", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        for i in range(0, len(pending), cfg.batch):
+            chunk = pending[i:i + cfg.batch]
+            chunk, sources = _load_sources(chunk, root, variation, failed)
+            if chunk:
+                seeds = [item_seed(cfg.seed, s.path, k) for s, k in chunk]
+                images = model.generate([s.label for s, _ in chunk], seeds, steps=cfg.steps, guidance=cfg.guidance,
+                                        sampler=cfg.sampler, order=cfg.order, sources=sources,
+                                        strength=cfg.strength)
+                for img, (s, k), seed in zip(images, chunk, seeds):
+                    rel = output_for(s.path, k)
+                    _save_png(img, out / rel)
+                    writer.writerow({"output": rel, "source": s.path, "class": s.label, "seed": seed,
+                                     "steps": cfg.steps, "guidance": cfg.guidance, "sampler": cfg.sampler,
+                                     "order": cfg.order if cfg.sampler == "dpmpp" else "",
+                                     "image_variation": int(variation), "model": model_name})
+                f.flush()
+                os.fsync(f.fileno())
+                written += len(chunk)
+            advance(len(pending[i:i + cfg.batch]))
+    return {"sources": len(samples), "written": written, "skipped": len(samples) * cfg.per_image - len(pending),
+            "errors": sorted(failed.values()), "manifest": str(manifest), "image_variation": variation}
+
+
+def _load_sources(chunk: list[tuple[Sample, int]], root: Path, variation: bool,
+                  failed: dict[str, str]) -> tuple[list[tuple[Sample, int]], list[np.ndarray] | None]:
+    """The chunk's source images (when varying them); unreadable ones go to ``failed``, logged once."""
+    if not variation:
+        return chunk, None
+    cache: dict[str, np.ndarray] = {}
+    kept, sources = [], []
+    for s, k in chunk:
+        if s.path in failed:
+            continue
+        if s.path not in cache:
+            try:
+                cache[s.path] = load_rgb(root / s.path)
+            except ImageDecodeError as exc:
+                failed[s.path] = str(exc)
+                log(f"skipping {exc}")
+                continue
+        kept.append((s, k))
+        sources.append(cache[s.path])
+    return kept, sources

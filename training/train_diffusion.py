@@ -1,0 +1,405 @@
+"""``flare train-diffusion``: train the stage-2 latent diffusion model on an ImageFolder tree.
+
+Two phases in one epoch count, so ``--resume`` works in either:
+
+1. the VAE (``vae_epochs``): L1 reconstruction plus a small KL term, skipped when ``--vae``
+   gives a local AutoencoderKL to reuse;
+2. the UNet (``epochs``): noise (or velocity) prediction MSE on latents, with the class
+   prompt and the source-image condition each dropped now and then for classifier-free
+   guidance, and an EMA of the weights that sampling uses.
+
+Latents are computed once when phase 2 starts (for all 8 flips/rotations of each image, a
+free augmentation for sky images with no up or down) and kept in ``latents.safetensors``:
+on a CPU the VAE encoder would otherwise cost more than the UNet step.
+
+Every epoch draws its randomness from a generator seeded by (seed, epoch) and the state is
+saved at each epoch's end, so a resumed run continues exactly as an uninterrupted one.
+A RUN folder holds ``config.json`` (format ``flare-diffusion/1``: the training settings and
+what is needed to rebuild the model), ``model.safetensors`` (EMA weights, for sampling),
+``last.safetensors`` (raw weights), ``train_state.pt`` (optimizers, EMA, epoch),
+``latents.safetensors``, ``metrics.jsonl`` and ``samples/`` (a grid per epoch, one row per
+class).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+from torch import nn
+
+from runtime.errors import FlareError, ImageDecodeError, UsageError
+from runtime.imageio import load_rgb
+from runtime.progress import log, progress_bar
+from training.data import resolve_root, scan_image_folder
+from training.diffusion import (RUN_FORMAT, DiffusionConfig, build_model, condition_dropout, get_config,
+                                load_run_model, local_folder, model_description, read_run_config, sample,
+                                to_model_input, to_uint8)
+from training.train import _save_atomic, pick_device, save_weights
+
+#: Keep decoded training images in memory below this many bytes (always true for demo data).
+CACHE_LIMIT_BYTES = 2 * 1024**3
+
+
+@dataclass
+class DiffusionTrainConfig:
+    """Everything that defines a diffusion training run; saved in ``config.json``."""
+
+    data: str
+    config: str = "tiny"
+    image_size: int | None = None
+    epochs: int = 100
+    vae_epochs: int = 10
+    batch: int = 32
+    vae_batch: int = 16
+    lr: float = 5e-4
+    vae_lr: float = 1e-3
+    warmup_steps: int = 100
+    kl_weight: float = 1e-6
+    ema_max_decay: float = 0.9999
+    prediction: str = "epsilon"
+    image_cond: bool | None = None
+    vae: str | None = None
+    text_encoder: str | None = None
+    dihedral: bool = True
+    sample_every: int = 1
+    sample_per_class: int = 4
+    sample_steps: int = 25
+    sample_guidance: float = 4.0
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DiffusionTrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def dihedral(x: torch.Tensor, codes: torch.Tensor | list[int]) -> torch.Tensor:
+    """Rotate each image of a batch by ``code % 4`` quarter turns, mirrored if ``code >= 4``."""
+    out = []
+    for xi, c in zip(x, [int(c) for c in codes]):
+        xi = torch.rot90(xi, c % 4, dims=(-2, -1))
+        out.append(torch.flip(xi, dims=(-1,)) if c >= 4 else xi)
+    return torch.stack(out)
+
+
+class ImageSet:
+    """The training images at model resolution, decoded once and kept in memory when they fit."""
+
+    def __init__(self, data: Path, size: int) -> None:
+        root = resolve_root(data)
+        samples, self.classes = scan_image_folder(data)
+        self.root, self.size = root, size
+        self.cache = len(samples) * 3 * size * size < CACHE_LIMIT_BYTES
+        self.paths: list[str] = []
+        self.labels: list[int] = []
+        arrays: list[torch.Tensor] = []
+        with progress_bar(len(samples), "reading images") as advance:
+            for s in samples:
+                try:
+                    x = self._load(s.path)
+                except ImageDecodeError as exc:
+                    log(f"skipping {exc}")
+                    advance(1)
+                    continue
+                self.paths.append(s.path)
+                self.labels.append(self.classes.index(s.label))
+                if self.cache:
+                    arrays.append(((x + 1) * 127.5).round().to(torch.uint8))
+                advance(1)
+        if not self.paths:
+            raise FlareError(f"no readable training images under {root}")
+        self.pixels = torch.stack(arrays) if self.cache else None
+
+    def _load(self, path: str) -> torch.Tensor:
+        return to_model_input(load_rgb(self.root / path), self.size)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def batch(self, idx: list[int]) -> torch.Tensor:
+        """Images ``idx`` as B x 3 x S x S in [-1, 1]."""
+        if self.pixels is not None:
+            return self.pixels[idx].float() / 127.5 - 1.0
+        return torch.stack([self._load(self.paths[i]) for i in idx])
+
+    def first_per_class(self, k: int) -> list[list[int]]:
+        """Up to ``k`` image indices per class, in class order (for the preview grids)."""
+        return [[i for i, y in enumerate(self.labels) if y == c][:k] for c in range(len(self.classes))]
+
+
+def save_grid(images: np.ndarray, rows: int, labels: list[str], path: Path) -> None:
+    """Tile N x H x W x 3 images into ``rows`` rows with a label left of each row."""
+    n, h, w, _ = images.shape
+    cols = max(1, -(-n // rows))
+    pad, margin = 2, 90
+    canvas = Image.new("RGB", (margin + cols * (w + pad) + pad, rows * (h + pad) + pad), (40, 40, 40))
+    draw = ImageDraw.Draw(canvas)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        canvas.paste(Image.fromarray(images[i]), (margin + pad + c * (w + pad), pad + r * (h + pad)))
+    for r, text in enumerate(labels[:rows]):
+        draw.text((4, pad + r * (h + pad) + h // 2 - 6), text, fill=(230, 230, 230))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _save_atomic(lambda p: canvas.save(p, format="PNG"), path)
+
+
+class _Trainer:
+    """State of one run: the model, optimizers, EMA and the cached latents."""
+
+    def __init__(self, cfg: DiffusionTrainConfig, out: Path, resume: bool, device: torch.device) -> None:
+        from diffusers import AutoencoderKL, DDPMScheduler
+        from diffusers.training_utils import EMAModel
+
+        self.cfg, self.out, self.dev = cfg, out, device
+        overrides = {"image_size": cfg.image_size, "prediction_type": cfg.prediction, "image_cond": cfg.image_cond}
+        self.dcfg: DiffusionConfig = get_config(cfg.config, **overrides)
+        self.images = ImageSet(Path(cfg.data), self.dcfg.image_size)
+        self.classes = self.images.classes
+        torch.manual_seed(cfg.seed)
+        if resume:
+            self.model = load_run_model(out, "last.safetensors")
+            if self.model.cond.classes != self.classes:
+                raise FlareError(f"{cfg.data} now has classes {self.classes}, but the run in {out} was trained on "
+                                 f"{self.model.cond.classes}; start a new run")
+        else:
+            vae = None
+            if cfg.vae:
+                folder = local_folder(cfg.vae, "--vae")
+                sub = "vae" if (folder / "model_index.json").is_file() else None
+                try:
+                    vae = AutoencoderKL.from_pretrained(str(folder), subfolder=sub, local_files_only=True)
+                except (OSError, ValueError) as exc:
+                    raise FlareError(f"{folder} is not an AutoencoderKL saved with save_pretrained ({exc})") from exc
+            self.model = build_model(self.dcfg, self.classes, vae=vae, text_encoder=cfg.text_encoder, source=str(out))
+        self.model.to(device)
+        self.vae_epochs = 0 if cfg.vae else cfg.vae_epochs
+        self.noise = DDPMScheduler(**self.model.scheduler_config)
+        self.vae_opt = torch.optim.Adam(self.model.vae.parameters(), lr=cfg.vae_lr)
+        self.denoiser = [*self.model.unet.parameters(), *self.model.cond.parameters()]
+        self.opt = torch.optim.AdamW(self.denoiser, lr=cfg.lr, weight_decay=1e-2)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
+        self.ema = EMAModel(self.denoiser, decay=cfg.ema_max_decay, use_ema_warmup=True, power=2 / 3)
+        self.latents: torch.Tensor | None = None
+
+    # ----------------------------------------------------------------- bookkeeping
+
+    def write_config(self) -> None:
+        cfg = {"format": RUN_FORMAT, "train": asdict(self.cfg), "vae_epochs": self.vae_epochs,
+               "model": model_description(self.model, self.dcfg)}
+        _save_atomic(lambda p: p.write_text(json.dumps(cfg, indent=2)), self.out / "config.json")
+
+    def save(self, epoch: int) -> None:
+        """Raw and EMA weights, then the optimizer state (last, so it marks a complete save)."""
+        save_weights(self.model, self.out / "last.safetensors")
+        self.ema.store(self.denoiser)
+        self.ema.copy_to(self.denoiser)
+        save_weights(self.model, self.out / "model.safetensors")
+        self.ema.restore(self.denoiser)
+        state = {"epoch": epoch, "vae_opt": self.vae_opt.state_dict(), "opt": self.opt.state_dict(),
+                 "sched": self.sched.state_dict(), "ema": self.ema.state_dict()}
+        _save_atomic(lambda p: torch.save(state, p), self.out / "train_state.pt")
+
+    def load_state(self) -> int:
+        state = torch.load(self.out / "train_state.pt", map_location=self.dev, weights_only=False)
+        self.vae_opt.load_state_dict(state["vae_opt"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.ema.load_state_dict(state["ema"])
+        self.ema.to(self.dev)
+        return int(state["epoch"]) + 1
+
+    # ----------------------------------------------------------------- phase 1: VAE
+
+    def vae_epoch(self, epoch: int, g: torch.Generator, total: int) -> float:
+        vae, n, bs = self.model.vae.train(), len(self.images), self.cfg.vae_batch
+        perm = torch.randperm(n, generator=g).tolist()
+        losses = []
+        with progress_bar(n, f"VAE epoch {epoch + 1}/{total}") as advance:
+            for i in range(0, n, bs):
+                idx = perm[i:i + bs]
+                x = self.images.batch(idx)
+                if self.cfg.dihedral:
+                    x = dihedral(x, torch.randint(0, 8, (len(idx),), generator=g))
+                x = x.to(self.dev)
+                post = vae.encode(x).latent_dist
+                recon = vae.decode(post.sample(generator=g)).sample
+                loss = F.l1_loss(recon, x) + self.cfg.kl_weight * post.kl().mean()
+                self.vae_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+                self.vae_opt.step()
+                losses.append(loss.item())
+                advance(len(idx))
+        return float(np.mean(losses))
+
+    @torch.no_grad()
+    def vae_preview(self, epoch: int) -> Path:
+        """Originals next to their reconstructions, one row per class."""
+        self.model.vae.eval()
+        rows = self.images.first_per_class(4)
+        tiles = []
+        for idx in rows:
+            x = self.images.batch(idx).to(self.dev)
+            recon = self.model.vae.decode(self.model.vae.encode(x).latent_dist.mean).sample
+            pairs = [t for a, b in zip(to_uint8(x), to_uint8(recon)) for t in (a, b)]
+            blank = np.zeros_like(pairs[0])
+            tiles.extend(pairs + [blank] * (8 - len(pairs)))
+        path = self.out / "samples" / f"vae_epoch_{epoch + 1:04d}.png"
+        save_grid(np.stack(tiles), len(rows), self.classes, path)
+        return path
+
+    # ----------------------------------------------------------------- latents
+
+    @torch.no_grad()
+    def prepare_latents(self) -> None:
+        """Encode every image (in all flips/rotations) once; fix the latent scale to unit std."""
+        from safetensors.torch import load_file, save_file
+
+        path = self.out / "latents.safetensors"
+        if path.is_file():
+            stored = load_file(str(path))
+            if stored["latents"].shape[0] == len(self.images):
+                self.latents = stored["latents"]
+                return
+        vae = self.model.vae.eval()
+        variants = range(8) if self.cfg.dihedral else range(1)
+        out = []
+        with progress_bar(len(self.images), "encoding latents") as advance:
+            for i in range(0, len(self.images), 16):
+                idx = list(range(i, min(i + 16, len(self.images))))
+                x = self.images.batch(idx)
+                per = [vae.encode(dihedral(x, [v] * len(idx)).to(self.dev)).latent_dist.mean.cpu() for v in variants]
+                out.append(torch.stack(per, dim=1))
+                advance(len(idx))
+        latents = torch.cat(out)
+        vae.register_to_config(scaling_factor=float(1.0 / latents.std().clamp_min(1e-6)))
+        self.latents = latents
+        _save_atomic(lambda p: save_file({"latents": latents.contiguous()}, str(p)), path)
+        self.write_config()
+
+    # ----------------------------------------------------------------- phase 2: UNet
+
+    def unet_epoch(self, epoch: int, g: torch.Generator, total: int) -> float:
+        assert self.latents is not None
+        m, cfg, dcfg = self.model, self.cfg, self.dcfg
+        m.unet.train()
+        n, bs = len(self.images), cfg.batch
+        labels_all = torch.tensor(self.images.labels)
+        scale = m.vae.config.scaling_factor
+        perm = torch.randperm(n, generator=g).tolist()
+        losses = []
+        with progress_bar(n, f"UNet epoch {epoch + 1}/{total}") as advance:
+            for i in range(0, n, bs):
+                idx = torch.tensor(perm[i:i + bs])
+                b = len(idx)
+                variant = torch.randint(0, self.latents.shape[1], (b,), generator=g)
+                x0 = self.latents[idx, variant] * scale
+                noise = torch.randn(x0.shape, generator=g)
+                t = torch.randint(0, self.noise.config.num_train_timesteps, (b,), generator=g)
+                labels, keep = condition_dropout(labels_all[idx], m.cond.null_index, dcfg.cond_drop,
+                                                 dcfg.image_drop, g)
+                x0, noise, t, labels = x0.to(self.dev), noise.to(self.dev), t.to(self.dev), labels.to(self.dev)
+                noisy = self.noise.add_noise(x0, noise, t)
+                target = noise if dcfg.prediction_type == "epsilon" else self.noise.get_velocity(x0, noise, t)
+                image_cond = m.image_condition(x0, keep.to(self.dev)) if m.info.image_mode == "channels" else None
+                pred = m.predict(noisy, t, m.cond(labels), image_cond)
+                loss = F.mse_loss(pred.float(), target.float())
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.denoiser, 1.0)
+                self.opt.step()
+                self.sched.step()
+                self.ema.step(self.denoiser)
+                losses.append(loss.item())
+                advance(b)
+        return float(np.mean(losses))
+
+    @torch.no_grad()
+    def sample_preview(self, epoch: int, variations: bool) -> list[Path]:
+        """A grid of EMA samples, one row per class (and source | variations at the end)."""
+        cfg = self.cfg
+        self.ema.store(self.denoiser)
+        self.ema.copy_to(self.denoiser)
+        try:
+            imgs = sample(self.model, self.classes, cfg.sample_per_class, steps=cfg.sample_steps,
+                          guidance=cfg.sample_guidance, sampler="dpmpp", seed=cfg.seed, order=2, batch=32)
+            paths = [self.out / "samples" / f"epoch_{epoch + 1:04d}.png"]
+            save_grid(imgs, len(self.classes), self.classes, paths[0])
+            if variations and self.model.supports_image_variation:
+                firsts = [idx[0] for idx in self.images.first_per_class(1)]
+                src = to_uint8(self.images.batch(firsts))
+                var = sample(self.model, self.classes, cfg.sample_per_class, steps=cfg.sample_steps,
+                             guidance=cfg.sample_guidance, sampler="dpmpp", seed=cfg.seed, order=2, batch=32,
+                             source_images=list(src))
+                k = cfg.sample_per_class
+                tiles = np.concatenate([np.concatenate([src[r:r + 1], var[r * k:(r + 1) * k]]) for r in range(len(src))])
+                paths.append(self.out / "samples" / f"epoch_{epoch + 1:04d}_variations.png")
+                save_grid(tiles, len(self.classes), self.classes, paths[1])
+        finally:
+            self.ema.restore(self.denoiser)
+            self.model.unet.train()
+        return paths
+
+
+def train_diffusion(cfg: DiffusionTrainConfig, out: Path, resume: bool = False, device: str = "auto") -> dict[str, Any]:
+    """Train (or resume) a diffusion run in ``out``; returns a summary of the last epoch."""
+    out = Path(out)
+    state_path = out / "train_state.pt"
+    if resume:
+        if not state_path.is_file():
+            raise UsageError(f"--resume: {out} has no checkpoint to resume from")
+        saved = read_run_config(out)
+        requested = cfg.epochs
+        cfg = DiffusionTrainConfig.from_dict(saved["train"])
+        cfg.epochs = max(cfg.epochs, requested)
+    else:
+        if state_path.exists():
+            raise UsageError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        if cfg.sample_every < 1 or cfg.batch < 1 or cfg.vae_batch < 1 or cfg.epochs < 0 or cfg.vae_epochs < 0:
+            raise UsageError("--batch, --vae-batch and --sample-every must be at least 1, epochs at least 0")
+        out.mkdir(parents=True, exist_ok=True)
+    dev = pick_device(device)
+    tr = _Trainer(cfg, out, resume, dev)
+    start = tr.load_state() if resume else 0
+    tr.write_config()
+    total = tr.vae_epochs + cfg.epochs
+    if resume:
+        log(f"resuming {out} at epoch {start + 1}/{total}")
+    metrics_path = out / "metrics.jsonl"
+    kept = [line for line in metrics_path.read_text().splitlines()
+            if line.strip() and json.loads(line)["epoch"] <= start] if metrics_path.exists() else []
+    metrics_path.write_text("".join(line + "\n" for line in kept))
+    t_start = time.perf_counter()
+    row: dict[str, Any] = {}
+    for epoch in range(start, total):
+        t0 = time.perf_counter()
+        g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        phase = "vae" if epoch < tr.vae_epochs else "unet"
+        if phase == "vae":
+            loss = tr.vae_epoch(epoch, g, total)
+            previews = [tr.vae_preview(epoch)]
+        else:
+            if tr.latents is None:
+                tr.prepare_latents()
+            loss = tr.unet_epoch(epoch, g, total)
+            last = epoch == total - 1
+            due = (epoch + 1 - tr.vae_epochs) % cfg.sample_every == 0 or last
+            previews = tr.sample_preview(epoch, variations=last) if due else []
+        tr.save(epoch)
+        row = {"epoch": epoch + 1, "phase": phase, "loss": loss, "seconds": round(time.perf_counter() - t0, 2),
+               "samples": [p.relative_to(out).as_posix() for p in previews]}
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        log(f"epoch {epoch + 1}/{total} ({phase}): loss {loss:.4f} in {row['seconds']:.1f} s"
+            + (f"; {row['samples'][0]}" if previews else ""))
+    return {"run": str(out), "epochs": total, "last": row, "seconds": round(time.perf_counter() - t_start, 1),
+            "device": str(dev)}

@@ -1,0 +1,253 @@
+"""``flare train-sr``: train SwinIR on LR/HR pairs, with PSNR/SSIM validation and resume.
+
+Pairs come from the user's HR images through the same degradation that makes the synthetic
+LR data (:func:`training.synth.degrade`: blur, downsample, noise, JPEG), or from real pairs
+when the user has them (``lr_dir`` holding files with the HR files' relative paths). The
+validation split is grouped like classifier splits, so no image is in both. A RUN holds
+``config.json`` (format ``flare-sr-run/1``: the SwinIR config and the training settings),
+``best.safetensors`` (highest validation PSNR), ``last.safetensors``, ``train_state.pt`` and
+``metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from runtime.errors import FlareError, UsageError
+from runtime.imageio import is_supported, load_rgb
+from runtime.progress import log, progress_bar
+from training.data import Sample, split_groups
+from training.sr_metrics import bicubic_upscale, psnr, ssim
+from training.swinir import CONFIGS, SwinIR, SwinIRConfig, load_swinir
+from training.synth import degrade
+
+SR_RUN_FORMAT = "flare-sr-run/1"
+
+
+@dataclass
+class SRTrainConfig:
+    """A SwinIR training run; saved in ``config.json``."""
+
+    data: str
+    arch: str = "tiny_x4"
+    scale: int = 4
+    patch: int = 64
+    batch: int = 8
+    epochs: int = 20
+    steps_per_epoch: int = 100
+    lr: float = 2e-4
+    val: float = 0.1
+    seed: int = 0
+    lr_dir: str | None = None
+
+
+def arch_config(name: str, scale: int) -> SwinIRConfig:
+    """A named SwinIR configuration; its scale must match ``--scale``."""
+    if name not in CONFIGS:
+        raise UsageError(f"unknown SwinIR configuration {name!r}; choose one of {', '.join(sorted(CONFIGS))}")
+    cfg = CONFIGS[name]
+    if cfg.scale != scale:
+        raise UsageError(f"{name} is a x{cfg.scale} configuration but --scale is {scale}")
+    return cfg
+
+
+def list_images(root: Path) -> list[str]:
+    root = Path(root)
+    if not root.is_dir():
+        raise UsageError(f"{root} is not a folder of images")
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                   if p.is_file() and is_supported(p) and not p.name.startswith("."))
+    if not files:
+        raise UsageError(f"{root} holds no images")
+    return files
+
+
+def make_pairs(cfg: SRTrainConfig, files: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(LR, HR) uint8 pairs, HR cropped so its sides are multiples of the scale."""
+    root, s = Path(cfg.data), cfg.scale
+    pairs = []
+    for i, rel in enumerate(files):
+        hr = load_rgb(root / rel)
+        hr = hr[: hr.shape[0] // s * s, : hr.shape[1] // s * s]
+        if hr.shape[0] < s * 8 or hr.shape[1] < s * 8:
+            raise UsageError(f"{root / rel} is too small for x{s} training (at least {s * 8} px a side)")
+        if cfg.lr_dir:
+            lr = load_rgb(Path(cfg.lr_dir) / rel)
+            if lr.shape[0] * s != hr.shape[0] or lr.shape[1] * s != hr.shape[1]:
+                raise FlareError(f"{Path(cfg.lr_dir) / rel} is {lr.shape[1]}x{lr.shape[0]}, "
+                                 f"not 1/{s} of its HR image {hr.shape[1]}x{hr.shape[0]}")
+        else:
+            lr = degrade(hr, np.random.default_rng([cfg.seed, i]), scale=s)
+        pairs.append((lr, hr))
+    return pairs
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 -> 1x3xHxW float in [0, 1] (SwinIR's input range)."""
+    return torch.tensor(img).permute(2, 0, 1).float().div(255.0).unsqueeze(0)
+
+
+def to_image(t: torch.Tensor) -> np.ndarray:
+    return (t.squeeze(0).clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy())
+
+
+def random_patches(pairs: list[tuple[np.ndarray, np.ndarray]], batch: int, patch: int, scale: int,
+                   rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of aligned LR/HR crops with random flips (standard SR training augmentation)."""
+    lp = patch // scale
+    lrs, hrs = [], []
+    for _ in range(batch):
+        lr, hr = pairs[int(rng.integers(len(pairs)))]
+        y = int(rng.integers(0, lr.shape[0] - lp + 1)) if lr.shape[0] > lp else 0
+        x = int(rng.integers(0, lr.shape[1] - lp + 1)) if lr.shape[1] > lp else 0
+        lcrop, hcrop = lr[y:y + lp, x:x + lp], hr[y * scale:(y + lp) * scale, x * scale:(x + lp) * scale]
+        if rng.random() < 0.5:
+            lcrop, hcrop = lcrop[:, ::-1], hcrop[:, ::-1]
+        if rng.random() < 0.5:
+            lcrop, hcrop = lcrop[::-1], hcrop[::-1]
+        lrs.append(to_tensor(np.ascontiguousarray(lcrop)))
+        hrs.append(to_tensor(np.ascontiguousarray(hcrop)))
+    return torch.cat(lrs), torch.cat(hrs)
+
+
+@torch.inference_mode()
+def evaluate_sr(model: nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]], scale: int,
+                device: torch.device) -> dict[str, float]:
+    """Mean PSNR / SSIM (Y, border = scale) of the model and of bicubic upscaling."""
+    model.eval()
+    scores = {"psnr": [], "ssim": [], "bicubic_psnr": [], "bicubic_ssim": []}
+    for lr, hr in pairs:
+        sr = to_image(model(to_tensor(lr).to(device)))
+        bic = bicubic_upscale(lr, scale)
+        scores["psnr"].append(psnr(sr, hr, scale))
+        scores["ssim"].append(ssim(sr, hr, scale))
+        scores["bicubic_psnr"].append(psnr(bic, hr, scale))
+        scores["bicubic_ssim"].append(ssim(bic, hr, scale))
+    return {k: float(np.mean(v)) if v else float("nan") for k, v in scores.items()}
+
+
+def _save(model: nn.Module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def load_sr(checkpoint: str | Path) -> tuple[SwinIR, SwinIRConfig, Path]:
+    """A SwinIR from a ``train-sr`` RUN folder (best weights) or an official ``.pth`` file."""
+    path = Path(checkpoint)
+    if path.is_dir():
+        cfg_path = path / "config.json"
+        if not cfg_path.is_file():
+            raise UsageError(f"{path} is neither a SwinIR .pth file nor a train-sr run (no config.json)")
+        saved = json.loads(cfg_path.read_text())
+        if saved.get("format") != SR_RUN_FORMAT:
+            raise UsageError(f"{cfg_path} is not a train-sr run config")
+        from safetensors.torch import load_file
+
+        config = SwinIRConfig.from_dict(saved["swinir"])
+        weights = path / "best.safetensors"
+        if not weights.is_file():
+            weights = path / "last.safetensors"
+        if not weights.is_file():
+            raise FlareError(f"{path} has no SR checkpoint yet")
+        model = SwinIR.from_config(config)
+        model.load_state_dict(load_file(str(weights)))
+        return model.eval(), config, weights
+    if not path.is_file():
+        raise UsageError(f"SR checkpoint {path} does not exist")
+    model, config = load_swinir(path)
+    return model.eval(), config, path
+
+
+def train_sr(cfg: SRTrainConfig, out: Path, resume: bool = False, device: str = "auto") -> dict[str, Any]:
+    """Train (or resume) a SwinIR run in ``out``; returns the final validation scores."""
+    out = Path(out)
+    state_path = out / "train_state.pt"
+    if resume:
+        if not state_path.is_file():
+            raise UsageError(f"--resume: {out} has no checkpoint to resume from")
+        saved = json.loads((out / "config.json").read_text())
+        epochs = cfg.epochs
+        cfg = SRTrainConfig(**saved["train"])
+        cfg.epochs = max(cfg.epochs, epochs)
+    elif state_path.exists():
+        raise UsageError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    arch = arch_config(cfg.arch, cfg.scale)
+    if cfg.patch % cfg.scale:
+        raise UsageError(f"--patch {cfg.patch} must be a multiple of --scale {cfg.scale}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps({"format": SR_RUN_FORMAT, "swinir": arch.to_dict(),
+                                                 "train": asdict(cfg)}, indent=2))
+    files = list_images(Path(cfg.data))
+    rows = split_groups([Sample(f, "image") for f in files], val=cfg.val, test=0.0, seed=cfg.seed)
+    by_split = {s: [r["path"] for r in rows if r["split"] == s] for s in ("train", "val")}
+    if not by_split["train"]:
+        raise UsageError(f"{cfg.data} has too few images to train on")
+    log(f"making LR/HR pairs for {len(files)} images ({len(by_split['val'])} for validation)")
+    train_pairs, val_pairs = make_pairs(cfg, by_split["train"]), make_pairs(cfg, by_split["val"])
+
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    torch.manual_seed(cfg.seed)
+    model = SwinIR.from_config(arch).to(dev)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs * cfg.steps_per_epoch)
+    start, best = 0, -float("inf")
+    metrics_path = out / "metrics.jsonl"
+    if resume:
+        from safetensors.torch import load_file
+
+        state = torch.load(state_path, map_location=dev, weights_only=False)
+        model.load_state_dict(load_file(str(out / "last.safetensors")))
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start, best = state["epoch"] + 1, state["best_psnr"]
+        log(f"resuming {out} at epoch {start + 1}/{cfg.epochs}")
+        kept = [line for line in metrics_path.read_text().splitlines() if line and json.loads(line)["epoch"] <= start]
+        metrics_path.write_text("".join(line + "\n" for line in kept))
+    else:
+        metrics_path.write_text("")
+    loss_fn = nn.L1Loss()
+    scores: dict[str, float] = {}
+    for epoch in range(start, cfg.epochs):
+        t0 = time.perf_counter()
+        rng = np.random.default_rng([cfg.seed, epoch])
+        model.train()
+        total = 0.0
+        with progress_bar(cfg.steps_per_epoch, f"SR epoch {epoch + 1}/{cfg.epochs}") as advance:
+            for _ in range(cfg.steps_per_epoch):
+                lr, hr = random_patches(train_pairs, cfg.batch, cfg.patch, cfg.scale, rng)
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_fn(model(lr.to(dev)), hr.to(dev))
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                total += loss.item()
+                advance(1)
+        scores = evaluate_sr(model, val_pairs or train_pairs[:4], cfg.scale, dev)
+        row = {"epoch": epoch + 1, "l1": total / cfg.steps_per_epoch, **scores,
+               "seconds": round(time.perf_counter() - t0, 2)}
+        if scores["psnr"] > best:
+            best = scores["psnr"]
+            _save(model, out / "best.safetensors")
+        _save(model, out / "last.safetensors")
+        tmp = state_path.with_name("train_state.pt.tmp")
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
+                    "best_psnr": best}, tmp)
+        os.replace(tmp, state_path)
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        log(f"SR epoch {epoch + 1}: L1 {row['l1']:.4f} | val PSNR {scores['psnr']:.2f} dB "
+            f"SSIM {scores['ssim']:.4f} (bicubic {scores['bicubic_psnr']:.2f} dB / {scores['bicubic_ssim']:.4f})")
+    return scores

@@ -22,10 +22,13 @@ import click
 @click.option("--patch", default=64, show_default=True, help="HR patch side.")
 @click.option("--learning-rate", "lr", default=2e-4, show_default=True)
 @click.option("--seed", default=0, show_default=True)
+@click.option("--bicubic-residual/--no-bicubic-residual", default=None,
+              help="Learn a correction on top of bicubic upscaling (default: on for tiny_x4 only).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --out.")
 def train_sr(data_dir: Path, out: Path, arch: str, scale: int, lr_dir: Path | None, epochs: int,
-             steps_per_epoch: int, batch: int, patch: int, lr: float, seed: int, device: str, resume: bool) -> None:
+             steps_per_epoch: int, batch: int, patch: int, lr: float, seed: int, bicubic_residual: bool | None,
+             device: str, resume: bool) -> None:
     """Train SwinIR on LR/HR pairs made from the images in DATA (L1 loss, PSNR/SSIM validation)."""
     from runtime.progress import log
     from training.train_sr import SRTrainConfig
@@ -33,6 +36,7 @@ def train_sr(data_dir: Path, out: Path, arch: str, scale: int, lr_dir: Path | No
 
     cfg = SRTrainConfig(data=str(Path(data_dir).resolve()), arch=arch, scale=scale, patch=patch, batch=batch,
                         epochs=epochs, steps_per_epoch=steps_per_epoch, lr=lr, seed=seed,
+                        bicubic_residual=bicubic_residual,
                         lr_dir=str(Path(lr_dir).resolve()) if lr_dir else None)
     scores = run(cfg, out, resume=resume, device=device)
     if scores:

@@ -1,0 +1,105 @@
+"""The FLARE merge: alpha/beta fractions per class, random and percentile selection."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("torch")
+
+from runtime.errors import UsageError  # noqa: E402
+from training.data import scan_image_folder  # noqa: E402
+from training.merge import MergeConfig, merge  # noqa: E402
+from training.stage1 import Stage1Config, run_stage1  # noqa: E402
+
+
+def fake_stage2(stage1: Path, out: Path, outliers: set[str]) -> None:
+    """Two 'generations' per original: a noisy copy of it, or pure junk for ``outliers``."""
+    from training.stage2 import COLUMNS, output_for
+
+    rng = np.random.default_rng(0)
+    rows = []
+    with open(stage1 / "stage1.csv", newline="") as f:
+        originals = [r for r in csv.DictReader(f) if r["kind"] == "original"]
+    for r in originals:
+        src = np.asarray(Image.open(stage1 / r["output"]).convert("RGB"), dtype=np.int16)
+        for k in range(2):
+            rel = output_for(r["output"], k)
+            if rel in outliers:
+                img = np.full_like(src, 255)
+                img[::2] = 0
+            else:
+                img = np.clip(src + rng.integers(-8, 8, src.shape), 0, 255)
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img.astype(np.uint8)).save(out / rel)
+            rows.append({**{c: "" for c in COLUMNS}, "output": rel, "source": r["output"], "class": r["label"]})
+    with open(out / "stage2.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+
+
+@pytest.fixture(scope="module")
+def pools(sky_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, set[str]]:
+    base = tmp_path_factory.mktemp("pools")
+    run_stage1(sky_data / "hr", None, base / "s1", Stage1Config(size=32))
+    outliers = {"galaxy/galaxy_00000__gen1.png", "galaxy/galaxy_00003__gen0.png", "star/star_00002__gen1.png"}
+    fake_stage2(base / "s1", base / "s2", outliers)
+    return base / "s1", base / "s2", outliers
+
+
+def read_merge(out: Path) -> list[dict[str, str]]:
+    with open(out / "merge.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_random_merge_takes_alpha_and_beta_per_class(pools, tmp_path: Path) -> None:
+    s1, s2, _ = pools
+    counts = merge(s1, s2, tmp_path / "m", MergeConfig(alpha=0.5, beta=0.5, select="random"))
+    rows = read_merge(tmp_path / "m")
+    per = Counter((r["label"], r["pool"]) for r in rows)
+    for label, c in counts.items():
+        assert per[(label, "original")] == 6  # real images always kept
+        assert per[(label, "stage1")] == 15 == round(0.5 * c["stage1_pool"])
+        assert per[(label, "stage2")] == 6 == round(0.5 * c["stage2_pool"])
+    samples, classes = scan_image_folder(tmp_path / "m")  # a plain ImageFolder flare train reads
+    assert len(samples) == len(rows) and len(classes) == 8
+    groups: dict[str, set[str]] = {}
+    for r in rows:
+        groups.setdefault(r["group"], set()).add(r["split"])
+    assert len(groups) == 48 and all(len(s) == 1 for s in groups.values())
+
+
+def test_percentile_merge_drops_off_class_generations(pools, tmp_path: Path) -> None:
+    s1, s2, outliers = pools
+    merge(s1, s2, tmp_path / "p", MergeConfig(alpha=0.0, beta=1.0, select="percentile", band=(0.0, 100.0)))
+    kept = {r["path"] for r in read_merge(tmp_path / "p") if r["pool"] == "stage2"}
+    assert not kept & outliers, "junk generations survived the percentile selection"
+    assert len(kept) >= 96 - len(outliers) - 24  # most on-class generations stay
+    merge(s1, s2, tmp_path / "r", MergeConfig(alpha=0.0, beta=1.0, select="random"))
+    assert outliers <= {r["path"] for r in read_merge(tmp_path / "r") if r["pool"] == "stage2"}
+
+
+def test_merge_carries_a_given_split(pools, sky_data: Path, tmp_path: Path) -> None:
+    from training.data import split_groups, write_split
+
+    s1, s2, _ = pools
+    samples, _ = scan_image_folder(sky_data / "hr")
+    original_split = split_groups(samples, seed=9)
+    write_split(original_split, tmp_path / "split.csv")
+    merge(s1, s2, tmp_path / "m", MergeConfig(), split=tmp_path / "split.csv")
+    want = {r["group"]: r["split"] for r in original_split}
+    assert all(r["split"] == want[r["group"]] for r in read_merge(tmp_path / "m"))
+
+
+def test_bad_fractions_are_refused(pools, tmp_path: Path) -> None:
+    s1, s2, _ = pools
+    with pytest.raises(UsageError, match="fractions"):
+        merge(s1, s2, tmp_path / "x", MergeConfig(alpha=1.5))
+    with pytest.raises(UsageError, match="stage2.csv"):
+        merge(s1, tmp_path, tmp_path / "x")

@@ -22,6 +22,7 @@ COMMANDS = {
     "train": ("training.commands", "train"),
     "train-sr": ("training.sr_commands", "train_sr"),
     "augment": ("training.augment_commands", "augment"),
+    "experiment": ("training.commands", "experiment"),
     "export": ("export.commands", "export"),
     "info": ("runtime.commands", "info"),
     "classify": ("runtime.commands", "classify"),

@@ -194,7 +194,8 @@ def test_hub_id_is_refused_without_download(monkeypatch: pytest.MonkeyPatch, tmp
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UsageError, match="never downloads"):
         load_diffusion("runwayml/stable-diffusion-v1-5")
-    result = CliRunner().invoke(stage2, [str(tmp_path), "--diffusion", "runwayml/stable-diffusion-v1-5",
+    (tmp_path / "data" / "star").mkdir(parents=True)
+    result = CliRunner().invoke(stage2, [str(tmp_path / "data"), "--diffusion", "runwayml/stable-diffusion-v1-5",
                                          "--out", str(tmp_path / "o")])
     assert isinstance(result.exception, UsageError) and "never downloads" in str(result.exception)
     with pytest.raises(UsageError, match="neither a diffusion RUN"):

@@ -1,0 +1,1 @@
+"""Benchmarks: speed and accuracy measurements that write results with the machine description."""

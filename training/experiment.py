@@ -1,0 +1,250 @@
+"""``flare experiment``: the paper's comparison, Raw_LR vs Raw_Aug_LR vs FLARE, on one split.
+
+All three arms train the same backbone with the same settings on a leak-free split of the
+raw low-resolution images, and are scored on the same held-out raw images:
+
+* **Raw_LR**: the raw LR training images as they are.
+* **Raw_Aug_LR**: the raw LR images plus the five standard augmentations (no SR, no diffusion).
+* **FLARE**: stage 1 (SwinIR x4, then the augmentations), stage 2 (class-conditioned
+  diffusion samples from the stage-1 originals) and the weighted merge.
+
+Only training-split originals ever enter the augmentation stages; validation and test images
+are raw originals, so no variant of a test image is trained on. Out-of-domain scores use sets
+the trainer never sees: for synthetic data a generation with other seeds and a harsher
+degradation, plus any ImageFolder the user names. Every step leaves its outputs in the
+experiment folder and is skipped when they are already there, so a stopped experiment resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from runtime.errors import UsageError
+from runtime.progress import log
+from training.data import read_split, resolve_root, scan_image_folder, split_groups, write_split
+
+ARMS = ("Raw_LR", "Raw_Aug_LR", "FLARE")
+
+
+@dataclass
+class ExperimentConfig:
+    models: tuple[str, ...] = ("resnet18",)
+    epochs: int = 15
+    batch: int = 32
+    lr: float = 1e-3
+    img_size: int = 64
+    seed: int = 0
+    flare_size: int = 128
+    sr: str | None = None
+    sr_epochs: int = 6
+    sr_steps: int = 100
+    diffusion: str | None = None
+    diffusion_epochs: int = 40
+    diffusion_vae_epochs: int = 8
+    per_image: int = 4
+    gen_steps: int = 20
+    guidance: float = 4.0
+    alpha: float = 0.5
+    beta: float = 1.0
+    select: str = "percentile"
+    ood: tuple[str, ...] = ()
+    synthetic_ood: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _map_split(split_rows: list[dict[str, str]], data: Path) -> list[dict[str, str]]:
+    """Rows of the ImageFolder ``data`` with each file's split taken from its original's group."""
+    from training.data import group_of
+
+    of_group = {r["group"]: r["split"] for r in split_rows}
+    samples, _ = scan_image_folder(data)
+    rows = []
+    for s in samples:
+        g = group_of(s.path)
+        if g not in of_group:
+            raise UsageError(f"{data / s.path} derives from no image of the split (group {g})")
+        rows.append({"path": s.path, "label": s.label, "group": g, "split": of_group[g]})
+    return rows
+
+
+def _evaluate(run: Path, root: Path, rows: list[dict[str, str]]) -> dict[str, float]:
+    """Accuracy and macro-F1 of a trained run on image rows (paths relative to ``root``)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from runtime.preprocess import PreprocessSpec
+    from training.metrics import accuracy, confusion_matrix, macro_f1
+    from training.train import ImageDataset, build_from_run
+
+    model, cfg, _ = build_from_run(run)
+    classes = cfg["classes"]
+    label_map = cfg["label_map"]
+    rows = [r for r in rows if r["label"] in label_map]
+    target_of = {fine: classes.index(label_map[fine]) for fine in label_map}
+    ds = ImageDataset(rows, root, PreprocessSpec.from_dict(cfg["preprocessing"]), target_of, cache=False)
+    trues, preds = [], []
+    with torch.inference_mode():
+        for x, y in DataLoader(ds, batch_size=64):
+            preds.append(model(x).argmax(1).numpy())
+            trues.append(y.numpy())
+    cm = confusion_matrix(np.concatenate(trues), np.concatenate(preds), len(classes))
+    return {"acc": accuracy(cm), "macro_f1": macro_f1(cm), "images": int(cm.sum())}
+
+
+def run_experiment(data: Path, out: Path, cfg: ExperimentConfig, device: str = "auto") -> dict[str, Any]:
+    """Run (or resume) every step; returns the results also written to ``results.json``."""
+    from training.augment import AUGMENTATIONS
+    from training.merge import MergeConfig
+    from training.pipeline import COMPLETE, augment_all, link_tree
+    from training.stage1 import Stage1Config, run_stage1
+    from training.stage2 import Stage2Config
+    from training.synth import SynthConfig, synthesize
+    from training.train import TrainConfig, train
+    from training.train_diffusion import DiffusionTrainConfig, train_diffusion
+    from training.train_sr import SRTrainConfig, train_sr
+
+    data, out = Path(data), Path(out)
+    raw = resolve_root(data / "lr") if (data / "lr").is_dir() else resolve_root(data)
+    hr = data / "hr" if (data / "hr").is_dir() else None
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+
+    split_path = out / "split.csv"
+    if not split_path.exists():
+        samples, _ = scan_image_folder(raw)
+        write_split(split_groups(samples, seed=cfg.seed), split_path)
+    split = read_split(split_path, raw)
+    train_rows = [r for r in split if r["split"] == "train"]
+    log(f"experiment in {out}: {len(train_rows)} training originals, "
+        f"{sum(r['split'] == 'val' for r in split)} validation, {sum(r['split'] == 'test' for r in split)} test")
+
+    # Stage inputs: training-split originals only.
+    raw_train = link_tree([(raw / r["path"], r["path"]) for r in train_rows], out / "raw_train")
+
+    # Raw_Aug_LR: standard augmentations at the raw resolution, no SR.
+    lr_side = int(np.median([min(Image.open(raw / r["path"]).size) for r in train_rows[:50]]))
+    if not (out / "raw_aug" / COMPLETE).exists():
+        run_stage1(raw_train, None, out / "raw_aug", Stage1Config(size=lr_side, seed=cfg.seed), device=device)
+        (out / "raw_aug" / COMPLETE).touch()
+
+    # FLARE stage 1: SR (given, or trained here on the training HR/LR pairs), then augmentations.
+    sr = cfg.sr
+    if sr is None:
+        if hr is None:
+            raise UsageError(f"{data} has no hr/ folder to train SR on; pass --sr with a SwinIR checkpoint")
+        hr_train = link_tree([(hr / r["path"], r["path"]) for r in train_rows], out / "hr_train")
+        lr_train = raw_train
+        sr_run = out / "sr_run"
+        if not (sr_run / "train_state.pt").exists():
+            train_sr(SRTrainConfig(data=str(hr_train.resolve()), lr_dir=str(lr_train.resolve()),
+                                   epochs=cfg.sr_epochs, steps_per_epoch=cfg.sr_steps, batch=16, patch=64,
+                                   lr=5e-4, seed=cfg.seed), sr_run, device=device)
+        sr = str(sr_run)
+    diffusion = cfg.diffusion
+    if diffusion is None:
+        # stage 1 first: the diffusion model learns from the stage-1 (super-resolved) images
+        s1 = Stage1Config(size=cfg.flare_size, seed=cfg.seed)
+        if not (out / "flare" / "stage1" / COMPLETE).exists():
+            run_stage1(raw_train, Path(sr), out / "flare" / "stage1", s1, device=device)
+            (out / "flare" / "stage1" / COMPLETE).touch()
+        diff_run = out / "diffusion_run"
+        if not (diff_run / COMPLETE).exists():
+            resume = (diff_run / "config.json").exists()
+            train_diffusion(DiffusionTrainConfig(data=str((out / "flare" / "stage1").resolve()),
+                                                 epochs=cfg.diffusion_epochs, vae_epochs=cfg.diffusion_vae_epochs,
+                                                 seed=cfg.seed, sample_every=max(cfg.diffusion_epochs // 4, 1)),
+                            diff_run, resume=resume, device=device)
+            (diff_run / COMPLETE).touch()
+        diffusion = str(diff_run)
+    flare = augment_all(raw_train, Path(sr), diffusion, out / "flare",
+                        Stage1Config(size=cfg.flare_size, seed=cfg.seed),
+                        Stage2Config(per_image=cfg.per_image, steps=cfg.gen_steps, guidance=cfg.guidance,
+                                     seed=cfg.seed),
+                        MergeConfig(alpha=cfg.alpha, beta=cfg.beta, select=cfg.select, seed=cfg.seed),
+                        device=device)
+
+    # The training sets of the three arms, each with the raw validation and test originals.
+    held_out = [r for r in split if r["split"] != "train"]
+    arms: dict[str, tuple[Path, Path]] = {}
+    for arm, folder in (("Raw_LR", raw_train), ("Raw_Aug_LR", out / "raw_aug"), ("FLARE", flare)):
+        rows = [r for r in _map_split(split, folder) if r["split"] == "train"]
+        root = out / f"set_{arm}"
+        link_tree([(folder / r["path"], r["path"]) for r in rows] +
+                   [(raw / r["path"], r["path"]) for r in held_out], root)
+        rows += held_out
+        write_split(rows, out / f"split_{arm}.csv")
+        arms[arm] = (root, out / f"split_{arm}.csv")
+
+    # Out-of-domain sets.
+    ood: dict[str, Path] = {}
+    if cfg.synthetic_ood and hr is not None:
+        synth_cfg = json.loads((data / "synth.json").read_text()) if (data / "synth.json").exists() else {}
+        ood_dir = out / "ood_synthetic"
+        synthesize(ood_dir, SynthConfig(per_class=max(int(synth_cfg.get("per_class", 20)) // 2, 10),
+                                        size=int(synth_cfg.get("size", 128)), seed=cfg.seed + 1000,
+                                        blur_sigma=(1.0, 2.5), noise_sigma=(4.0, 12.0), jpeg_quality=(20, 60)))
+        ood["synthetic OOD"] = ood_dir / "lr"
+    for extra in cfg.ood:
+        ood[Path(extra).name] = Path(extra)
+
+    results: dict[str, Any] = {"config": asdict(cfg), "augmentations": list(AUGMENTATIONS), "models": {}}
+    test_rows = [r for r in split if r["split"] == "test"]
+    for model in cfg.models:
+        per_arm = {}
+        for arm in ARMS:
+            root, split_file = arms[arm]
+            run = out / "runs" / model / arm
+            if not (run / "results.json").exists():
+                resume = (run / "train_state.pt").exists()
+                log(f"training {model} on {arm} ({sum(1 for _ in open(split_file)) - 1} rows)")
+                train(TrainConfig(model=model, data=str(root.resolve()), epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr,
+                                  step_size=max(cfg.epochs // 3, 1), img_size=cfg.img_size, seed=cfg.seed),
+                      run, split=None if resume else split_file, resume=resume, device=device)
+            scores = {"in-domain": _evaluate(run, raw, test_rows)}
+            for name, folder in ood.items():
+                samples, _ = scan_image_folder(folder)
+                scores[name] = _evaluate(run, resolve_root(folder), [{"path": s.path, "label": s.label} for s in samples])
+            per_arm[arm] = scores
+        results["models"][model] = per_arm
+    results["machine"] = {"platform": platform.platform(), "python": platform.python_version(),
+                          "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count()}
+    counts = {arm: sum(1 for r in read_split(arms[arm][1]) if r["split"] == "train") for arm in ARMS}
+    results["training_images"] = counts
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "results.md").write_text(format_table(results))
+    return results
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """A Markdown table shaped like the paper's: backbone x method, sets as columns, with deltas."""
+    models = results["models"]
+    first = next(iter(models.values()))
+    sets = list(next(iter(first.values())).keys())
+    ood_sets = [s for s in sets if s != "in-domain"]
+    head = ["Backbone", "Method", "train images", *[f"{s} acc" for s in sets], "in-domain macro-F1"]
+    if ood_sets:
+        head.append("OOD average acc")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for model, arms in models.items():
+        base = arms["Raw_LR"]
+        for arm, scores in arms.items():
+            cells = [model, arm, str(results.get("training_images", {}).get(arm, ""))]
+            for s in sets:
+                acc = 100 * scores[s]["acc"]
+                delta = acc - 100 * base[s]["acc"]
+                cells.append(f"{acc:.2f}" + ("" if arm == "Raw_LR" else f" ({delta:+.2f})"))
+            cells.append(f"{100 * scores['in-domain']['macro_f1']:.2f}")
+            if ood_sets:
+                avg = np.mean([100 * scores[s]["acc"] for s in ood_sets])
+                base_avg = np.mean([100 * base[s]["acc"] for s in ood_sets])
+                cells.append(f"{avg:.2f}" + ("" if arm == "Raw_LR" else f" ({avg - base_avg:+.2f})"))
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,58 @@
+"""``flare augment all``: stage 1, stage 2 from the stage-1 originals, then the merge.
+
+Each step is skipped when its folder is marked complete, and each step resumes on its own
+when it was interrupted, so the chain can be stopped and re-run at any point.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from pathlib import Path
+
+from training.merge import MergeConfig, merge
+from training.stage1 import Stage1Config, run_stage1
+from training.stage2 import Stage2Config, augment_stage2
+
+COMPLETE = ".complete"
+
+
+def link_tree(files: list[tuple[Path, str]], out: Path) -> Path:
+    """A folder of hard links (copies across file systems) at the given relative paths."""
+    for src, rel in files:
+        dst = out / rel
+        if dst.exists():
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copyfile(src, dst)
+    return out
+
+
+def stage1_originals(stage1: Path, out: Path) -> Path:
+    """An ImageFolder view of stage 1's super-resolved originals (stage 2's sources)."""
+    with open(Path(stage1) / "stage1.csv", newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["kind"] == "original"]
+    return link_tree([(Path(stage1) / r["output"], r["output"]) for r in rows], out)
+
+
+def augment_all(data: Path, sr: Path | None, diffusion: str | Path, out: Path,
+                stage1: Stage1Config = Stage1Config(), stage2: Stage2Config = Stage2Config(),
+                merge_config: MergeConfig = MergeConfig(), split: Path | None = None,
+                device: str = "auto") -> Path:
+    """Run the FLARE chain into ``out/stage1``, ``out/stage2`` and ``out/merged``; returns the last."""
+    out = Path(out)
+    if not (out / "stage1" / COMPLETE).exists():
+        run_stage1(data, sr, out / "stage1", stage1, device=device)
+        (out / "stage1" / COMPLETE).touch()
+    sources = stage1_originals(out / "stage1", out / "stage1_originals")
+    if not (out / "stage2" / COMPLETE).exists():
+        augment_stage2(sources, diffusion, out / "stage2", stage2, device=device)
+        (out / "stage2" / COMPLETE).touch()
+    merged = out / "merged"
+    if not (merged / "merge.csv").exists():
+        merge(out / "stage1", out / "stage2", merged, merge_config, split=split)
+    return merged

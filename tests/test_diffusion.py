@@ -53,6 +53,10 @@ def test_paper_config_is_sd_sized() -> None:
     cfg = get_config("paper")
     assert cfg.image_size == 512 and cfg.image_size // cfg.vae_factor == 64 and cfg.latent_channels == 4
     assert (cfg.beta_start, cfg.beta_end, cfg.beta_schedule) == (0.00085, 0.012, "scaled_linear")
+    with torch.device("meta"):  # build without allocating: SD v1's UNet has ~860 M parameters
+        paper = build_model(cfg, CLASSES)
+    assert paper.latent_size == 64 and paper.image_size == 512
+    assert 800e6 < sum(p.numel() for p in paper.unet.parameters()) < 900e6
     with pytest.raises(UsageError, match="multiple of"):
         get_config("tiny", image_size=40)
     with pytest.raises(UsageError, match="unknown diffusion config"):
@@ -208,13 +212,20 @@ def test_hub_id_is_refused_without_download(monkeypatch: pytest.MonkeyPatch, tmp
 def _tiny_clip(folder: Path) -> tuple[object, object]:
     """A random CLIP tokenizer + text encoder small enough for a unit test, saved to ``folder``."""
     transformers = pytest.importorskip("transformers", reason="CLIP text encoders need transformers")
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    # a word-level BPE: letters, then merges that build each word of the class prompts
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    vocab.update({c: len(vocab) for c in letters})
-    vocab.update({c + "</w>": len(vocab) for c in letters})
+    for c in "abcdefghijklmnopqrstuvwxyz":
+        vocab.update({c: len(vocab), c + "</w>": len(vocab) + 1})
+    merges: list[str] = []
+    for word in sorted({w for c in FINE_CLASSES for w in f"an image of {c} in space".split()}):
+        parts, cur = list(word[:-1]) + [word[-1] + "</w>"], word[0]
+        for part in parts[1:]:
+            merges.append(f"{cur} {part}")
+            cur += part
+            vocab.setdefault(cur, len(vocab))
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{m}\n" for m in dict.fromkeys(merges)))
     tokenizer = transformers.CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"),
                                            model_max_length=16)
     config = transformers.CLIPTextConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=37,
@@ -277,3 +288,15 @@ def test_text_encoder_prompts_are_tabled(tmp_path: Path) -> None:
 
 def test_learned_prompts_without_text_encoder(model: LatentDiffusion) -> None:
     assert isinstance(model.cond, ClassPromptEmbedding) and model.cond.null_index == len(CLASSES)
+
+
+def test_train_with_a_local_vae_skips_the_vae_phase(trained: dict[str, Path], tmp_path: Path) -> None:
+    _tiny_sd_pipeline(tmp_path)  # its vae/ subfolder is reused
+    cfg = _train_cfg(trained["data"], 1)
+    cfg.vae = str(tmp_path / "pipe")
+    run_training(cfg, tmp_path / "run")
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in rows] == ["unet"]
+    model = load_diffusion(tmp_path / "run")
+    assert model.latent_size == 16 and model.vae.config.block_out_channels == [16, 16]
+    assert sample(model, ["comet"], 1, steps=2, seed=0).shape == (1, 32, 32, 3)

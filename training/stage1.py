@@ -10,13 +10,13 @@ skips finished sources and redoes at most the one that was interrupted.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from PIL import Image
 
+from runtime.atomic import save_png
 from runtime.errors import UsageError
 from runtime.imageio import load_rgb
 from runtime.journal import CsvJournal
@@ -36,14 +36,6 @@ class Stage1Config:
     overlap: int = 32
     seed: int = 0
     augmentations: tuple[str, ...] = AUGMENTATIONS
-
-
-def save_png(image: Image.Image, path: Path) -> None:
-    """Write under a temporary name, then rename: a kill never leaves half a PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
 
 
 def run_stage1(data: Path, sr_checkpoint: Path | None, out: Path, config: Stage1Config = Stage1Config(),

@@ -106,9 +106,10 @@ def _save_png(img: np.ndarray, path: Path) -> None:
 def augment_stage2(data: Path, diffusion: str | Path, out: Path, cfg: Stage2Config,
                    device: str = "auto") -> dict[str, Any]:
     """Generate ``cfg.per_image`` images per source image of ``data`` into ``out``."""
-    from training.diffusion import SAMPLERS, load_diffusion
+    from training.diffusion import SAMPLERS, load_diffusion, local_folder
     from training.train import pick_device
 
+    local_folder(diffusion, "--diffusion")  # refuse a hub id or a typo before reading any data
     if cfg.per_image < 1 or cfg.batch < 1 or cfg.steps < 1:
         raise UsageError("--per-image, --batch and --steps must be at least 1")
     if cfg.sampler not in SAMPLERS:
@@ -154,7 +155,7 @@ def augment_stage2(data: Path, diffusion: str | Path, out: Path, cfg: Stage2Conf
                     rel = output_for(s.path, k)
                     _save_png(img, out / rel)
                     writer.writerow({"output": rel, "source": s.path, "class": s.label, "seed": seed,
-                                     "steps": cfg.steps, "guidance": cfg.guidance, "sampler": cfg.sampler,
+                                     "steps": cfg.steps, "guidance": float(cfg.guidance), "sampler": cfg.sampler,
                                      "order": cfg.order if cfg.sampler == "dpmpp" else "",
                                      "image_variation": int(variation), "model": model_name})
                 f.flush()

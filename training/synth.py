@@ -23,7 +23,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from runtime.atomic import save_png
 from runtime.errors import FlareError
 from runtime.taxonomy import FINE_CLASSES, slug
 
@@ -773,13 +773,6 @@ class SynthConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
-def _save_png(path: Path, img: np.ndarray) -> None:
-    """Write a PNG atomically, so an interrupted run never leaves a truncated file behind
-    that a resumed run would mistake for a finished one."""
-    part = path.with_name(path.name + ".part")
-    Image.fromarray(img).save(part, format="PNG")
-    os.replace(part, path)
-
 
 def _record_config(out_dir: Path, config: SynthConfig) -> None:
     """Write ``synth.json``, refusing to mix images made with different settings.
@@ -833,8 +826,8 @@ def synthesize(out_dir: Path, config: SynthConfig, progress: Callable[[int], Non
                 lr = degrade(
                     hr, rng, config.scale, config.blur_sigma, config.noise_sigma, config.jpeg_quality
                 )
-                _save_png(hr_path, hr)
-                _save_png(lr_path, lr)
+                save_png(hr, hr_path)
+                save_png(lr, lr_path)
                 written += 1
             if progress is not None:
                 progress(1)

@@ -15,7 +15,6 @@ bundle sees the same pixels. A RUN folder holds:
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from runtime.atomic import write_atomically
 from runtime.errors import FlareError, UsageError
 from runtime.imageio import load_rgb
 from runtime.preprocess import PreprocessSpec, preprocess
@@ -97,18 +97,12 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast("cuda", dtype=dtype)
 
 
-def _save_atomic(obj_writer, path: Path) -> None:
-    """Write to a temporary name then rename, so a kill never leaves half a checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    obj_writer(tmp)
-    os.replace(tmp, path)
-
-
 def save_weights(model: nn.Module, path: Path) -> None:
+    """The model's weights as safetensors, written atomically."""
     from safetensors.torch import save_file
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _save_atomic(lambda p: save_file(state, str(p)), path)
+    write_atomically(path, lambda p: save_file(state, str(p)))
 
 
 def load_run(run: Path) -> dict[str, Any]:
@@ -266,9 +260,9 @@ def train(cfg: TrainConfig, out: Path, split: Path | None = None, resume: bool =
             best_loss = val["loss"]
             save_weights(model, out / "best.safetensors")
         save_weights(model, out / "last.safetensors")
-        _save_atomic(lambda p: torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                           "scaler": scaler.state_dict(), "epoch": epoch,
-                                           "best_val_loss": best_loss}, p), state_path)
+        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "scaler": scaler.state_dict(), "epoch": epoch, "best_val_loss": best_loss}
+        write_atomically(state_path, lambda p: torch.save(state, p))
         with open(metrics_path, "a") as f:
             f.write(json.dumps(row) + "\n")
         log(f"epoch {epoch + 1}: loss {row['train_loss']:.4f} acc {row['train_acc']:.3f} | "

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import nn
 
+from runtime.atomic import write_atomically
 from runtime.errors import FlareError, ImageDecodeError, UsageError
 from runtime.imageio import load_rgb
 from runtime.progress import log, progress_bar
@@ -42,7 +43,7 @@ from training.data import resolve_root, scan_image_folder
 from training.diffusion import (RUN_FORMAT, DiffusionConfig, build_model, condition_dropout, get_config,
                                 load_run_model, local_folder, model_description, read_run_config, sample,
                                 to_model_input, to_uint8)
-from training.train import _save_atomic, pick_device, save_weights
+from training.train import pick_device, save_weights
 
 #: Keep decoded training images in memory below this many bytes (always true for demo data).
 CACHE_LIMIT_BYTES = 2 * 1024**3
@@ -147,8 +148,7 @@ def save_grid(images: np.ndarray, rows: int, labels: list[str], path: Path) -> N
         canvas.paste(Image.fromarray(images[i]), (margin + pad + c * (w + pad), pad + r * (h + pad)))
     for r, text in enumerate(labels[:rows]):
         draw.text((4, pad + r * (h + pad) + h // 2 - 6), text, fill=(230, 230, 230))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _save_atomic(lambda p: canvas.save(p, format="PNG"), path)
+    write_atomically(path, lambda p: canvas.save(p, format="PNG"))
 
 
 class _Trainer:
@@ -195,7 +195,7 @@ class _Trainer:
     def write_config(self) -> None:
         cfg = {"format": RUN_FORMAT, "train": asdict(self.cfg), "vae_epochs": self.vae_epochs,
                "model": model_description(self.model, self.dcfg)}
-        _save_atomic(lambda p: p.write_text(json.dumps(cfg, indent=2)), self.out / "config.json")
+        write_atomically(self.out / "config.json", lambda p: p.write_text(json.dumps(cfg, indent=2)))
 
     def save(self, epoch: int) -> None:
         """Raw and EMA weights, then the optimizer state (last, so it marks a complete save)."""
@@ -206,7 +206,7 @@ class _Trainer:
         self.ema.restore(self.denoiser)
         state = {"epoch": epoch, "vae_opt": self.vae_opt.state_dict(), "opt": self.opt.state_dict(),
                  "sched": self.sched.state_dict(), "ema": self.ema.state_dict()}
-        _save_atomic(lambda p: torch.save(state, p), self.out / "train_state.pt")
+        write_atomically(self.out / "train_state.pt", lambda p: torch.save(state, p))
 
     def load_state(self) -> int:
         state = torch.load(self.out / "train_state.pt", map_location=self.dev, weights_only=False)
@@ -283,7 +283,7 @@ class _Trainer:
         latents = torch.cat(out)
         vae.register_to_config(scaling_factor=float(1.0 / latents.std().clamp_min(1e-6)))
         self.latents = latents
-        _save_atomic(lambda p: save_file({"latents": latents.contiguous()}, str(p)), path)
+        write_atomically(path, lambda p: save_file({"latents": latents.contiguous()}, str(p)))
         self.write_config()
 
     # ----------------------------------------------------------------- phase 2: UNet

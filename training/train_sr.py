@@ -12,7 +12,6 @@ validation split is grouped like classifier splits, so no image is in both. A RU
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from runtime.atomic import write_atomically
 from runtime.errors import FlareError, UsageError
 from runtime.imageio import is_supported, load_rgb
 from runtime.progress import log, progress_bar
@@ -29,6 +29,7 @@ from training.data import Sample, split_groups
 from training.sr_metrics import bicubic_upscale, psnr, ssim
 from training.swinir import CONFIGS, SwinIR, SwinIRConfig, load_swinir
 from training.synth import degrade
+from training.train import save_weights
 
 SR_RUN_FORMAT = "flare-sr-run/1"
 
@@ -155,14 +156,6 @@ def evaluate_sr(model: nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]], sc
     return {k: float(np.mean(v)) if v else float("nan") for k, v in scores.items()}
 
 
-def _save(model: nn.Module, path: Path) -> None:
-    from safetensors.torch import save_file
-
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    os.replace(tmp, path)
-
-
 def build_sr(config: SwinIRConfig, bicubic_residual: bool) -> nn.Module:
     sr = SwinIR.from_config(config)
     return BicubicResidual(sr) if bicubic_residual else sr
@@ -265,12 +258,11 @@ def train_sr(cfg: SRTrainConfig, out: Path, resume: bool = False, device: str = 
                "seconds": round(time.perf_counter() - t0, 2)}
         if scores["psnr"] > best:
             best = scores["psnr"]
-            _save(model, out / "best.safetensors")
-        _save(model, out / "last.safetensors")
-        tmp = state_path.with_name("train_state.pt.tmp")
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
-                    "best_psnr": best}, tmp)
-        os.replace(tmp, state_path)
+            save_weights(model, out / "best.safetensors")
+        save_weights(model, out / "last.safetensors")
+        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
+                 "best_psnr": best}
+        write_atomically(state_path, lambda p: torch.save(state, p))
         with open(metrics_path, "a") as f:
             f.write(json.dumps(row) + "\n")
         log(f"SR epoch {epoch + 1}: L1 {row['l1']:.4f} | val PSNR {scores['psnr']:.2f} dB "

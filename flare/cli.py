@@ -21,6 +21,7 @@ COMMANDS = {
     "data": ("training.commands", "data"),
     "train": ("training.commands", "train"),
     "train-sr": ("training.sr_commands", "train_sr"),
+    "train-diffusion": ("training.diffusion_commands", "train_diffusion"),
     "augment": ("training.augment_commands", "augment"),
     "experiment": ("training.commands", "experiment"),
     "export": ("export.commands", "export"),
@@ -33,7 +34,7 @@ COMMANDS = {
 #: Which extra installs a module that a command may find missing.
 EXTRA_OF = {
     "torch": "train", "torchvision": "train", "timm": "train", "diffusers": "train",
-    "safetensors": "train", "onnx": "export", "onnxscript": "export", "onnxslim": "export",
+    "safetensors": "train", "transformers": "train", "onnx": "export", "onnxscript": "export", "onnxslim": "export",
     "onnxruntime": "cpu", "tensorrt": "gpu", "astropy": "cpu",
 }
 

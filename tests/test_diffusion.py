@@ -300,3 +300,11 @@ def test_train_with_a_local_vae_skips_the_vae_phase(trained: dict[str, Path], tm
     model = load_diffusion(tmp_path / "run")
     assert model.latent_size == 16 and model.vae.config.block_out_channels == [16, 16]
     assert sample(model, ["comet"], 1, steps=2, seed=0).shape == (1, 32, 32, 3)
+
+
+def test_text_encoder_without_transformers_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "transformers", None)  # as if not installed
+    with pytest.raises(FlareError, match="pip install transformers"):
+        build_model(get_config("tiny", image_size=32), CLASSES, text_encoder=tmp_path)

@@ -29,7 +29,8 @@ import json
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -125,7 +126,7 @@ class DiffusionConfig:
                     prediction_type=self.prediction_type)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DiffusionConfig":
+    def from_dict(cls, d: dict[str, Any]) -> DiffusionConfig:
         """Read back :func:`dataclasses.asdict` output (JSON turns tuples into lists)."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known})
@@ -249,7 +250,7 @@ class PromptTable(_ClassTable):
         self.register_buffer("table", table)
 
     @classmethod
-    def from_text_encoder(cls, classes: Sequence[str], folder: str | Path) -> "PromptTable":
+    def from_text_encoder(cls, classes: Sequence[str], folder: str | Path) -> PromptTable:
         """Encode every class prompt with the local CLIP text encoder in ``folder``."""
         encoder = TextPromptEncoder(*load_text_encoder(folder))
         with torch.no_grad():
@@ -265,9 +266,6 @@ class PromptTable(_ClassTable):
 
 class TextPromptEncoder(nn.Module):
     """Any class name through a real tokenizer and text encoder (pretrained pipelines)."""
-
-    kind = "text_encoder"
-    classes = None
 
     def __init__(self, tokenizer: Any, text_encoder: nn.Module) -> None:
         super().__init__()
@@ -454,8 +452,9 @@ class LatentDiffusion(nn.Module):
         scheduler = make_scheduler(sampler, self.scheduler_config, order)
         scheduler.set_timesteps(steps, device=dev)
         timesteps = scheduler.timesteps
+        guided = guidance != 1.0
         context = self.cond.encode(list(names)).to(dev, self.unet.dtype)
-        null = self.cond.encode([None] * n).to(dev, self.unet.dtype)
+        null = self.cond.encode([None] * n).to(dev, self.unet.dtype) if guided else context
         image_cond = None
         if sources is not None:
             src = torch.stack([to_model_input(s, self.image_size) for s in sources]).to(dev, self.vae.dtype)
@@ -463,7 +462,7 @@ class LatentDiffusion(nn.Module):
         if sources is not None and self.info.image_mode == "img2img":
             if not 0.0 < strength <= 1.0:
                 raise UsageError(f"--strength must be in (0, 1], not {strength}")
-            start = max(0, steps - max(1, int(round(steps * strength))))
+            start = max(0, steps - max(1, round(steps * strength)))
             timesteps = timesteps[start * scheduler.order:]
             if hasattr(scheduler, "set_begin_index"):
                 scheduler.set_begin_index(start * scheduler.order)
@@ -472,10 +471,9 @@ class LatentDiffusion(nn.Module):
             latents = noise * scheduler.init_noise_sigma
             if sources is not None:
                 image_cond = self.image_condition(src_latents)
-        guided = guidance != 1.0
         for t in timesteps:
             x = scheduler.scale_model_input(latents, t)
-            if guided:
+            if guided:  # the unconditional branch drops the prompt and the source, as training did
                 ic = None if image_cond is None else torch.cat([torch.zeros_like(image_cond), image_cond])
                 out = self.predict(torch.cat([x, x]), t.expand(2 * n), torch.cat([null, context]), ic)
                 uncond, cond = out.chunk(2)
@@ -551,9 +549,11 @@ def build_model(config: DiffusionConfig, classes: Sequence[str], *, vae: nn.Modu
 
     if vae is None:
         vae = AutoencoderKL(**config.vae_kwargs())
-    factor = 2 ** (len(vae.config.block_out_channels) - 1)
-    if config.image_size % factor:
-        raise UsageError(f"image size {config.image_size} is not a multiple of the VAE's factor {factor}")
+    vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    multiple = vae_factor * 2 ** (len(config.unet_channels) - 1)
+    if config.image_size % multiple:
+        raise UsageError(f"image size {config.image_size} must be a multiple of {multiple} for this VAE and UNet "
+                         "(each halves it repeatedly); pass another --image-size")
     cond: _ClassTable
     if text_encoder is not None:
         cond = PromptTable.from_text_encoder(classes, text_encoder)
@@ -562,7 +562,7 @@ def build_model(config: DiffusionConfig, classes: Sequence[str], *, vae: nn.Modu
         cond = ClassPromptEmbedding(classes, config.cross_attention_dim, config.cond_tokens)
         context_dim = config.cross_attention_dim
     unet = UNet2DConditionModel(**config.unet_kwargs(int(vae.config.latent_channels),
-                                                     config.image_size // factor, context_dim))
+                                                     config.image_size // vae_factor, context_dim))
     info = ModelInfo(source=source, kind="run", image_mode="channels" if config.image_cond else None,
                      classes=list(classes))
     return LatentDiffusion(vae, unet, cond, config.scheduler_config(), info, config.image_cond_cells)

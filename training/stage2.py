@@ -5,27 +5,26 @@ Outputs go to ``OUT/<source's folder>/<source stem>__gen<k>.png``: the ``__`` va
 group, so a split never puts a generated twin of a test image in training.
 
 ``OUT/stage2.csv`` records each image's provenance (source, class, its own seed, sampler
-settings, model) and is appended and flushed after every batch. A re-run skips every output
-already listed and present, never duplicates a row, and repairs a last line torn by a kill.
+settings, model); it is a :class:`~runtime.journal.CsvJournal`, appended and fsynced after
+every batch's images are written. A re-run skips every output already listed, never
+duplicates a row, and cuts off a last line torn by a kill (that image is made again).
 Each image's seed is derived from (seed, source path, k), not from its position, so
 resuming, re-ordering or a different batch size gives the same images.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
+from runtime.atomic import save_png
 from runtime.errors import FlareError, ImageDecodeError, UsageError
 from runtime.imageio import SUPPORTED_SUFFIXES, load_rgb
+from runtime.journal import CsvJournal
 from runtime.progress import log, progress_bar
 from training.data import VARIANT_SEP, Sample, resolve_root, scan_image_folder
 
@@ -64,45 +63,6 @@ def output_for(source: str, k: int) -> str:
     return (p.parent / f"{stem}{VARIANT_SEP}gen{k}.png").as_posix()
 
 
-def read_manifest(path: Path, out: Path) -> list[dict[str, str]]:
-    """The manifest's rows whose image exists; a torn last line or stale rows are rewritten away."""
-    if not path.is_file():
-        return []
-    raw = path.read_bytes()
-    torn = bool(raw) and not raw.endswith(b"\n")
-    if torn:
-        raw = raw[:raw.rfind(b"\n") + 1]
-        log(f"{path}: dropped an incomplete last line (the previous run was interrupted)")
-    text = raw.decode("utf-8")
-    rows: list[dict[str, str]] = []
-    if text:
-        reader = csv.DictReader(io.StringIO(text))
-        if reader.fieldnames != COLUMNS:
-            raise FlareError(f"{path} is not a stage-2 manifest with columns {','.join(COLUMNS)}; "
-                             "move it away or choose another --out")
-        rows = list(reader)
-    kept = [r for r in rows if (out / r["output"]).is_file()]
-    if torn or len(kept) != len(rows) or not text:
-        _write_rows(path, kept)
-    return kept
-
-
-def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
-
-
-def _save_png(img: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(img).save(tmp, format="PNG")
-    os.replace(tmp, path)
-
-
 def augment_stage2(data: Path, diffusion: str | Path, out: Path, cfg: Stage2Config,
                    device: str = "auto") -> dict[str, Any]:
     """Generate ``cfg.per_image`` images per source image of ``data`` into ``out``."""
@@ -131,37 +91,32 @@ def augment_stage2(data: Path, diffusion: str | Path, out: Path, cfg: Stage2Conf
     if variation and not model.supports_image_variation:
         raise UsageError(f"{diffusion} cannot do image variation (no source-image condition); "
                          "pass --no-image-variation")
-    out.mkdir(parents=True, exist_ok=True)
     manifest = out / MANIFEST
-    done = {r["output"] for r in read_manifest(manifest, out)}
-    if not manifest.is_file():
-        _write_rows(manifest, [])
-    pending = [(s, k) for s in samples for k in range(cfg.per_image) if output_for(s.path, k) not in done]
     model_name = str(Path(diffusion).expanduser().resolve())
-    written, failed = 0, {}
-    log(f"stage 2: {len(samples)} source images x {cfg.per_image}; {len(samples) * cfg.per_image - len(pending)} "
-        f"already done, {len(pending)} to generate ({'image variation' if variation else 'class prompt only'})")
-    with progress_bar(len(pending), "generating") as advance, open(manifest, "a", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        for i in range(0, len(pending), cfg.batch):
-            chunk = pending[i:i + cfg.batch]
-            chunk, sources = _load_sources(chunk, root, variation, failed)
-            if chunk:
-                seeds = [item_seed(cfg.seed, s.path, k) for s, k in chunk]
-                images = model.generate([s.label for s, _ in chunk], seeds, steps=cfg.steps, guidance=cfg.guidance,
-                                        sampler=cfg.sampler, order=cfg.order, sources=sources,
-                                        strength=cfg.strength)
-                for img, (s, k), seed in zip(images, chunk, seeds):
-                    rel = output_for(s.path, k)
-                    _save_png(img, out / rel)
-                    writer.writerow({"output": rel, "source": s.path, "class": s.label, "seed": seed,
-                                     "steps": cfg.steps, "guidance": float(cfg.guidance), "sampler": cfg.sampler,
-                                     "order": cfg.order if cfg.sampler == "dpmpp" else "",
-                                     "image_variation": int(variation), "model": model_name})
-                f.flush()
-                os.fsync(f.fileno())
-                written += len(chunk)
-            advance(len(pending[i:i + cfg.batch]))
+    written, failed = 0, dict[str, str]()
+    with CsvJournal(manifest, COLUMNS, "pick another --out") as journal:
+        done = {row[0] for row in journal.rows}
+        pending = [(s, k) for s in samples for k in range(cfg.per_image) if output_for(s.path, k) not in done]
+        log(f"stage 2: {len(samples)} source images x {cfg.per_image}; {len(samples) * cfg.per_image - len(pending)} "
+            f"already done, {len(pending)} to generate ({'image variation' if variation else 'class prompt only'})")
+        with progress_bar(len(pending), "generating") as advance:
+            for i in range(0, len(pending), cfg.batch):
+                chunk, sources = _load_sources(pending[i:i + cfg.batch], root, variation, failed)
+                if chunk:
+                    seeds = [item_seed(cfg.seed, s.path, k) for s, k in chunk]
+                    images = model.generate([s.label for s, _ in chunk], seeds, steps=cfg.steps,
+                                            guidance=cfg.guidance, sampler=cfg.sampler, order=cfg.order,
+                                            sources=sources, strength=cfg.strength)
+                    rows = []
+                    for img, (s, k), seed in zip(images, chunk, seeds, strict=True):
+                        save_png(img, out / output_for(s.path, k))
+                        rows.append([output_for(s.path, k), s.path, s.label, str(seed), str(cfg.steps),
+                                     str(float(cfg.guidance)), cfg.sampler,
+                                     str(cfg.order) if cfg.sampler == "dpmpp" else "", str(int(variation)),
+                                     model_name])
+                    journal.append(rows)  # after the images: a listed output always exists
+                    written += len(chunk)
+                advance(len(pending[i:i + cfg.batch]))
     return {"sources": len(samples), "written": written, "skipped": len(samples) * cfg.per_image - len(pending),
             "errors": sorted(failed.values()), "manifest": str(manifest), "image_variation": variation}
 

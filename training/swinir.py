@@ -202,6 +202,9 @@ CONFIGS: dict[str, SwinIRConfig] = {
     "tiny_x4": SwinIRConfig(
         scale=4, upsampler="pixelshuffledirect", embed_dim=30, depths=(2, 2), num_heads=(3, 3)
     ),
+    "small_x4": SwinIRConfig(
+        scale=4, upsampler="pixelshuffledirect", embed_dim=48, depths=(4, 4, 4), num_heads=(6, 6, 6)
+    ),
 }
 
 

@@ -77,7 +77,7 @@ class DiffusionTrainConfig:
     seed: int = 0
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DiffusionTrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> DiffusionTrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -85,7 +85,7 @@ class DiffusionTrainConfig:
 def dihedral(x: torch.Tensor, codes: torch.Tensor | list[int]) -> torch.Tensor:
     """Rotate each image of a batch by ``code % 4`` quarter turns, mirrored if ``code >= 4``."""
     out = []
-    for xi, c in zip(x, [int(c) for c in codes]):
+    for xi, c in zip(x, [int(c) for c in codes], strict=True):
         xi = torch.rot90(xi, c % 4, dims=(-2, -1))
         out.append(torch.flip(xi, dims=(-1,)) if c >= 4 else xi)
     return torch.stack(out)
@@ -250,7 +250,7 @@ class _Trainer:
         for idx in rows:
             x = self.images.batch(idx).to(self.dev)
             recon = self.model.vae.decode(self.model.vae.encode(x).latent_dist.mean).sample
-            pairs = [t for a, b in zip(to_uint8(x), to_uint8(recon)) for t in (a, b)]
+            pairs = [t for a, b in zip(to_uint8(x), to_uint8(recon), strict=True) for t in (a, b)]
             blank = np.zeros_like(pairs[0])
             tiles.extend(pairs + [blank] * (8 - len(pairs)))
         path = self.out / "samples" / f"vae_epoch_{epoch + 1:04d}.png"
@@ -355,13 +355,14 @@ def train_diffusion(cfg: DiffusionTrainConfig, out: Path, resume: bool = False, 
     out = Path(out)
     state_path = out / "train_state.pt"
     if resume:
-        if not state_path.is_file():
-            raise UsageError(f"--resume: {out} has no checkpoint to resume from")
         saved = read_run_config(out)
         requested = cfg.epochs
         cfg = DiffusionTrainConfig.from_dict(saved["train"])
         cfg.epochs = max(cfg.epochs, requested)
-    else:
+        if not state_path.is_file():
+            log(f"--resume: {out} was stopped before its first epoch ended; starting it from the beginning")
+            resume = False
+    if not resume:
         if state_path.exists():
             raise UsageError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
         if cfg.sample_every < 1 or cfg.batch < 1 or cfg.vae_batch < 1 or cfg.epochs < 0 or cfg.vae_epochs < 0:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# The tests' tensors are tiny: one intra-op thread is as fast, and far faster when the
+# machine is shared (oversubscribed OpenMP threads slowed some tests tenfold).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")

@@ -40,8 +40,8 @@ def astropy_fits_files() -> list[Path]:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("flare-demo"), show_default=True,
               help="Folder for everything the demo writes (re-running reuses finished steps).")
 @click.option("--model", "model_name", default="resnet18", show_default=True, help="Backbone to train.")
-@click.option("--per-class", default=60, show_default=True, help="Training images per class.")
-@click.option("--epochs", default=8, show_default=True)
+@click.option("--per-class", default=80, show_default=True, help="Training images per class.")
+@click.option("--epochs", default=15, show_default=True)
 @click.option("--img-size", default=64, show_default=True, help="Network input size.")
 def demo(out: Path, model_name: str, per_class: int, epochs: int, img_size: int) -> None:
     """Synthesize, train, export with the parity gate, and triage a survey, in minutes on a CPU."""

@@ -43,15 +43,18 @@ def save_confusion(cm: np.ndarray, classes: list[str], out_stem: Path, title: st
     n = len(classes)
     img = Image.new("RGB", (left + n * cell + 20, top + n * cell + 40), "white")
     draw = ImageDraw.Draw(img)
-    font = ImageFont.load_default()
+    try:
+        font = ImageFont.load_default(size=13)  # Pillow >= 10.1 ships a scalable font
+    except TypeError:
+        font = ImageFont.load_default()
     rows = cm.sum(axis=1, keepdims=True)
     norm = np.divide(cm, np.maximum(rows, 1))
-    draw.text((10, 10), title or "confusion matrix (rows: true, columns: predicted)", fill="black", font=font)
+    draw.text((10, 2), title or "confusion matrix (rows: true, columns: predicted)", fill="black", font=font)
     for i, name in enumerate(classes):
         draw.text((10, top + i * cell + cell // 2 - 6), name[:22], fill="black", font=font)
         label = Image.new("RGB", (130, 14), "white")
         ImageDraw.Draw(label).text((0, 0), name[:22], fill="black", font=font)
-        img.paste(label.rotate(90, expand=True), (left + i * cell + cell // 2 - 7, 15))
+        img.paste(label.rotate(90, expand=True), (left + i * cell + cell // 2 - 7, 19))
         for j in range(n):
             v = float(norm[i, j])
             shade = int(255 * (1 - v))

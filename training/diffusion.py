@@ -184,7 +184,10 @@ def condition_dropout(labels: torch.Tensor, null_index: int, cond_drop: float, i
 
 
 class _ClassTable(nn.Module):
-    """Shared lookup of class names: index ``len(classes)`` is the null (dropped) prompt."""
+    """Shared lookup of class names: index ``len(classes)`` is the null (dropped) prompt.
+
+    Subclasses provide ``forward`` (indices to context) and ``describe`` (for the run config).
+    """
 
     kind = ""
 
@@ -208,9 +211,6 @@ class _ClassTable(nn.Module):
         """Cross-attention context (B, tokens, dim) for class names."""
         device = next(iter(self.state_dict().values())).device
         return self(self.labels_for(names).to(device))
-
-    def describe(self) -> dict[str, Any]:
-        raise NotImplementedError
 
 
 class ClassPromptEmbedding(_ClassTable):

@@ -22,16 +22,6 @@ from training.swinir import CONFIGS, SwinIR, SwinIRConfig, detect_config, load_s
 ATOL = 1e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Run single-threaded: these tensors are tiny, and when other processes share the CPU
-    cores, OpenMP workers waiting on each other make multi-threaded runs 10-100x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _reference(cfg: SwinIRConfig, seed: int = 0) -> torch.nn.Module:
     """Spandrel's SwinIR for ``cfg`` with randomised weights, including LayerNorm affines and
     position-bias tables (left near their init they would barely affect the output)."""

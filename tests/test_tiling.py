@@ -11,16 +11,6 @@ from training.swinir import CONFIGS, SwinIR
 from training.tiling import sr_tiled, tile_starts
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Run single-threaded: these tensors are tiny, and when other processes share the CPU
-    cores, OpenMP workers waiting on each other make multi-threaded runs 10-100x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 class Recorder(nn.Module):
     """Wraps a model and remembers the input shape of every call."""
 

@@ -103,3 +103,19 @@ def test_bad_fractions_are_refused(pools, tmp_path: Path) -> None:
         merge(s1, s2, tmp_path / "x", MergeConfig(alpha=1.5))
     with pytest.raises(UsageError, match="stage2.csv"):
         merge(s1, tmp_path, tmp_path / "x")
+
+
+def test_merge_command_writes_a_trainable_split(pools, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from flare.cli import cli
+    from training.data import read_split
+
+    s1, s2, _ = pools
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(cli, ["augment", "merge", "--stage1", str(s1), "--stage2", str(s2), "--out", str(out),
+                                      "--select", "percentile", "--alpha", "0.2"])
+    assert result.exit_code == 0, result.output
+    rows = read_split(out / "merge.csv", out)  # every listed file exists under the merged tree
+    assert {r["pool"] for r in rows} == {"original", "stage1", "stage2"}
+    assert f"flare train {out}" in result.output

@@ -72,7 +72,7 @@ def main() -> None:
              f"| SwinIR {trained['arch']}, train-sr {trained['epochs']} x {trained['steps_per_epoch']} steps | "
              f"{mean['sr_psnr']:.2f} | {mean['sr_ssim']:.4f} |\n\n{len(test_rows)} held-out 32->128 px pairs of the "
              f"demo data; SR trained in {train_seconds:.0f} s on a CPU.")
-    js, md = write_results(args.out, "sr_quality", results, table)
+    js, md = write_results(args.out, f"sr_quality_{trained['arch']}", results, table)
     print(md.read_text())
 
 

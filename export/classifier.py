@@ -75,6 +75,8 @@ def resolve_source(run_or_name: str, num_classes: int | None, weights: Path | No
         return Source(model, cfg["train"]["model"], labels, PreprocessSpec.from_dict(cfg["preprocessing"]), info, images)
     if path.exists():
         raise UsageError(f"{path} is a folder but not a training run (no config.json)")
+    if "/" in run_or_name or "\\" in run_or_name:
+        raise UsageError(f"{path} does not exist: give a training RUN folder or a timm model name")
     from training.models import create_classifier, load_weights
 
     n = num_classes or len(FINE_CLASSES)

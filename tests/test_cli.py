@@ -69,3 +69,9 @@ def test_info_classify_triage(bundle: Path, sky_data: Path, tmp_path: Path) -> N
     assert "48 classified" in tri.stdout
     again = runner.invoke(cli, ["triage", str(sky_data / "lr"), "--model", str(bundle), "--out", str(out)])
     assert again.exit_code == 0 and "0 triaged in this run" in again.stdout
+
+
+def test_export_of_a_missing_run_is_a_usage_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["export", "classifier", str(tmp_path / "no_run"), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 2 and "does not exist" in result.output
+    assert not (tmp_path / "b").exists()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,6 @@ class ExperimentConfig:
     select: str = "percentile"
     ood: tuple[str, ...] = ()
     synthetic_ood: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _map_split(split_rows: list[dict[str, str]], data: Path) -> list[dict[str, str]]:

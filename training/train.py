@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,6 @@ class TrainConfig:
     weights: str | None = None
     amp: bool = True
     workers: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class ImageDataset(Dataset):

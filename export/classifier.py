@@ -23,7 +23,7 @@ from export.bundle import library_versions, publish, sha256, staging_dir
 from export.onnx_export import export_onnx, finalize, tensor_specs
 from export.parity import ParityError, ParityReport, compare, run_onnx
 from runtime.errors import UsageError
-from runtime.imageio import is_supported, load_rgb
+from runtime.imageio import list_images, load_rgb
 from runtime.manifest import Labels, Manifest, TensorSpec, write_manifest
 from runtime.preprocess import PreprocessSpec, preprocess
 from runtime.progress import log
@@ -101,7 +101,7 @@ def parity_inputs(source: Source, calib: Path | None, samples: int, seed: int = 
     if calib is not None:
         if not Path(calib).is_dir():
             raise UsageError(f"--calib {calib} is not a folder of images")
-        paths = sorted(p for p in Path(calib).rglob("*") if p.is_file() and is_supported(p))
+        paths = [Path(calib) / rel for rel in list_images(Path(calib))[0]]
         where = f"images from {calib}"
         if not paths:
             raise UsageError(f"--calib {calib} holds no images")

@@ -8,6 +8,7 @@ tools can record it and move on.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -39,6 +40,38 @@ def is_fits(path: Path) -> bool:
 def is_supported(path: Path) -> bool:
     """Whether ``path`` has a suffix the decoder reads (by name only; content may still fail)."""
     return path.name.lower().endswith(SUPPORTED_SUFFIXES)
+
+
+def list_images(root: Path, *, exclude: Path | None = None) -> tuple[list[str], list[str]]:
+    """Supported, non-hidden files under ``root`` as sorted relative POSIX paths.
+
+    Sorted so that runs, resumes and machines agree on the order. Hidden files and folders
+    (``.git``, ``.DS_Store``, editors' temp files) are never survey data. ``exclude`` (the
+    results file of a batch job) is left out in case its name looks like an image. Returns
+    the paths and the folders that could not be listed, which the caller reports instead of
+    silently dropping.
+    """
+    found: list[str] = []
+    unlisted: list[str] = []
+    exclude_resolved = exclude.resolve() if exclude is not None else None
+
+    def note_unlisted(exc: OSError) -> None:
+        unlisted.append(str(exc.filename))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=note_unlisted):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        base = Path(dirpath)
+        for name in filenames:
+            if name.startswith(".") or not is_supported(Path(name)):
+                continue
+            path = base / name
+            # Resolving every file would cost a syscall per path; only a same-named one can match.
+            if exclude_resolved is not None and name == exclude_resolved.name \
+                    and path.resolve() == exclude_resolved:
+                continue
+            found.append(path.relative_to(root).as_posix())
+    found.sort()
+    return found, sorted(unlisted)
 
 
 def load_rgb(

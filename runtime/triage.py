@@ -31,7 +31,7 @@ from typing import Callable, Iterator, Protocol
 import numpy as np
 
 from runtime.errors import FlareError, ImageDecodeError, UsageError
-from runtime.imageio import DEFAULT_MAX_PIXELS, is_supported, load_rgb
+from runtime.imageio import DEFAULT_MAX_PIXELS, list_images, load_rgb
 from runtime.journal import CsvJournal, one_line
 from runtime.preprocess import PreprocessSpec, preprocess
 
@@ -41,7 +41,6 @@ __all__ = [
     "Predictor",
     "TriageSummary",
     "csv_header",
-    "list_images",
     "triage",
 ]
 
@@ -117,37 +116,6 @@ class TriageSummary:
 def csv_header(labels: list[str]) -> list[str]:
     """The results columns for a model with these fine labels."""
     return [*FIXED_COLUMNS, *(f"p_{label}" for label in labels)]
-
-
-def list_images(root: Path, *, exclude: Path | None = None) -> tuple[list[str], list[str]]:
-    """Supported, non-hidden files under ``root`` as sorted relative POSIX paths.
-
-    Sorted so that runs, resumes and machines agree on the order. Hidden files and folders
-    (``.git``, ``.DS_Store``, editors' temp files) are never survey data. ``exclude`` (the
-    results file) is left out in case its name looks like an image. Returns the paths and the
-    folders that could not be listed, which the caller reports instead of silently dropping.
-    """
-    found: list[str] = []
-    unlisted: list[str] = []
-    exclude_resolved = exclude.resolve() if exclude is not None else None
-
-    def note_unlisted(exc: OSError) -> None:
-        unlisted.append(str(exc.filename))
-
-    for dirpath, dirnames, filenames in os.walk(root, onerror=note_unlisted):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        base = Path(dirpath)
-        for name in filenames:
-            if name.startswith(".") or not is_supported(Path(name)):
-                continue
-            path = base / name
-            # Resolving every file would cost a syscall per path; only a same-named one can match.
-            if exclude_resolved is not None and name == exclude_resolved.name \
-                    and path.resolve() == exclude_resolved:
-                continue
-            found.append(path.relative_to(root).as_posix())
-    found.sort()
-    return found, sorted(unlisted)
 
 
 def triage(

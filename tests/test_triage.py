@@ -27,7 +27,8 @@ from runtime.errors import FlareError, UsageError
 from runtime.imageio import load_rgb
 from runtime.preprocess import PreprocessSpec, preprocess
 from runtime.taxonomy import FINE_CLASSES, MACRO_OF
-from runtime.triage import FIXED_COLUMNS, TriageSummary, csv_header, list_images, triage
+from runtime.imageio import list_images
+from runtime.triage import FIXED_COLUMNS, TriageSummary, csv_header, triage
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = list(FINE_CLASSES)

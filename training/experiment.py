@@ -80,8 +80,7 @@ def _evaluate(run: Path, root: Path, rows: list[dict[str, str]]) -> dict[str, fl
     from torch.utils.data import DataLoader
 
     from runtime.preprocess import PreprocessSpec
-    from training.metrics import accuracy, confusion_matrix, macro_f1
-    from training.train import ImageDataset, build_from_run
+    from training.train import ImageDataset, build_from_run, evaluate
 
     model, cfg, _ = build_from_run(run)
     classes = cfg["classes"]
@@ -89,13 +88,8 @@ def _evaluate(run: Path, root: Path, rows: list[dict[str, str]]) -> dict[str, fl
     rows = [r for r in rows if r["label"] in label_map]
     target_of = {fine: classes.index(label_map[fine]) for fine in label_map}
     ds = ImageDataset(rows, root, PreprocessSpec.from_dict(cfg["preprocessing"]), target_of, cache=False)
-    trues, preds = [], []
-    with torch.inference_mode():
-        for x, y in DataLoader(ds, batch_size=64):
-            preds.append(model(x).argmax(1).numpy())
-            trues.append(y.numpy())
-    cm = confusion_matrix(np.concatenate(trues), np.concatenate(preds), len(classes))
-    return {"acc": accuracy(cm), "macro_f1": macro_f1(cm), "images": int(cm.sum())}
+    scores = evaluate(model, DataLoader(ds, batch_size=64), torch.device("cpu"), len(classes), amp=False)
+    return {"acc": scores["acc"], "macro_f1": scores["macro_f1"], "images": int(scores["cm"].sum())}
 
 
 def run_experiment(data: Path, out: Path, cfg: ExperimentConfig, device: str = "auto") -> dict[str, Any]:

@@ -24,6 +24,7 @@ from runtime.progress import log, progress_bar
 from training.augment import AUGMENTATIONS, augment_image
 from training.data import VARIANT_SEP, resolve_root, scan_image_folder
 from training.tiling import sr_tiled
+from training.train import pick_device
 from training.train_sr import load_sr, to_image, to_tensor
 
 STAGE1_COLUMNS = ["source", "label", "output", "kind", "sr", "size", "seed"]
@@ -46,8 +47,7 @@ def run_stage1(data: Path, sr_checkpoint: Path | None, out: Path, config: Stage1
     unknown = set(config.augmentations) - set(AUGMENTATIONS)
     if unknown:
         raise UsageError(f"unknown augmentations {sorted(unknown)}; choose from {', '.join(AUGMENTATIONS)}")
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
+    dev = pick_device(device)
     if sr_checkpoint is not None:
         model, sr_config, weights = load_sr(sr_checkpoint)
         model = model.to(dev)

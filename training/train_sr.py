@@ -23,13 +23,13 @@ from torch import nn
 
 from runtime.atomic import write_atomically
 from runtime.errors import FlareError, UsageError
-from runtime.imageio import is_supported, load_rgb
+from runtime.imageio import list_images, load_rgb
 from runtime.progress import log, progress_bar
 from training.data import Sample, split_groups
 from training.sr_metrics import bicubic_upscale, psnr, ssim
 from training.swinir import CONFIGS, SwinIR, SwinIRConfig, load_swinir
 from training.synth import degrade
-from training.train import save_weights
+from training.train import pick_device, save_weights
 
 SR_RUN_FORMAT = "flare-sr-run/1"
 #: Configurations of ours (not official SwinIR releases), sized for CPU training.
@@ -81,17 +81,6 @@ def arch_config(name: str, scale: int) -> SwinIRConfig:
     if cfg.scale != scale:
         raise UsageError(f"{name} is a x{cfg.scale} configuration but --scale is {scale}")
     return cfg
-
-
-def list_images(root: Path) -> list[str]:
-    root = Path(root)
-    if not root.is_dir():
-        raise UsageError(f"{root} is not a folder of images")
-    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                   if p.is_file() and is_supported(p) and not p.name.startswith("."))
-    if not files:
-        raise UsageError(f"{root} holds no images")
-    return files
 
 
 def make_pairs(cfg: SRTrainConfig, files: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -209,7 +198,11 @@ def train_sr(cfg: SRTrainConfig, out: Path, resume: bool = False, device: str = 
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps({"format": SR_RUN_FORMAT, "swinir": arch.to_dict(),
                                                  "train": asdict(cfg)}, indent=2))
-    files = list_images(Path(cfg.data))
+    if not Path(cfg.data).is_dir():
+        raise UsageError(f"{cfg.data} is not a folder of images")
+    files, _ = list_images(Path(cfg.data))
+    if not files:
+        raise UsageError(f"{cfg.data} holds no images")
     rows = split_groups([Sample(f, "image") for f in files], val=cfg.val, test=0.0, seed=cfg.seed)
     by_split = {s: [r["path"] for r in rows if r["split"] == s] for s in ("train", "val")}
     if not by_split["train"]:
@@ -217,8 +210,7 @@ def train_sr(cfg: SRTrainConfig, out: Path, resume: bool = False, device: str = 
     log(f"making LR/HR pairs for {len(files)} images ({len(by_split['val'])} for validation)")
     train_pairs, val_pairs = make_pairs(cfg, by_split["train"]), make_pairs(cfg, by_split["val"])
 
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
+    dev = pick_device(device)
     torch.manual_seed(cfg.seed)
     model = build_sr(arch, cfg.uses_residual()).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)

@@ -32,12 +32,13 @@ def main() -> None:
     import torch
 
     from benchmarks.common import write_results
-    from runtime.imageio import load_rgb
-    from training.data import scan_image_folder, split_groups
-    from training.pipeline import link_tree
-    from training.sr_metrics import bicubic_upscale, psnr, ssim
-    from training.synth import SynthConfig, synthesize
-    from training.train_sr import SRTrainConfig, load_sr, to_image, to_tensor, train_sr
+    from flare.runtime.imageio import load_rgb
+    from flare.training.data.folders import scan_image_folder
+    from flare.training.data.splits import split_groups
+    from flare.training.pipeline.chain import link_tree
+    from flare.training.sr.metrics import bicubic_upscale, psnr, ssim
+    from flare.training.data.synth import SynthConfig, synthesize
+    from flare.training.sr.train import SRTrainConfig, load_sr, to_image, to_tensor, train_sr
 
     data = args.work / "data"
     synthesize(data, SynthConfig(per_class=args.per_class, size=128, seed=0))

@@ -1,13 +1,20 @@
-"""Writing bundles: library versions, checksums, and an all-or-nothing folder swap."""
+"""Writing bundles: library versions, checksummed files, and an all-or-nothing folder swap.
+
+A bundle is built in ``<out>.partial`` beside its destination, its manifest records every
+file's sha256 and size, and the finished folder is swapped in with
+:func:`flare.runtime.atomic.publish_folder`, so a reader (or a crash) sees the complete old
+bundle or the complete new one, never neither and never a mix.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import shutil
 from pathlib import Path
 
-from runtime.errors import UsageError
+from flare.runtime.artifacts import BundleFile, Manifest
+from flare.runtime.atomic import publish_folder
+from flare.runtime.errors import UsageError
 
 VERSIONED = ("flare-edge", "torch", "torchvision", "timm", "diffusers", "onnx", "onnxscript", "onnxslim",
              "onnxruntime", "onnxruntime-gpu", "tensorrt", "numpy", "pillow")
@@ -23,18 +30,10 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def staging_dir(out: Path) -> Path:
     """A fresh folder beside ``out`` to build the bundle in; ``out`` itself is untouched."""
     out = Path(out)
-    if out.exists() and not (out / "manifest.json").is_file() and any(out.iterdir()):
+    if out.exists() and not (out / Manifest.FILE).is_file() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"{out} exists and is not a bundle; choose an empty or new --out")
     stage = out.with_name(out.name + ".partial")
     shutil.rmtree(stage, ignore_errors=True)
@@ -42,10 +41,12 @@ def staging_dir(out: Path) -> Path:
     return stage
 
 
+def bundle_files(stage: Path, names: dict[str, str], max_batch: dict[str, int] | None = None) -> dict[str, BundleFile]:
+    """Manifest entries (sha256, size, batch limit) for the files written into ``stage``."""
+    limits = max_batch or {}
+    return {role: BundleFile.describe(stage, name, limits.get(role)) for role, name in names.items()}
+
+
 def publish(stage: Path, out: Path) -> Path:
-    """Replace ``out`` with the finished ``stage`` folder."""
-    out = Path(out)
-    if out.exists():
-        shutil.rmtree(out)
-    stage.rename(out)
-    return out
+    """Swap the finished ``stage`` folder in as ``out`` (the old bundle, if any, is removed)."""
+    return publish_folder(stage, Path(out))

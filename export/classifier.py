@@ -9,7 +9,6 @@ A failing export is refused unless the user overrides the gate, and then the man
 from __future__ import annotations
 
 import copy
-import csv
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,17 +18,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.bundle import library_versions, publish, sha256, staging_dir
-from export.onnx_export import export_onnx, finalize, tensor_specs
-from export.parity import ParityError, ParityReport, compare, run_onnx
-from runtime.errors import UsageError
-from runtime.imageio import list_images, load_rgb
-from runtime.manifest import Labels, Manifest, TensorSpec, write_manifest
-from runtime.preprocess import PreprocessSpec, preprocess
-from runtime.progress import log
-from runtime.taxonomy import FINE_CLASSES, MACRO_OF
+from flare.export.bundle import bundle_files, library_versions, publish, staging_dir
+from flare.export.onnx_export import export_onnx, finalize, tensor_specs
+from flare.export.parity import ParityError, ParityReport, compare, run_onnx
+from flare.runtime.artifacts import ClassifierRun, Labels, Manifest, identify, sha256
+from flare.runtime.errors import UsageError
+from flare.runtime.imageio import list_images, load_rgb
+from flare.runtime.preprocess import PreprocessSpec, preprocess
+from flare.runtime.progress import log
+from flare.runtime.taxonomy import FINE_CLASSES, MACRO_OF
 
 INPUT, OUTPUT = "image", "logits"
+#: The largest batch a TensorRT engine built here accepts (its optimisation profile's max).
+ENGINE_MAX_BATCH = 32
 
 
 @dataclass
@@ -56,31 +57,31 @@ class HalfPrecision(nn.Module):
 
 
 def resolve_source(run_or_name: str, num_classes: int | None, weights: Path | None,
-                   img_size: int | None) -> Source:
+                   input_size: int | None) -> Source:
     """A RUN folder gives its best checkpoint and split; a model name gives that architecture."""
     path = Path(run_or_name)
-    if (path / "config.json").is_file():
-        from training.data import resolve_root
-        from training.train import build_from_run
+    if path.is_dir() and identify(path) is not None:
+        from flare.training.classifiers.train import build_from_run
+        from flare.training.data.folders import resolve_root
+        from flare.training.data.splits import read_split
 
-        model, cfg, ckpt = build_from_run(path)
-        with open(path / "split.csv", newline="") as f:
-            split_rows = list(csv.DictReader(f))
-        root = resolve_root(Path(cfg["train"]["data"]))
+        model, run, ckpt = build_from_run(path)  # refuses an SR or diffusion run by name
+        root = resolve_root(Path(run.train.data))
         order = {"test": 0, "val": 1, "train": 2}
-        images = [root / r["path"] for r in sorted(split_rows, key=lambda r: order[r["split"]])]
-        labels = Labels(classes=cfg["classes"], macro_of=cfg["macro_of"], level=cfg["level"])
+        images = [root / r["path"] for r in sorted(read_split(path / "split.csv"), key=lambda r: order[r["split"]])]
+        labels = Labels(classes=run.classes, macro_of=run.macro_of, level=run.train.level)
         info = {"run": str(path.resolve()), "checkpoint": str(ckpt.resolve()), "sha256": sha256(ckpt),
-                "model": cfg["train"]["model"]}
-        return Source(model, cfg["train"]["model"], labels, PreprocessSpec.from_dict(cfg["preprocessing"]), info, images)
+                "model": run.train.model}
+        return Source(model, run.train.model, labels, run.preprocessing, info, images)
     if path.exists():
-        raise UsageError(f"{path} is a folder but not a training run (no config.json)")
+        raise UsageError(f"{path} is not a training run (no {ClassifierRun.FILE}); give a RUN folder from "
+                         "'flare train' or a timm model name")
     if "/" in run_or_name or "\\" in run_or_name:
         raise UsageError(f"{path} does not exist: give a training RUN folder or a timm model name")
-    from training.models import create_classifier, load_weights
+    from flare.training.classifiers.models import create_classifier, load_weights
 
     n = num_classes or len(FINE_CLASSES)
-    spec = PreprocessSpec(size=img_size or 224)
+    spec = PreprocessSpec(size=input_size or 224)
     model = create_classifier(run_or_name, n, spec.size)
     info: dict[str, Any] = {"model": run_or_name, "checkpoint": None, "sha256": None}
     if weights is not None:
@@ -132,12 +133,12 @@ def quantize_int8(fp32: Path, out: Path, calibration: np.ndarray) -> None:
 
 def export_classifier(run_or_name: str, out: Path, *, num_classes: int | None = None, weights: Path | None = None,
                       precision: str = "fp32", calib: Path | None = None, samples: int = 32,
-                      img_size: int | None = None, allow_parity_failure: bool = False,
+                      input_size: int | None = None, allow_parity_failure: bool = False,
                       engine: bool = False) -> tuple[Path, ParityReport]:
     """Export, check and write the bundle; raises :class:`ParityError` when the gate refuses."""
     if precision not in ("fp32", "fp16", "int8"):
         raise UsageError(f"--precision must be fp32, fp16 or int8, not {precision!r}")
-    source = resolve_source(run_or_name, num_classes, weights, img_size)
+    source = resolve_source(run_or_name, num_classes, weights, input_size)
     inputs, where = parity_inputs(source, calib, samples)
     with torch.inference_mode():
         reference = torch.cat([source.model(torch.from_numpy(inputs[i:i + 16])) for i in range(0, len(inputs), 16)]).numpy()
@@ -161,20 +162,20 @@ def export_classifier(run_or_name: str, out: Path, *, num_classes: int | None = 
         candidate, backend = run_onnx(model_path, {INPUT: inputs})
         report = compare(reference, candidate, precision, where, backend)
         ins, outs = tensor_specs(model_path)
-        files = {"model": "model.onnx"}
+        names, limits = {"model": "model.onnx"}, {}
         if engine:
-            from export.tensorrt import build_engine
+            from flare.export.tensorrt import build_engine
 
-            build_engine(model_path, stage / "model.plan", precision, {INPUT: (1, inputs.shape[1:], 32)})
-            files["engine"] = "model.plan"
+            limits["engine"] = ENGINE_MAX_BATCH
+            build_engine(model_path, stage / "model.plan", precision, {INPUT: (1, inputs.shape[1:], ENGINE_MAX_BATCH)})
+            names["engine"] = "model.plan"
         manifest = Manifest(
-            task="classify", files=files,
-            inputs=[TensorSpec.from_dict(t) for t in ins], outputs=[TensorSpec.from_dict(t) for t in outs],
+            task="classify", files=bundle_files(stage, names, limits), inputs=ins, outputs=outs,
             precision=precision, preprocessing=source.spec.to_dict(), labels=source.labels,
             parity=report.to_dict(), source=source.info, versions=library_versions(),
             extra={"output_kind": "logits", "export": notes, "architecture": source.name},
         )
-        write_manifest(stage, manifest)
+        manifest.save(stage)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise

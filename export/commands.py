@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from flare.options import input_size
+
 
 @click.group()
 def export() -> None:
@@ -21,19 +23,19 @@ def export() -> None:
 @click.option("--calib", type=click.Path(path_type=Path), default=None,
               help="Folder of images for the parity check and int8 calibration.")
 @click.option("--samples", default=32, show_default=True, help="Images compared in the parity check.")
-@click.option("--img-size", type=int, default=None, help="Input size for a bare model name (default 224).")
+@input_size(None)
 @click.option("--engine", is_flag=True, help="Also build a TensorRT engine (needs TensorRT on this GPU).")
 @click.option("--allow-parity-failure", is_flag=True,
               help="Write the bundle even if ONNX disagrees with PyTorch (marked failed in the manifest).")
 def classifier(run_or_name: str, out: Path, num_classes: int | None, weights: Path | None, precision: str,
-               calib: Path | None, samples: int, img_size: int | None, engine: bool,
+               calib: Path | None, samples: int, input_size: int | None, engine: bool,
                allow_parity_failure: bool) -> None:
     """Export a training RUN, or a timm/googlenet architecture, as a classify bundle."""
-    from export.classifier import export_classifier
-    from runtime.progress import log
+    from flare.export.classifier import export_classifier
+    from flare.runtime.progress import log
 
     path, report = export_classifier(run_or_name, out, num_classes=num_classes, weights=weights,
-                                     precision=precision, calib=calib, samples=samples, img_size=img_size,
+                                     precision=precision, calib=calib, samples=samples, input_size=input_size,
                                      allow_parity_failure=allow_parity_failure, engine=engine)
     log(report.summary())
     log(f"bundle written to {path}")

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from runtime.errors import FlareError
+from flare.runtime.artifacts import TensorSpec
+from flare.runtime.errors import FlareError
 
 OPSET = 18
 _TWO_GIB = 2 * 1024**3
@@ -76,16 +77,16 @@ def finalize(path: Path, simplify: bool = True) -> dict[str, str]:
     return notes
 
 
-def tensor_specs(path: Path) -> tuple[list[dict], list[dict]]:
+def tensor_specs(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """Inputs and outputs of an ONNX file as manifest entries (symbolic dims as names)."""
     import onnx
     from onnx import helper
 
     model = onnx.load(str(path), load_external_data=False)
 
-    def spec(v) -> dict:
+    def spec(v) -> TensorSpec:
         t = v.type.tensor_type
-        shape = [d.dim_param if d.dim_param else int(d.dim_value) for d in t.shape.dim]
-        return {"name": v.name, "shape": shape, "dtype": helper.tensor_dtype_to_np_dtype(t.elem_type).name}
+        shape: list[int | str] = [d.dim_param if d.dim_param else int(d.dim_value) for d in t.shape.dim]
+        return TensorSpec(name=v.name, shape=shape, dtype=helper.tensor_dtype_to_np_dtype(t.elem_type).name)
 
     return [spec(v) for v in model.graph.input], [spec(v) for v in model.graph.output]

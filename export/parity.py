@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import FlareError
+from flare.runtime.errors import FlareError
 
 #: precision -> (max relative difference, min top-1 agreement)
 TOLERANCES = {"fp32": (1e-3, 1.0), "fp16": (2e-2, 0.97), "int8": (float("inf"), 0.85)}
@@ -65,9 +65,12 @@ def compare(reference: np.ndarray, candidate: np.ndarray, precision: str, inputs
 
 def run_onnx(path: Path, feeds: dict[str, np.ndarray], batch: int = 16) -> tuple[np.ndarray, str]:
     """First output of an ONNX model on CPU, in batches (the gate must not need a GPU)."""
-    from runtime.backends.ort_runner import OnnxRuntimeRunner
+    from flare.export.onnx_export import tensor_specs
+    from flare.runtime.backends.ort_runner import OnnxRuntimeRunner
 
-    runner = OnnxRuntimeRunner(Path(path), backend="cpu")
-    n = next(iter(feeds.values())).shape[0]
-    outs = [runner.run({k: v[i:i + batch] for k, v in feeds.items()})[0] for i in range(0, n, batch)]
-    return np.concatenate(outs), runner.name
+    inputs, outputs = tensor_specs(path)
+    with OnnxRuntimeRunner(Path(path), inputs, outputs, backend="cpu") as runner:
+        n = next(iter(feeds.values())).shape[0]
+        first = outputs[0].name
+        results = [runner.infer({k: v[i:i + batch] for k, v in feeds.items()})[first] for i in range(0, n, batch)]
+        return np.concatenate(results), runner.name

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runtime.errors import FlareError
+from flare.runtime.errors import FlareError
 
 #: input name -> (min batch, per-sample shape, max batch); opt batch is max // 2 (at least min).
 Profile = dict[str, tuple[int, tuple[int, ...], int]]

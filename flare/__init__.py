@@ -1,1 +1,2 @@
-"""The ``flare`` command line; the work itself lives in ``training``, ``export`` and ``runtime``."""
+"""FLARE Edge: ``flare.training`` (PyTorch), ``flare.export`` (ONNX / TensorRT), ``flare.runtime`` (no torch)
+and the ``flare`` command line (:mod:`flare.cli`)."""

@@ -1,8 +1,9 @@
 """``flare``: one command for data, training, export and the torch-free runtime.
 
-Sub-commands are defined next to the code they drive (``runtime/commands.py``,
-``training/commands.py``, ``export/commands.py``) and loaded here on first use, so the
-runtime install (no torch) can run ``flare --help``, ``flare classify`` and ``flare triage``.
+Sub-commands are defined next to the code they drive (``flare.runtime.commands``,
+``flare.training.<stage>.commands``, ``flare.export.commands``) and loaded here on first
+use, so the runtime install (no torch) can run ``flare --help``, ``flare classify`` and
+``flare triage``.
 A user mistake ends in one line on stderr and exit code 1 (2 for bad arguments); a missing
 optional dependency names the extra that provides it.
 """
@@ -14,29 +15,43 @@ import sys
 
 import click
 
-from runtime.errors import FlareError, UsageError
+from flare.runtime.errors import FlareError, UsageError
 
 #: name -> (module, attribute). Module import must stay light (click only at top level).
 COMMANDS = {
-    "data": ("training.commands", "data"),
-    "train": ("training.commands", "train"),
-    "train-sr": ("training.sr_commands", "train_sr"),
-    "train-diffusion": ("training.diffusion_commands", "train_diffusion"),
-    "augment": ("training.augment_commands", "augment"),
-    "experiment": ("training.commands", "experiment"),
-    "export": ("export.commands", "export"),
-    "info": ("runtime.commands", "info"),
-    "classify": ("runtime.commands", "classify"),
-    "triage": ("runtime.commands", "triage"),
+    "data": ("flare.training.data.commands", "data"),
+    "train": ("flare.training.classifiers.commands", "train"),
+    "train-sr": ("flare.training.sr.commands", "train_sr"),
+    "train-diffusion": ("flare.training.diffusion.commands", "train_diffusion"),
+    "augment": ("flare.training.pipeline.commands", "augment"),
+    "experiment": ("flare.training.pipeline.commands", "experiment"),
+    "export": ("flare.export.commands", "export"),
+    "info": ("flare.runtime.commands", "info"),
+    "classify": ("flare.runtime.commands", "classify"),
+    "triage": ("flare.runtime.commands", "triage"),
     "demo": ("flare.demo", "demo"),
 }
 
-#: Which extra installs a module that a command may find missing.
-EXTRA_OF = {
-    "torch": "train", "torchvision": "train", "timm": "train", "diffusers": "train",
-    "safetensors": "train", "transformers": "train", "onnx": "export", "onnxscript": "export", "onnxslim": "export",
-    "onnxruntime": "cpu", "tensorrt": "gpu", "astropy": "cpu",
+#: Top-level module a command may find missing -> (distribution, extra that installs it; None
+#: for the base install). tests/test_cli.py checks every entry against pyproject.toml.
+INSTALLED_BY = {
+    "torch": ("torch", "train"), "torchvision": ("torchvision", "train"), "timm": ("timm", "train"),
+    "diffusers": ("diffusers", "train"), "safetensors": ("safetensors", "train"),
+    "transformers": ("transformers", "train"), "matplotlib": ("matplotlib", "train"),
+    "onnx": ("onnx", "export"), "onnxscript": ("onnxscript", "export"), "onnxslim": ("onnxslim", "export"),
+    "onnxruntime": ("onnxruntime", "cpu"), "tensorrt": ("tensorrt", "gpu"), "cuda": ("cuda-python", "gpu"),
+    "astropy": ("astropy", None), "numpy": ("numpy", None), "PIL": ("pillow", None),
 }
+
+
+def install_hint(module: str) -> str | None:
+    """What to run when ``module`` cannot be imported, or None if it is not ours to install."""
+    if module not in INSTALLED_BY:
+        return None
+    dist, extra = INSTALLED_BY[module]
+    if extra is None:
+        return f"{dist} is part of the base install; reinstall it: pip install --force-reinstall flare-edge"
+    return f"this command needs {dist}, from the '{extra}' extra: pip install 'flare-edge[{extra}]'"
 
 
 class FlareGroup(click.Group):
@@ -61,12 +76,10 @@ class FlareGroup(click.Group):
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(1)
         except ModuleNotFoundError as exc:
-            top = (exc.name or "").split(".")[0]
-            if top not in EXTRA_OF:
+            hint = install_hint((exc.name or "").split(".")[0])
+            if hint is None:
                 raise
-            extra = EXTRA_OF[top]
-            click.echo(f"Error: this command needs {top}, from the '{extra}' extra: "
-                       f"pip install 'flare-edge[{extra}]'", err=True)
+            click.echo(f"Error: {hint}", err=True)
             ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("Interrupted; finished work is kept (re-run the same command to resume).", err=True)

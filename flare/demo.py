@@ -16,6 +16,8 @@ from pathlib import Path
 
 import click
 
+from flare.options import input_size
+
 #: Real astronomical FITS files that ship with astropy's test data (globular cluster M13,
 #: a survey field, an HST raw frame); whichever exist in the installed astropy are used.
 ASTROPY_FITS = (
@@ -42,15 +44,16 @@ def astropy_fits_files() -> list[Path]:
 @click.option("--model", "model_name", default="resnet18", show_default=True, help="Backbone to train.")
 @click.option("--per-class", default=80, show_default=True, help="Training images per class.")
 @click.option("--epochs", default=15, show_default=True)
-@click.option("--img-size", default=64, show_default=True, help="Network input size.")
-def demo(out: Path, model_name: str, per_class: int, epochs: int, img_size: int) -> None:
+@input_size(64)
+def demo(out: Path, model_name: str, per_class: int, epochs: int, input_size: int) -> None:
     """Synthesize, train, export with the parity gate, and triage a survey, in minutes on a CPU."""
-    from export.classifier import export_classifier
-    from runtime.classify import Classifier
-    from runtime.progress import log, progress_bar
-    from runtime.triage import triage
-    from training.synth import SynthConfig, synthesize
-    from training.train import TrainConfig, train
+    from flare.export.classifier import export_classifier
+    from flare.runtime.artifacts import ClassifierTraining
+    from flare.runtime.classify import Classifier
+    from flare.runtime.progress import log, progress_bar
+    from flare.runtime.triage import triage
+    from flare.training.classifiers.train import train
+    from flare.training.data.synth import SynthConfig, synthesize
 
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -60,10 +63,10 @@ def demo(out: Path, model_name: str, per_class: int, epochs: int, img_size: int)
     with progress_bar(per_class * 8, "synthesizing") as advance:
         synthesize(data, SynthConfig(per_class=per_class, size=128, seed=0), progress=advance)
 
-    log(f"[2/4] training {model_name} for {epochs} epochs at {img_size} px into {run}")
+    log(f"[2/4] training {model_name} for {epochs} epochs at {input_size} px into {run}")
     resume = (run / "train_state.pt").is_file()
-    results = train(TrainConfig(model=model_name, data=str((data / "hr").resolve()), epochs=epochs, batch=32,
-                                lr=1e-3, step_size=max(epochs // 2, 1), img_size=img_size, seed=0),
+    results = train(ClassifierTraining(model=model_name, data=str((data / "hr").resolve()), epochs=epochs, batch=32,
+                                       lr=1e-3, step_size=max(epochs // 2, 1), input_size=input_size, seed=0),
                     run, resume=resume)
 
     log(f"[3/4] exporting to ONNX with the parity gate into {bundle}")
@@ -80,9 +83,8 @@ def demo(out: Path, model_name: str, per_class: int, epochs: int, img_size: int)
     for f in fits_files:
         shutil.copyfile(f, real / f.name)
     (survey / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really an image")
-    classifier = Classifier(bundle)
     csv_path = out / "triage.csv"
-    with progress_bar(None, f"triage on {classifier.backend}") as bar:
+    with Classifier(bundle) as classifier, progress_bar(None, f"triage on {classifier.backend}") as bar:
         summary = triage(survey, classifier, csv_path, threshold=0.5, progress=bar, on_start=bar.start)
 
     click.echo("")

@@ -1,7 +1,8 @@
 """Classification with a bundle: preprocessing from the manifest, batched inference, top-k.
 
 This is the torch-free path a telescope-side machine runs. :class:`Classifier` satisfies
-:class:`runtime.triage.Predictor`, so folder triage and ``flare classify`` share it.
+:class:`flare.runtime.triage.Predictor`, so folder triage and ``flare classify`` share it,
+and both take the macro class from :func:`flare.runtime.taxonomy.macro_probabilities`.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from typing import Iterable
 
 import numpy as np
 
-from runtime.backends import open_runner
-from runtime.errors import BundleError
-from runtime.imageio import load_rgb
-from runtime.manifest import Manifest, read_manifest
-from runtime.preprocess import PreprocessSpec, preprocess
+from flare.runtime.artifacts import Manifest
+from flare.runtime.backends import Runner, open_runner
+from flare.runtime.errors import BundleError
+from flare.runtime.imageio import load_rgb
+from flare.runtime.preprocess import PreprocessSpec, preprocess
+from flare.runtime.taxonomy import macro_probabilities
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -43,39 +45,49 @@ class Prediction:
 
 
 class Classifier:
-    """A classify bundle opened on the best backend available here."""
+    """A classify bundle opened on the best backend available here; close it (or use ``with``)."""
 
     def __init__(self, bundle: str | Path, backend: str = "auto") -> None:
         self.bundle = Path(bundle)
-        self.manifest: Manifest = read_manifest(self.bundle)
-        if self.manifest.task != "classify":
+        self.manifest: Manifest = Manifest.load(self.bundle)
+        if self.manifest.task != "classify" or self.manifest.labels is None:
             raise BundleError(f"{self.bundle} is a {self.manifest.task} bundle, not a classifier")
-        assert self.manifest.labels is not None  # guaranteed by Manifest.from_dict for classify
         self.labels: list[str] = self.manifest.labels.classes
         self.macro_of: dict[str, str] = self.manifest.labels.macro_of
         self.spec = PreprocessSpec.from_dict(self.manifest.preprocessing)
-        self.runner = open_runner(self.bundle, self.manifest, backend)
         self.input_name = self.manifest.inputs[0].name
+        self.output_name = self.manifest.outputs[0].name
         self.outputs_probabilities = self.manifest.extra.get("output_kind") == "probabilities"
+        self.runner: Runner = open_runner(self.bundle, self.manifest, backend).activate()
+
+    def __enter__(self) -> Classifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.runner.deactivate()
 
     @property
     def backend(self) -> str:
         return self.runner.name
 
+    @property
+    def notes(self) -> list[str]:
+        """What the backend dropped while starting (shown by ``flare info`` and triage)."""
+        return list(self.runner.notes)
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 3, S, S) float32 -> (N, C) probabilities."""
-        out = self.runner.run({self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        """(N, 3, S, S) float32 -> (N, C) probabilities, in chunks the backend accepts."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        step = self.runner.max_batch or len(batch)
+        outs = [self.runner.infer({self.input_name: batch[i:i + step]})[self.output_name]
+                for i in range(0, len(batch), step)]
+        out = np.concatenate(outs)
         if out.shape[-1] != len(self.labels):
             raise BundleError(f"model gives {out.shape[-1]} outputs but the manifest names {len(self.labels)} classes")
         return out.astype(np.float32) if self.outputs_probabilities else softmax(out)
-
-    def macro_probabilities(self, probs: np.ndarray) -> tuple[list[str], np.ndarray]:
-        """Sum fine probabilities into their macro classes (the 4-class roll-up)."""
-        macros = sorted(set(self.macro_of[c] for c in self.labels))
-        m = np.zeros((len(self.labels), len(macros)), dtype=np.float32)
-        for i, c in enumerate(self.labels):
-            m[i, macros.index(self.macro_of[c])] = 1.0
-        return macros, probs @ m
 
     def classify_files(self, paths: Iterable[str | Path], top_k: int = 3, batch_size: int = 32) -> list[Prediction]:
         """Decode, preprocess and classify files; a bad file raises ImageDecodeError naming it."""
@@ -86,7 +98,7 @@ class Classifier:
             chunk = paths[start:start + batch_size]
             batch = np.stack([preprocess(load_rgb(p, stretch=self.spec.stretch), self.spec) for p in chunk])
             probs = self.predict(batch)
-            macros, macro_probs = self.macro_probabilities(probs)
+            macros, macro_probs = macro_probabilities(probs, self.labels, self.macro_of)
             for p, row, mrow in zip(chunk, probs, macro_probs):
                 order = np.argsort(-row)[:k]
                 j = int(np.argmax(mrow))

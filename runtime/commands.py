@@ -18,16 +18,16 @@ BACKEND_OPTION = click.option(
 @BACKEND_OPTION
 def info(bundle: Path, as_json: bool, backend: str) -> None:
     """Describe a bundle and the backend that would run it here."""
-    from runtime.backends import open_runner
-    from runtime.backends.ort_runner import installed_onnxruntime_packages
-    from runtime.manifest import read_manifest
+    from flare.runtime.artifacts import Manifest
+    from flare.runtime.backends import open_runner
+    from flare.runtime.backends.ort_runner import installed_onnxruntime_packages
 
-    manifest = read_manifest(bundle)
+    manifest = Manifest.load(bundle)
     if as_json:
         click.echo(json.dumps(manifest.to_dict(), indent=2))
         return
     lines = [f"bundle      {bundle}", f"task        {manifest.task} ({manifest.precision})",
-             f"files       {', '.join(f'{k}={v}' for k, v in manifest.files.items())}"]
+             f"files       {', '.join(f'{k}={v.path} ({v.bytes:,} bytes, sha256 checked)' for k, v in manifest.files.items())}"]
     for t in manifest.inputs:
         lines.append(f"input       {t.name} {t.shape} {t.dtype}")
     for t in manifest.outputs:
@@ -49,8 +49,10 @@ def info(bundle: Path, as_json: bool, backend: str) -> None:
     lines.append(f"onnxruntime {', '.join(packages) or 'not installed'}"
                  + ("  WARNING: more than one ONNX Runtime package; uninstall all and install one" if len(packages) > 1 else ""))
     model_key = "model" if "model" in manifest.files else next(iter(manifest.files))
-    runner = open_runner(bundle, manifest, backend, model_key)
-    lines.append(f"runs on     {runner.name}")
+    with open_runner(bundle, manifest, backend, model_key) as runner:
+        lines.append(f"runs on     {runner.name}"
+                     + (f" (batches up to {runner.max_batch})" if runner.max_batch else ""))
+        lines.extend(f"dropped     {note}" for note in runner.notes)
     click.echo("\n".join(lines))
 
 
@@ -62,12 +64,20 @@ def info(bundle: Path, as_json: bool, backend: str) -> None:
 @BACKEND_OPTION
 def classify(bundle: Path, images: tuple[Path, ...], top_k: int, as_json: bool, backend: str) -> None:
     """Classify image files (PNG, JPEG, TIFF, FITS) with a bundle."""
-    from runtime.classify import Classifier
-    from runtime.errors import FlareError, ImageDecodeError
-    from runtime.progress import log
+    from flare.runtime.classify import Classifier
 
-    clf = Classifier(bundle, backend=backend)
+    with Classifier(bundle, backend=backend) as clf:
+        _classify_each(clf, images, top_k, as_json)
+
+
+def _classify_each(clf, images: tuple[Path, ...], top_k: int, as_json: bool) -> None:
+    """Print one result per image; unreadable images are reported and counted, not fatal."""
+    from flare.runtime.errors import FlareError, ImageDecodeError
+    from flare.runtime.progress import log
+
     log(f"running on {clf.backend}")
+    for note in clf.notes:
+        log(f"backend: {note}")
     failed = 0
     for path in images:
         try:
@@ -97,17 +107,16 @@ def classify(bundle: Path, images: tuple[Path, ...], top_k: int, as_json: bool, 
 def triage(directory: Path, bundle: Path, out: Path, threshold: float, batch: int, workers: int | None,
            max_pixels: int | None, backend: str) -> None:
     """Classify every image under DIR into a resumable CSV, flagging low confidence."""
-    from runtime.classify import Classifier
-    from runtime.errors import UsageError
-    from runtime.imageio import DEFAULT_MAX_PIXELS
-    from runtime.progress import log, progress_bar
-    from runtime.triage import triage as run_triage
+    from flare.runtime.classify import Classifier
+    from flare.runtime.errors import UsageError
+    from flare.runtime.imageio import DEFAULT_MAX_PIXELS
+    from flare.runtime.progress import log, progress_bar
+    from flare.runtime.triage import triage as run_triage
 
     if not directory.is_dir():
         raise UsageError(f"{directory} is not a folder")
-    clf = Classifier(bundle, backend=backend)
-    log(f"running on {clf.backend}")
-    with progress_bar(None, "triage") as bar:
+    with Classifier(bundle, backend=backend) as clf, progress_bar(None, "triage") as bar:
+        log(f"running on {clf.backend}")
         summary = run_triage(directory, clf, out, threshold=threshold, batch_size=batch, workers=workers,
                              max_pixels=max_pixels or DEFAULT_MAX_PIXELS, progress=bar, on_start=bar.start)
     click.echo(summary.format())

@@ -20,7 +20,11 @@ class ImageDecodeError(FlareError):
     """A file could not be turned into an image; the message names the file and why."""
 
 
-class BundleError(FlareError):
+class ArtifactError(FlareError):
+    """A saved artefact (a training run, a bundle) cannot be read: wrong kind, version or content."""
+
+
+class BundleError(ArtifactError):
     """A bundle or its manifest cannot be used by this runtime."""
 
 

@@ -1,7 +1,7 @@
 """Decoding image files into HxWx3 uint8, with errors that name the file.
 
 PNG, JPEG and TIFF go through Pillow; FITS goes through astropy with the shared stretch of
-:mod:`runtime.preprocess`. Every failure (zero-byte, truncated, not an image, too many
+:mod:`flare.runtime.preprocess`. Every failure (zero-byte, truncated, not an image, too many
 pixels, NaN-only, unconvertible channels) becomes an :class:`ImageDecodeError` so batch
 tools can record it and move on.
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from runtime.errors import ImageDecodeError
-from runtime.preprocess import StretchSpec, planes_to_rgb, to_rgb
+from flare.runtime.errors import ImageDecodeError
+from flare.runtime.preprocess import StretchSpec, planes_to_rgb, to_rgb
 
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")

@@ -17,7 +17,7 @@ import io
 import os
 from pathlib import Path
 
-from runtime.errors import FlareError
+from flare.runtime.errors import FlareError
 
 try:
     import fcntl

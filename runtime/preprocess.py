@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from runtime.errors import BundleError, ImageDecodeError
+from flare.runtime.errors import BundleError, ImageDecodeError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -34,18 +34,28 @@ _INTERPOLATION = {
 }
 
 
+#: Stretches (astropy.visualization's) a spec may name; ``softening`` sets their strength.
+STRETCHES = ("asinh", "linear", "sqrt", "log")
+#: Intervals: the percentile clip, or IRAF's ZScale (astropy.visualization.ZScaleInterval).
+INTERVALS = ("percentile", "zscale")
+
+
 @dataclass(frozen=True)
 class StretchSpec:
-    """How scientific (FITS, 32-bit) data becomes 8-bit: percentile clip, then asinh.
+    """How scientific (FITS, 32-bit) data becomes 8-bit: an interval, then a stretch.
 
-    asinh keeps faint structure visible while bright cores do not saturate, the usual display
-    stretch for astronomical images; ``softening`` sets where it turns from linear to log.
+    Built on :mod:`astropy.visualization`, the convention astronomers display with. The
+    default (0.5-99.5 percentile clip, then asinh) keeps faint structure visible while bright
+    cores do not saturate; ``softening`` sets where asinh turns from linear to logarithmic
+    (astropy's ``AsinhStretch(a=1 / softening)``; for ``log``, ``LogStretch(a=softening)``).
+    ``interval="zscale"`` picks IRAF's ZScale limits instead of the percentiles.
     """
 
     kind: str = "asinh"
     lower_percentile: float = 0.5
     upper_percentile: float = 99.5
     softening: float = 10.0
+    interval: str = "percentile"
 
 
 @dataclass(frozen=True)
@@ -64,8 +74,12 @@ class PreprocessSpec:
                 f"unknown interpolation {self.interpolation!r}; "
                 f"expected one of {sorted(_INTERPOLATION)}"
             )
-        if self.stretch.kind not in ("asinh", "linear"):
-            raise BundleError(f"unknown stretch {self.stretch.kind!r}; expected asinh or linear")
+        if self.stretch.kind not in STRETCHES:
+            raise BundleError(f"unknown stretch {self.stretch.kind!r}; expected one of {', '.join(STRETCHES)}")
+        if self.stretch.interval not in INTERVALS:
+            raise BundleError(f"unknown interval {self.stretch.interval!r}; expected one of {', '.join(INTERVALS)}")
+        if not 0 <= self.stretch.lower_percentile < self.stretch.upper_percentile <= 100:
+            raise BundleError("stretch percentiles must satisfy 0 <= lower < upper <= 100")
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest form (``preprocessing`` in manifest.json)."""
@@ -92,25 +106,35 @@ class PreprocessSpec:
             raise BundleError(f"preprocessing section is malformed: {exc}") from exc
 
 
+def _astropy_parts(spec: StretchSpec) -> tuple[Any, Any]:
+    """The astropy.visualization interval and stretch objects a spec names."""
+    from astropy.visualization import (AsinhStretch, AsymmetricPercentileInterval, LinearStretch, LogStretch,
+                                       SqrtStretch, ZScaleInterval)
+
+    interval = ZScaleInterval() if spec.interval == "zscale" else \
+        AsymmetricPercentileInterval(spec.lower_percentile, spec.upper_percentile)
+    curve = {"asinh": lambda: AsinhStretch(a=1.0 / spec.softening), "linear": LinearStretch,
+             "sqrt": SqrtStretch, "log": lambda: LogStretch(a=spec.softening)}[spec.kind]()
+    return interval, curve
+
+
 def stretch(data: np.ndarray, spec: StretchSpec = StretchSpec()) -> np.ndarray:
-    """Map finite scientific values to uint8 with a percentile clip and an asinh curve.
+    """Map finite scientific values to uint8: the spec's interval, then its stretch.
 
     NaN and infinite pixels (blank regions of a mosaic) become black. An image with no
-    finite pixel cannot be shown and raises :class:`ImageDecodeError`.
+    finite pixel cannot be shown and raises :class:`ImageDecodeError`; a constant image
+    (no interval to scale) becomes black rather than a division by zero.
     """
     data = np.asarray(data, dtype=np.float64)
     finite = np.isfinite(data)
     if not finite.any():
         raise ImageDecodeError("has no finite pixel values (all NaN or infinite)")
-    values = data[finite]
-    lo, hi = np.percentile(values, [spec.lower_percentile, spec.upper_percentile])
-    if hi <= lo:
+    interval, curve = _astropy_parts(spec)
+    lo, hi = (float(v) for v in interval.get_limits(data[finite]))
+    if not hi > lo:
         hi = lo + 1.0
     x = np.clip((np.where(finite, data, lo) - lo) / (hi - lo), 0.0, 1.0)
-    if spec.kind == "asinh":
-        a = spec.softening
-        x = np.arcsinh(a * x) / np.arcsinh(a)
-    return np.round(x * 255.0).astype(np.uint8)
+    return np.round(curve(x, clip=True) * 255.0).astype(np.uint8)
 
 
 def planes_to_rgb(data: np.ndarray, spec: StretchSpec = StretchSpec()) -> np.ndarray:
@@ -142,7 +166,8 @@ def to_rgb(image: Image.Image, spec: StretchSpec = StretchSpec()) -> np.ndarray:
         grey = np.round(arr / 257.0).astype(np.uint8)
         return np.repeat(grey[:, :, None], 3, axis=2)
     if mode in ("I", "F"):
-        return planes_to_rgb(np.asarray(image), StretchSpec("linear", 0.0, 100.0, 1.0))
+        return planes_to_rgb(np.asarray(image), StretchSpec(kind="linear", lower_percentile=0.0,
+                                                            upper_percentile=100.0))
     if mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
         mode = "RGBA"

@@ -30,10 +30,11 @@ from typing import Callable, Iterator, Protocol
 
 import numpy as np
 
-from runtime.errors import FlareError, ImageDecodeError, UsageError
-from runtime.imageio import DEFAULT_MAX_PIXELS, list_images, load_rgb
-from runtime.journal import CsvJournal, one_line
-from runtime.preprocess import PreprocessSpec, preprocess
+from flare.runtime.errors import FlareError, ImageDecodeError, UsageError
+from flare.runtime.imageio import DEFAULT_MAX_PIXELS, list_images, load_rgb
+from flare.runtime.journal import CsvJournal, one_line
+from flare.runtime.preprocess import PreprocessSpec, preprocess
+from flare.runtime.taxonomy import macro_probabilities
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -56,11 +57,15 @@ PREFETCH_BATCHES = 3
 
 
 class Predictor(Protocol):
-    """What triage needs from a classifier; a loaded bundle satisfies it, and so does a fake."""
+    """What triage needs from a classifier; a loaded bundle satisfies it, and so does a fake.
+
+    ``notes`` says what the backend dropped while starting (empty when nothing was).
+    """
 
     spec: PreprocessSpec
     labels: list[str]
     macro_of: dict[str, str]
+    notes: list[str]
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, S, S) float32 network input -> (N, len(labels)) probabilities summing to 1."""
@@ -87,6 +92,7 @@ class TriageSummary:
     errors: int  #: ``error`` rows (files that could not be decoded)
     images_per_second: float  #: this run's throughput, decoding included
     unlisted_dirs: tuple[str, ...] = field(default=())  #: folders that could not be listed
+    backend_notes: tuple[str, ...] = field(default=())  #: what the backend dropped while starting
 
     @property
     def classified(self) -> int:
@@ -105,6 +111,8 @@ class TriageSummary:
         counts = [f"{name} {n}" for name, n in self.class_counts.items() if n]
         if counts:
             lines.append("classes: " + ", ".join(counts))
+        for note in self.backend_notes:
+            lines.append(f"backend: {note}")
         if self.unlisted_dirs:
             lines.append(
                 f"{len(self.unlisted_dirs)} folder(s) could not be listed and were left out, "
@@ -114,8 +122,9 @@ class TriageSummary:
 
 
 def csv_header(labels: list[str]) -> list[str]:
-    """The results columns for a model with these fine labels."""
-    return [*FIXED_COLUMNS, *(f"p_{label}" for label in labels)]
+    """The results columns for a model with these fine labels: the fixed ones, one
+    probability per class, then the macro class's confidence (its summed probability)."""
+    return [*FIXED_COLUMNS, *(f"p_{label}" for label in labels), "macro_confidence"]
 
 
 def triage(
@@ -183,6 +192,7 @@ def triage(
         errors=tally.errors,
         images_per_second=processed / elapsed if processed and elapsed > 0 else 0.0,
         unlisted_dirs=tuple(unlisted),
+        backend_notes=tuple(predictor.notes),
     )
 
 
@@ -296,21 +306,22 @@ def _rows_for(
 ) -> list[list[str]]:
     """CSV rows for one batch, in order; only the decoded files go through the model."""
     good = [d.tensor for d in batch if d.tensor is not None]
-    probs = iter(_predict(predictor, np.stack(good), len(labels)) if good else ())
-    blank = [""] * len(labels)
+    probs = _predict(predictor, np.stack(good), len(labels)) if good else np.zeros((0, len(labels)))
+    macros, macro_probs = macro_probabilities(probs, labels, macro_of)
+    predicted = iter(zip(probs, macro_probs))
+    blank = [""] * (len(labels) + 1)
     rows: list[list[str]] = []
     for item in batch:
         if item.tensor is None:
             rows.append([item.key, "", "", "", "", "error", item.error, *blank])
             continue
-        p = next(probs)
-        top = int(np.argmax(p))
+        p, m = next(predicted)
+        top, macro = int(np.argmax(p)), int(np.argmax(m))
         confidence = f"{p[top]:.6f}"
         # Compare what is written, so the file agrees with itself (0.4999996 shows 0.500000).
         flagged = "1" if float(confidence) < threshold else "0"
-        fine = labels[top]
-        rows.append([item.key, fine, macro_of[fine], confidence, flagged, "ok", "",
-                     *(f"{v:.6f}" for v in p)])
+        rows.append([item.key, labels[top], macros[macro], confidence, flagged, "ok", "",
+                     *(f"{v:.6f}" for v in p), f"{m[macro]:.6f}"])
     return rows
 
 

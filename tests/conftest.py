@@ -15,7 +15,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 @pytest.fixture(scope="session")
 def sky_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """8 classes x 6 procedural images at 32 px (HR under hr/, LR under lr/)."""
-    from training.synth import SynthConfig, synthesize
+    from flare.training.data.synth import SynthConfig, synthesize
 
     out = tmp_path_factory.mktemp("sky")
     synthesize(out, SynthConfig(per_class=6, size=32, seed=0))
@@ -26,10 +26,11 @@ def sky_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def trained_run(sky_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A resnet18 trained for one epoch at 32 px on ``sky_data``."""
     pytest.importorskip("torch")
-    from training.train import TrainConfig, train
+    from flare.runtime.artifacts import ClassifierTraining
+    from flare.training.classifiers.train import train
 
     run = tmp_path_factory.mktemp("run") / "run"
-    train(TrainConfig(model="resnet18", data=str(sky_data / "hr"), epochs=1, batch=16, lr=1e-3, img_size=32), run)
+    train(ClassifierTraining(model="resnet18", data=str(sky_data / "hr"), epochs=1, batch=16, lr=1e-3, input_size=32), run)
     return run
 
 
@@ -37,7 +38,7 @@ def trained_run(sky_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 def bundle(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``trained_run`` exported to an fp32 classify bundle (parity gate passed)."""
     pytest.importorskip("onnx")
-    from export.classifier import export_classifier
+    from flare.export.classifier import export_classifier
 
     out = tmp_path_factory.mktemp("bundle") / "bundle"
     export_classifier(str(trained_run), out)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from flare.cli import cli
@@ -75,3 +76,79 @@ def test_export_of_a_missing_run_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["export", "classifier", str(tmp_path / "no_run"), "--out", str(tmp_path / "b")])
     assert result.exit_code == 2 and "does not exist" in result.output
     assert not (tmp_path / "b").exists()
+
+
+def test_install_hints_are_true_to_pyproject() -> None:
+    """Every hint names an extra that really installs the module (or the base install)."""
+    import re
+    import tomllib
+
+    from flare.cli import INSTALLED_BY, install_hint
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+    def names(requirements: list[str]) -> set[str]:
+        return {re.split(r"[<>=!~\[ ;]", r, maxsplit=1)[0].lower() for r in requirements}
+
+    for module, (dist, extra) in INSTALLED_BY.items():
+        listed = names(project["dependencies"] if extra is None else project["optional-dependencies"][extra])
+        assert dist.lower() in listed, f"{module}: {dist} is not in {extra or 'the base dependencies'}"
+        hint = install_hint(module)
+        assert hint is not None and (f"flare-edge[{extra}]" in hint if extra else "base install" in hint)
+    assert install_hint("some_unrelated_module") is None
+
+
+def option_names() -> dict[str, dict[str, object]]:
+    """Every option of every command: '<command path>' -> {option name: default}."""
+    import click
+
+    found: dict[str, dict[str, object]] = {}
+
+    def walk(cmd: click.Command, path: str) -> None:
+        if isinstance(cmd, click.Group):
+            ctx = click.Context(cmd)
+            for name in cmd.list_commands(ctx):
+                walk(cmd.get_command(ctx, name), f"{path} {name}".strip())
+            return
+        found[path] = {opt: p.default for p in cmd.params if isinstance(p, click.Option) for opt in p.opts}
+
+    walk(cli, "")
+    return found
+
+
+def test_one_name_per_concept_across_commands() -> None:
+    options = option_names()
+    everywhere = {name for opts in options.values() for name in opts}
+    # the classifier's input side has one name; the old overlapping spellings are gone
+    assert not everywhere & {"--img-size", "--image-size", "--flare-size", "--gen-steps"}
+    for command in ("train", "export classifier", "demo", "experiment"):
+        assert "--input-size" in options[command], command
+    # sampler steps are --steps; training batches per epoch are --steps-per-epoch
+    assert "--steps-per-epoch" in options["train-sr"] and "--steps" not in options["train-sr"]
+    for command in ("augment stage2", "augment all", "experiment"):
+        assert "--steps" in options[command], command
+    # one default for --select, and --device wherever torch runs
+    assert {opts["--select"] for opts in options.values() if "--select" in opts} == {"percentile"}
+    for command in ("train", "train-sr", "train-diffusion", "augment stage1", "augment stage2", "augment all",
+                    "experiment"):
+        assert options[command]["--device"] == "auto", command
+
+
+@pytest.mark.parametrize("device, message", [
+    ("nonsense", "is not a device: use auto, cpu, cuda or cuda:N"),
+    ("cuda:x", "is not a device"),
+])
+def test_device_is_validated_when_parsed(tmp_path: Path, device: str, message: str) -> None:
+    result = CliRunner().invoke(cli, ["train", str(tmp_path), "--model", "resnet18", "--out", str(tmp_path / "r"),
+                                      "--device", device])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+def test_cuda_without_a_gpu_names_the_devices_here(sky_data: Path, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = CliRunner().invoke(cli, ["train", str(sky_data / "hr"), "--model", "resnet18", "--out",
+                                      str(tmp_path / "r"), "--epochs", "1", "--device", "cuda:1"])
+    assert result.exit_code == 2
+    assert "no CUDA GPU is usable on this machine (devices here: cpu)" in result.output

@@ -17,7 +17,7 @@ pytest.importorskip("onnx")
 
 def test_demo_runs_and_resumes(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--per-class", "5", "--epochs", "1", "--img-size", "32"]
+    args = ["demo", "--out", str(out), "--per-class", "5", "--epochs", "1", "--input-size", "32"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     for path in ("run/confusion_matrix.png", "bundle/manifest.json", "bundle/model.onnx", "triage.csv"):

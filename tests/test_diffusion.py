@@ -1,6 +1,7 @@
-"""Tests for FLARE stage 2 (training/diffusion.py, train_diffusion.py, stage2.py and their
-commands): model shapes, guidance dropout, seeded sampling, both samplers, training with
-exact resume, resumable generation with provenance, local pipelines and hub-id refusal."""
+"""Tests for FLARE stage 2 (``flare.training.diffusion`` and ``flare.training.pipeline.stage2``):
+model shapes, guidance dropout, seeded sampling, both samplers, training with exact resume,
+the diffusers folder layout read by the same loader as a local pipeline, resumable generation
+with provenance and hub-id refusal."""
 
 from __future__ import annotations
 
@@ -14,15 +15,16 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from runtime.errors import FlareError, UsageError
-from runtime.taxonomy import FINE_CLASSES
-from training.diffusion import (ClassPromptEmbedding, LatentDiffusion, PipelineGenerator, PromptTable,
-                                build_model, condition_dropout, get_config, load_diffusion, sample)
-from training.diffusion_commands import stage2, train_diffusion
-from training.stage2 import COLUMNS, MANIFEST, Stage2Config, augment_stage2, output_for
-from training.synth import SynthConfig, synthesize
-from training.train_diffusion import DiffusionTrainConfig
-from training.train_diffusion import train_diffusion as run_training
+from flare.runtime.artifacts import DiffusionRun, DiffusionTraining
+from flare.runtime.errors import FlareError, UsageError
+from flare.runtime.taxonomy import FINE_CLASSES
+from flare.training.data.synth import SynthConfig, synthesize
+from flare.training.diffusion.commands import train_diffusion
+from flare.training.diffusion.model import (ClassPromptEmbedding, LatentDiffusion, PromptTable, build_model,
+                                            condition_dropout, get_config, load_diffusion, sample)
+from flare.training.diffusion.train import train_diffusion as run_training
+from flare.training.pipeline.commands import stage2
+from flare.training.pipeline.stage2 import COLUMNS, MANIFEST, Stage2Config, augment_stage2, output_for
 
 CLASSES = ["galaxy", "planet", "star"]
 
@@ -109,9 +111,9 @@ def test_samplers_run_and_image_variation(model: LatentDiffusion, sampler: str, 
 # ---------------------------------------------------------------------------- training
 
 
-def _train_cfg(data: Path, epochs: int) -> DiffusionTrainConfig:
-    return DiffusionTrainConfig(data=str(data), image_size=32, epochs=epochs, vae_epochs=1, batch=8, vae_batch=8,
-                                sample_per_class=1, sample_steps=2, warmup_steps=2)
+def _train_cfg(data: Path, epochs: int) -> DiffusionTraining:
+    return DiffusionTraining(data=str(data), resolution=32, epochs=epochs, vae_epochs=1, batch=8, vae_batch=8,
+                             sample_per_class=1, sample_steps=2, warmup_steps=2)
 
 
 @pytest.fixture(scope="module")
@@ -127,13 +129,18 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_train_writes_run_and_resume_matches_uninterrupted(trained: dict[str, Path]) -> None:
     full, split = trained["full"], trained["split"]
-    cfg = json.loads((full / "config.json").read_text())
-    assert cfg["format"] == "flare-diffusion/1" and cfg["model"]["classes"] == list(FINE_CLASSES)
-    assert cfg["model"]["vae_config"]["scaling_factor"] != 0.18215  # measured on the data
-    for name in ("model.safetensors", "last.safetensors", "train_state.pt", "latents.safetensors",
+    run = DiffusionRun.load(full)
+    assert run.conditioner.classes == list(FINE_CLASSES) and run.train.resolution == 32
+    assert run.conditioner.prompts[1] == "An image of black hole in space"
+    vae = json.loads((full / "vae" / "config.json").read_text())
+    assert vae["_class_name"] == "AutoencoderKL" and vae["scaling_factor"] != 0.18215  # measured on the data
+    for name in ("unet/config.json", "unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
+                 "scheduler/scheduler_config.json", "conditioner/conditioner.safetensors",
+                 "training/last.safetensors", "training/train_state.pt", "latents.safetensors",
                  "samples/vae_epoch_0001.png", "samples/epoch_0002.png", "samples/epoch_0003.png",
                  "samples/epoch_0003_variations.png"):
         assert (full / name).is_file(), name
+    assert not list(full.glob("*.partial"))
     assert not (split / "samples" / "epoch_0003.png").exists()
     result = CliRunner().invoke(train_diffusion, [str(trained["data"]), "--out", str(split), "--epochs", "2",
                                                   "--resume"])
@@ -141,7 +148,8 @@ def test_train_writes_run_and_resume_matches_uninterrupted(trained: dict[str, Pa
     assert "resuming" in result.output
     epochs = [json.loads(line)["epoch"] for line in (split / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2, 3]
-    for weights in ("last.safetensors", "model.safetensors"):
+    for weights in ("training/last.safetensors", "unet/diffusion_pytorch_model.safetensors",
+                    "conditioner/conditioner.safetensors"):
         a, b = load_file(str(full / weights)), load_file(str(split / weights))
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a), weights
@@ -266,14 +274,26 @@ def test_local_stable_diffusion_pipeline(tmp_path: Path) -> None:
     src = np.full((20, 20, 3), 200, np.uint8)
     var = sample(model, ["comet"], 1, steps=4, guidance=5.0, seed=3, source_images=[src], strength=0.5)
     assert var.shape == (1, 16, 16, 3) and not np.array_equal(var[0], a[1])
-    # driven through the pipeline's own call (how UniDiffuser-like pipelines are used)
-    from diffusers import DiffusionPipeline
+    # a pipeline that is not Stable-Diffusion-shaped is refused, naming what it lacks
+    import shutil
 
-    pipe = DiffusionPipeline.from_pretrained(str(tmp_path / "pipe"), local_files_only=True)
-    out = PipelineGenerator(pipe, model.info).generate(["comet"], [3], steps=2, guidance=5.0)
-    assert out.shape == (1, 16, 16, 3) and out.dtype == np.uint8
-    with pytest.raises(UsageError, match="image variation"):
-        PipelineGenerator(pipe, model.info).generate(["comet"], [3], steps=2, sources=[src])
+    shutil.rmtree(tmp_path / "pipe" / "text_encoder")
+    with pytest.raises(FlareError, match="lacks text_encoder"):
+        load_diffusion(tmp_path / "pipe")
+
+
+def test_one_loader_reads_a_run_and_a_pipeline_alike(trained: dict[str, Path]) -> None:
+    """A RUN is a diffusers folder: diffusers' own loaders read its parts, as they read a pipeline's."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    run = trained["full"]
+    model = load_diffusion(run)
+    assert model.info.kind == "run" and model.info.classes == list(FINE_CLASSES)
+    unet = UNet2DConditionModel.from_pretrained(str(run / "unet"), local_files_only=True)
+    vae = AutoencoderKL.from_pretrained(str(run / "vae"), local_files_only=True)
+    for mine, theirs in ((model.unet, unet), (model.vae, vae)):
+        a, b = mine.state_dict(), theirs.state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_text_encoder_prompts_are_tabled(tmp_path: Path) -> None:

@@ -12,10 +12,10 @@ pytest.importorskip("diffusers")
 
 
 def test_experiment_runs_all_arms_and_resumes(sky_data: Path, tmp_path: Path) -> None:
-    from training.experiment import ARMS, ExperimentConfig, run_experiment
+    from flare.training.pipeline.experiment import ARMS, ExperimentConfig, run_experiment
 
-    cfg = ExperimentConfig(epochs=1, batch=16, img_size=32, flare_size=32, sr_epochs=1, sr_steps=2,
-                           diffusion_epochs=1, diffusion_vae_epochs=1, per_image=1, gen_steps=2)
+    cfg = ExperimentConfig(epochs=1, batch=16, input_size=32, size=32, sr_epochs=1, sr_steps=2,
+                           diffusion_epochs=1, diffusion_vae_epochs=1, per_image=1, steps=2)
     out = tmp_path / "exp"
     results = run_experiment(sky_data, out, cfg)
     arms = results["models"]["resnet18"]

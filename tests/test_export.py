@@ -12,12 +12,12 @@ import pytest
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
-import export.classifier as exporter  # noqa: E402
-from export.parity import ParityError  # noqa: E402
-from runtime.classify import Classifier  # noqa: E402
-from runtime.errors import BundleError  # noqa: E402
-from runtime.manifest import read_manifest  # noqa: E402
-from training.train import build_from_run  # noqa: E402
+import flare.export.classifier as exporter  # noqa: E402
+from flare.export.parity import ParityError  # noqa: E402
+from flare.runtime.classify import Classifier  # noqa: E402
+from flare.runtime.errors import BundleError  # noqa: E402
+from flare.runtime.artifacts import Manifest  # noqa: E402
+from flare.training.classifiers.train import build_from_run  # noqa: E402
 
 
 def corrupting(finalize):
@@ -37,7 +37,7 @@ def corrupting(finalize):
 
 
 def test_bundle_manifest_and_runtime_match_pytorch(bundle: Path, trained_run: Path, sky_data: Path) -> None:
-    manifest = read_manifest(bundle)
+    manifest = Manifest.load(bundle)
     assert manifest.task == "classify" and manifest.precision == "fp32"
     assert manifest.inputs[0].shape[0] == "batch" and manifest.inputs[0].shape[1:] == [3, 32, 32]
     assert manifest.labels.classes[1] == "black hole"
@@ -50,8 +50,8 @@ def test_bundle_manifest_and_runtime_match_pytorch(bundle: Path, trained_run: Pa
     files = sorted((sky_data / "lr").rglob("*.png"))[:10]
     preds = clf.classify_files(files, top_k=8)
     model, _, _ = build_from_run(trained_run)
-    from runtime.imageio import load_rgb
-    from runtime.preprocess import preprocess
+    from flare.runtime.imageio import load_rgb
+    from flare.runtime.preprocess import preprocess
 
     x = torch.from_numpy(np.stack([preprocess(load_rgb(f), clf.spec) for f in files]))
     with torch.inference_mode():
@@ -72,7 +72,7 @@ def test_parity_gate_refuses_a_corrupted_export(trained_run: Path, tmp_path: Pat
     # the override writes it, loudly marked as failed
     path, report = exporter.export_classifier(str(trained_run), out, allow_parity_failure=True)
     assert not report.passed and report.max_abs_diff > 1e-2
-    assert read_manifest(path).parity["passed"] is False
+    assert Manifest.load(path).parity["passed"] is False
 
 
 def test_failed_export_leaves_a_previous_bundle_alone(bundle: Path, trained_run: Path, tmp_path: Path,
@@ -90,7 +90,7 @@ def test_failed_export_leaves_a_previous_bundle_alone(bundle: Path, trained_run:
 def test_reduced_precision_exports(trained_run: Path, tmp_path: Path, precision: str) -> None:
     path, report = exporter.export_classifier(str(trained_run), tmp_path / precision, precision=precision,
                                               allow_parity_failure=True)
-    manifest = read_manifest(path)
+    manifest = Manifest.load(path)
     assert manifest.precision == precision and manifest.inputs[0].dtype == "float32"
     graph = onnx.load(str(path / "model.onnx")).graph
     ops = {n.op_type for n in graph.node}
@@ -103,16 +103,20 @@ def test_reduced_precision_exports(trained_run: Path, tmp_path: Path, precision:
 
 
 def test_bare_architecture_export(tmp_path: Path) -> None:
-    path, report = exporter.export_classifier("mobilenetv3_small_100", tmp_path / "b", img_size=64, samples=4)
-    manifest = read_manifest(path)
+    path, report = exporter.export_classifier("mobilenetv3_small_100", tmp_path / "b", input_size=64, samples=4)
+    manifest = Manifest.load(path)
     assert report.passed and "random" in manifest.parity["inputs"]
     assert manifest.source["checkpoint"] is None and len(manifest.labels.classes) == 8
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda m: m.update(schema_version=99), "newer than this runtime"),
+    (lambda m: m.update(schema_version=99), "newer than this flare-edge reads"),
+    (lambda m: m.update(schema_version=1), "older than this flare-edge reads"),
+    (lambda m: m.update(artifact="classifier-run"), "is a classifier training run, not a bundle"),
+    (lambda m: m.update(colour="RGB"), "unknown field"),
+    (lambda m: m["inputs"][0].update(shape="NCHW"), r"inputs\[0\]\.shape must be a list"),
     (lambda m: m.update(task="dance"), "task"),
-    (lambda m: m["files"].update(model="gone.onnx"), "missing"),
+    (lambda m: m["files"]["model"].update(path="gone.onnx"), "missing"),
     (lambda m: m.pop("labels"), "labels"),
     (lambda m: m["labels"]["macro_of"].pop("comet"), "macro"),
 ])
@@ -129,6 +133,6 @@ def test_runtime_refuses_bad_manifests(bundle: Path, tmp_path: Path, edit, messa
 def test_runtime_refuses_non_json_and_missing_manifest(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(BundleError, match="not valid JSON"):
-        read_manifest(tmp_path)
+        Manifest.load(tmp_path)
     with pytest.raises(BundleError, match="no manifest.json"):
-        read_manifest(tmp_path / "..")
+        Manifest.load(tmp_path.parent)

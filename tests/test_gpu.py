@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.classify import Classifier
+from flare.runtime.classify import Classifier
 
 
 @pytest.mark.gpu
@@ -24,7 +24,7 @@ def test_cuda_provider_runs_and_matches_cpu(bundle: Path, sky_data: Path) -> Non
 @pytest.mark.tensorrt
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_tensorrt_engine_bundle(trained_run: Path, sky_data: Path, tmp_path: Path, precision: str) -> None:
-    from export.classifier import export_classifier
+    from flare.export.classifier import export_classifier
 
     path, _ = export_classifier(str(trained_run), tmp_path / precision, precision=precision, engine=True)
     files = sorted((sky_data / "hr").rglob("*.png"))[:8]

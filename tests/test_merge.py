@@ -12,15 +12,15 @@ from PIL import Image
 
 pytest.importorskip("torch")
 
-from runtime.errors import UsageError  # noqa: E402
-from training.data import scan_image_folder  # noqa: E402
-from training.merge import MergeConfig, merge  # noqa: E402
-from training.stage1 import Stage1Config, run_stage1  # noqa: E402
+from flare.runtime.errors import UsageError  # noqa: E402
+from flare.training.data.folders import scan_image_folder  # noqa: E402
+from flare.training.pipeline.merge import MergeConfig, merge  # noqa: E402
+from flare.training.pipeline.stage1 import Stage1Config, run_stage1  # noqa: E402
 
 
 def fake_stage2(stage1: Path, out: Path, outliers: set[str]) -> None:
     """Two 'generations' per original: a noisy copy of it, or pure junk for ``outliers``."""
-    from training.stage2 import COLUMNS, output_for
+    from flare.training.pipeline.stage2 import COLUMNS, output_for
 
     rng = np.random.default_rng(0)
     rows = []
@@ -86,7 +86,7 @@ def test_percentile_merge_drops_off_class_generations(pools, tmp_path: Path) -> 
 
 
 def test_merge_carries_a_given_split(pools, sky_data: Path, tmp_path: Path) -> None:
-    from training.data import split_groups, write_split
+    from flare.training.data.splits import split_groups, write_split
 
     s1, s2, _ = pools
     samples, _ = scan_image_folder(sky_data / "hr")
@@ -109,7 +109,7 @@ def test_merge_command_writes_a_trainable_split(pools, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
     from flare.cli import cli
-    from training.data import read_split
+    from flare.training.data.splits import read_split
 
     s1, s2, _ = pools
     out = tmp_path / "cli"

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime.errors import BundleError, ImageDecodeError
-from runtime.imageio import load_rgb
-from runtime.preprocess import PreprocessSpec, StretchSpec, planes_to_rgb, preprocess, stretch, to_rgb
+from flare.runtime.errors import BundleError, ImageDecodeError
+from flare.runtime.imageio import load_rgb
+from flare.runtime.preprocess import PreprocessSpec, StretchSpec, planes_to_rgb, preprocess, stretch, to_rgb
 
 
 def write_images(folder: Path) -> list[Path]:
@@ -41,8 +41,8 @@ def test_training_dataset_equals_runtime_preprocessing(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     from torch.utils.data import DataLoader
 
-    from training.data import scan_image_folder
-    from training.train import ImageDataset
+    from flare.training.data.folders import scan_image_folder
+    from flare.training.classifiers.train import ImageDataset
 
     paths = write_images(tmp_path)
     samples, classes = scan_image_folder(tmp_path)
@@ -108,3 +108,48 @@ def test_spec_round_trip_and_refusals() -> None:
         PreprocessSpec.from_dict({**spec.to_dict(), "interpolation": "magic"})
     with pytest.raises(BundleError, match="malformed"):
         PreprocessSpec.from_dict({"mean": [0, 0, 0]})
+
+
+def _stretch_before_astropy(data: np.ndarray, spec: StretchSpec = StretchSpec()) -> np.ndarray:
+    """The hand-written stretch this project used before it moved to astropy.visualization,
+    kept here only as the reference that the default must still reproduce."""
+    data = np.asarray(data, dtype=np.float64)
+    finite = np.isfinite(data)
+    lo, hi = np.percentile(data[finite], [spec.lower_percentile, spec.upper_percentile])
+    hi = hi if hi > lo else lo + 1.0
+    x = np.clip((np.where(finite, data, lo) - lo) / (hi - lo), 0.0, 1.0)
+    x = np.arcsinh(spec.softening * x) / np.arcsinh(spec.softening)
+    return np.round(x * 255.0).astype(np.uint8)
+
+
+def test_default_stretch_gives_the_same_arrays_on_astropys_real_fits() -> None:
+    from astropy.io import fits
+
+    from flare.demo import astropy_fits_files
+
+    files = astropy_fits_files()
+    assert len(files) >= 2, "astropy ships its FITS samples"
+    for path in files:
+        with fits.open(path) as hdul:
+            data = next(h.data for h in hdul if h.is_image and h.data is not None and h.data.ndim >= 2)
+        plane = np.asarray(data, dtype=np.float64)
+        while plane.ndim > 2:
+            plane = plane[0]
+        np.testing.assert_array_equal(stretch(plane), _stretch_before_astropy(plane), err_msg=path.name)
+
+
+def test_astropy_intervals_and_stretches_travel_with_the_spec() -> None:
+    from astropy.visualization import SqrtStretch, ZScaleInterval
+
+    rng = np.random.default_rng(0)
+    sky = rng.normal(100.0, 5.0, (64, 64))
+    sky[30:34, 30:34] += 5000.0  # a bright star
+    spec = StretchSpec(kind="sqrt", interval="zscale")
+    lo, hi = ZScaleInterval().get_limits(sky)
+    expected = np.round(SqrtStretch()(np.clip((sky - lo) / (hi - lo), 0, 1), clip=True) * 255).astype(np.uint8)
+    np.testing.assert_array_equal(stretch(sky, spec), expected)
+    assert not np.array_equal(stretch(sky, spec), stretch(sky))
+    carried = PreprocessSpec.from_dict(PreprocessSpec(size=64, stretch=spec).to_dict())
+    assert carried.stretch == spec  # what a bundle's manifest carries to the runtime
+    with pytest.raises(BundleError, match="unknown interval"):
+        PreprocessSpec(stretch=StretchSpec(interval="minmaxish"))

@@ -7,19 +7,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-import runtime
+import flare.runtime
 
-FORBIDDEN = ("torch", "torchvision", "timm", "diffusers", "training", "export")
+FORBIDDEN = ("torch", "torchvision", "timm", "diffusers", "flare.training", "flare.export")
 
 
 def runtime_modules() -> list[str]:
-    root = Path(runtime.__file__).parent
-    return sorted(m.name for m in pkgutil.walk_packages([str(root)], prefix="runtime."))
+    root = Path(flare.runtime.__file__).parent
+    return sorted(m.name for m in pkgutil.walk_packages([str(root)], prefix="flare.runtime."))
 
 
 def test_every_runtime_module_imports_without_torch() -> None:
     modules = runtime_modules()
-    assert {"runtime.triage", "runtime.classify", "runtime.backends.ort_runner", "runtime.commands"} <= set(modules)
+    assert {"flare.runtime.triage", "flare.runtime.classify", "flare.runtime.backends.ort_runner", "flare.runtime.commands"} <= set(modules)
     code = (
         "import importlib, sys\n"
         f"for m in {modules!r}: importlib.import_module(m)\n"
@@ -27,7 +27,7 @@ def test_every_runtime_module_imports_without_torch() -> None:
         "print(','.join(bad))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                            cwd=Path(runtime.__file__).parent.parent)
+                            cwd=Path(flare.runtime.__file__).anchor)  # not the checkout: only the installed flare
     assert result.stdout.strip() == "", f"runtime imports {result.stdout.strip()}"
 
 
@@ -36,11 +36,11 @@ def test_runtime_classifies_with_torch_blocked(bundle: Path, sky_data: Path) -> 
     image = sorted((sky_data / "hr").rglob("*.png"))[0]
     code = (
         "import sys\n"
-        "for m in ('torch', 'torchvision', 'timm', 'training', 'export'): sys.modules[m] = None\n"
+        "for m in ('torch', 'torchvision', 'timm', 'flare.training', 'flare.export'): sys.modules[m] = None\n"
         "from flare.cli import cli\n"
         f"cli(['classify', {str(bundle)!r}, {str(image)!r}, '--top', '2'], prog_name='flare')\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            cwd=Path(runtime.__file__).parent.parent)
+                            cwd=Path(flare.runtime.__file__).anchor)  # not the checkout: only the installed flare
     assert result.returncode == 0, result.stderr
     assert str(image) in result.stdout and "|" in result.stdout

@@ -11,8 +11,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from flare.cli import cli
-from runtime.errors import UsageError
-from training.data import Sample, group_of, read_split, scan_image_folder, split_groups
+from flare.runtime.errors import UsageError
+from flare.training.data.folders import Sample, scan_image_folder
+from flare.training.data.splits import group_of, read_split, split_groups
 
 
 def make_spacenet(root: Path, originals: int = 10) -> Path:

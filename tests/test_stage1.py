@@ -16,17 +16,19 @@ torch = pytest.importorskip("torch")
 from click.testing import CliRunner  # noqa: E402
 
 from flare.cli import cli  # noqa: E402
-from training.augment import AUGMENTATIONS, _pipelines, augment_image  # noqa: E402
-from training.data import scan_image_folder, split_groups  # noqa: E402
-from training.sr_metrics import luminance, psnr, ssim  # noqa: E402
+from flare.training.pipeline.augment import AUGMENTATIONS, _pipelines, augment_image  # noqa: E402
+from flare.training.data.folders import scan_image_folder  # noqa: E402
+from flare.training.data.splits import split_groups  # noqa: E402
+from flare.training.sr.metrics import luminance, psnr, ssim  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def sr_run(sky_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from training.train_sr import SRTrainConfig, train_sr
+    from flare.runtime.artifacts import SRTraining
+    from flare.training.sr.train import train_sr
 
     run = tmp_path_factory.mktemp("sr") / "run"
-    train_sr(SRTrainConfig(data=str(sky_data / "hr"), epochs=1, steps_per_epoch=3, batch=2, patch=32), run)
+    train_sr(SRTraining(data=str(sky_data / "hr"), epochs=1, steps_per_epoch=3, batch=2, patch=32), run)
     return run
 
 
@@ -68,7 +70,8 @@ def test_augment_image_is_deterministic_per_image() -> None:
 
 
 def test_train_sr_run_and_resume(sr_run: Path, sky_data: Path) -> None:
-    from training.train_sr import SRTrainConfig, load_sr, train_sr
+    from flare.runtime.artifacts import SRTraining
+    from flare.training.sr.train import load_sr, train_sr
 
     rows = [json.loads(line) for line in (sr_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1]
@@ -77,7 +80,7 @@ def test_train_sr_run_and_resume(sr_run: Path, sky_data: Path) -> None:
     assert config.scale == 4 and weights.name == "best.safetensors"
     assert model(torch.zeros(1, 3, 9, 11)).shape == (1, 3, 36, 44)
     # resume extends the same run to a second epoch
-    train_sr(SRTrainConfig(data=str(sky_data / "hr"), epochs=2), sr_run, resume=True)
+    train_sr(SRTraining(data=str(sky_data / "hr"), epochs=2), sr_run, resume=True)
     rows = [json.loads(line) for line in (sr_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
     assert rows[1]["l1"] != rows[0]["l1"]
@@ -116,8 +119,8 @@ def test_stage1_outputs_manifest_resume_and_split(sr_run: Path, sky_data: Path, 
 
 
 def test_stage1_accepts_an_official_checkpoint(sky_data: Path, tmp_path: Path) -> None:
-    from training.stage1 import Stage1Config, run_stage1
-    from training.swinir import CONFIGS, SwinIR
+    from flare.training.pipeline.stage1 import Stage1Config, run_stage1
+    from flare.training.sr.swinir import CONFIGS, SwinIR
 
     model = SwinIR.from_config(CONFIGS["tiny_x4"])
     pth = tmp_path / "swinir_tiny.pth"
@@ -127,4 +130,22 @@ def test_stage1_accepts_an_official_checkpoint(sky_data: Path, tmp_path: Path) -
     for p in sorted((sky_data / "lr" / "star").glob("*.png"))[:2]:
         (one_class / p.name).write_bytes(p.read_bytes())
     counts = run_stage1(tmp_path / "data", pth, tmp_path / "out", Stage1Config(size=32, tile=0))
-    assert counts == {"sources": 2, "skipped": 0, "written": 12}
+    assert counts == {"sources": 2, "skipped": 0, "written": 12, "unreadable": 0}
+
+
+def test_stage1_records_an_unreadable_image_and_goes_on(sky_data: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from flare.training.pipeline.stage1 import ERROR_KIND, Stage1Config, run_stage1
+
+    data = tmp_path / "data"
+    shutil.copytree(sky_data / "hr" / "comet", data / "comet")
+    (data / "comet" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    counts = run_stage1(data, None, tmp_path / "s1", Stage1Config(size=32))
+    assert counts["unreadable"] == 1 and counts["written"] == 6 * 6
+    with open(tmp_path / "s1" / "stage1.csv", newline="") as f:
+        errors = [r for r in csv.DictReader(f) if r["kind"] == ERROR_KIND]
+    assert [(r["source"], r["output"]) for r in errors] == [("comet/broken.png", "")]
+    assert "broken.png" in errors[0]["error"]
+    again = run_stage1(data, None, tmp_path / "s1", Stage1Config(size=32))
+    assert again["skipped"] == 7 and again["written"] == 0  # recorded: not retried, not fatal

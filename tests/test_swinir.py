@@ -16,8 +16,8 @@ import pytest
 import torch
 from spandrel.architectures.SwinIR import SwinIR as RefSwinIR
 
-from runtime.errors import FlareError
-from training.swinir import CONFIGS, SwinIR, SwinIRConfig, detect_config, load_swinir
+from flare.runtime.errors import FlareError
+from flare.training.sr.swinir import CONFIGS, SwinIR, SwinIRConfig, detect_config, load_swinir
 
 ATOL = 1e-4
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime.errors import FlareError
-from runtime.taxonomy import FINE_CLASSES, slug
-from training.synth import SynthConfig, degrade, render, synthesize
+from flare.runtime.errors import FlareError
+from flare.runtime.taxonomy import FINE_CLASSES, slug
+from flare.training.data.synth import SynthConfig, degrade, render, synthesize
 
 
 def _rng(*seed: int) -> np.random.Generator:

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from runtime.errors import FlareError
-from training.swinir import CONFIGS, SwinIR
-from training.tiling import sr_tiled, tile_starts
+from flare.runtime.errors import FlareError
+from flare.training.sr.swinir import CONFIGS, SwinIR
+from flare.training.sr.tiling import sr_tiled, tile_starts
 
 
 class Recorder(nn.Module):

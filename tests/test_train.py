@@ -11,13 +11,15 @@ torch = pytest.importorskip("torch")
 
 from safetensors.torch import load_file  # noqa: E402
 
-from runtime.errors import FlareError, UsageError  # noqa: E402
-from training.models import create_classifier, load_weights  # noqa: E402
-from training.train import TrainConfig, train  # noqa: E402
+from flare.runtime.errors import FlareError, UsageError  # noqa: E402
+from flare.training.classifiers.models import create_classifier, load_weights  # noqa: E402
+from flare.runtime.artifacts import ClassifierRun, ClassifierTraining  # noqa: E402
+from flare.training.classifiers.train import train  # noqa: E402
 
 
-def config(data: Path, epochs: int) -> TrainConfig:
-    return TrainConfig(model="resnet18", data=str(data / "hr"), epochs=epochs, batch=16, lr=1e-3, img_size=32, seed=7)
+def config(data: Path, epochs: int) -> ClassifierTraining:
+    return ClassifierTraining(model="resnet18", data=str(data / "hr"), epochs=epochs, batch=16, lr=1e-3, input_size=32,
+                              seed=7)
 
 
 def test_resume_continues_exactly(sky_data: Path, tmp_path: Path) -> None:
@@ -38,9 +40,9 @@ def test_resume_continues_exactly(sky_data: Path, tmp_path: Path) -> None:
 
 
 def test_run_folder_contents(trained_run: Path) -> None:
-    cfg = json.loads((trained_run / "config.json").read_text())
-    assert cfg["classes"][1] == "black hole" and len(cfg["classes"]) == 8
-    assert cfg["preprocessing"]["size"] == 32
+    run = ClassifierRun.load(trained_run)
+    assert run.classes[1] == "black hole" and len(run.classes) == 8
+    assert run.preprocessing.size == 32 and run.train.input_size == 32
     row = json.loads((trained_run / "metrics.jsonl").read_text().splitlines()[0])
     assert {"train_loss", "val_acc", "val_macro_f1"} <= set(row)
     cm = json.loads((trained_run / "confusion_matrix.json").read_text())
@@ -60,9 +62,9 @@ def test_macro_labels(sky_data: Path, tmp_path: Path) -> None:
     cfg = config(sky_data, 1)
     cfg.level = "macro"
     train(cfg, tmp_path / "macro")
-    saved = json.loads((tmp_path / "macro" / "config.json").read_text())
-    assert saved["classes"] == ["Astronomical Patterns", "Celestial Bodies", "Cosmic Phenomena", "Stellar Objects"]
-    assert saved["label_map"]["black hole"] == "Cosmic Phenomena"
+    saved = ClassifierRun.load(tmp_path / "macro")
+    assert saved.classes == ["Astronomical Patterns", "Celestial Bodies", "Cosmic Phenomena", "Stellar Objects"]
+    assert saved.label_map["black hole"] == "Cosmic Phenomena"
 
 
 def test_local_weights_skip_the_old_head_and_refuse_other_architectures(tmp_path: Path) -> None:
@@ -84,3 +86,37 @@ def test_googlenet_and_unknown_names() -> None:
     assert net(torch.zeros(2, 3, 64, 64)).shape == (2, 8)
     with pytest.raises(UsageError, match="unknown model"):
         create_classifier("not_a_model_xyz", 8)
+
+
+def test_resume_refuses_a_state_file_that_would_run_code(trained_run: Path, sky_data: Path, tmp_path: Path) -> None:
+    import pickle
+    import shutil
+
+    from flare.runtime.errors import FlareError
+
+    marker = tmp_path / "code_ran"
+
+    class Payload:
+        def __reduce__(self):  # unpickling this calls Path.touch(marker)
+            return (Path.touch, (marker,))
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    with open(run / "train_state.pt", "wb") as f:
+        pickle.dump({"epoch": 0, "optimizer": Payload()}, f)
+    with pytest.raises(FlareError, match="refusing to unpickle"):
+        train(config(sky_data, 2), run, resume=True)
+    assert not marker.exists()
+    with open(tmp_path / "probe.pkl", "wb") as f:  # the payload does run when unpickled plainly
+        pickle.dump(Payload(), f)
+    with open(tmp_path / "probe.pkl", "rb") as f:
+        pickle.load(f)
+    assert marker.exists()
+
+
+def test_confusion_matrix_is_drawn_with_matplotlib(trained_run: Path) -> None:
+    from PIL import Image
+
+    with Image.open(trained_run / "confusion_matrix.png") as png:
+        assert png.info.get("Software", "").startswith("Matplotlib")
+        assert png.width > 400

@@ -1,9 +1,9 @@
-"""Inference backends behind one interface (:class:`runtime.backends.base.Runner`).
+"""Inference backends behind one interface (:class:`flare.runtime.backends.base.Runner`).
 
 One small class per backend, in the spirit of Polygraphy's runners: ONNX Runtime (with the
 TensorRT, CUDA or CPU execution provider) and native TensorRT engines.
 """
 
-from runtime.backends.base import Runner, open_runner
+from flare.runtime.backends.base import Runner, open_runner
 
 __all__ = ["Runner", "open_runner"]

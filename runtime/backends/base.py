@@ -1,44 +1,128 @@
-"""The runner interface and the choice of backend for a bundle."""
+"""The runner interface every backend implements, and the choice of backend for a bundle.
+
+Shaped like Polygraphy's runners: a runner is made cheaply, :meth:`Runner.activate`
+allocates (an ONNX Runtime session, a TensorRT context and stream), :meth:`Runner.infer`
+takes and returns named numpy arrays, :meth:`Runner.deactivate` frees, and the runner is a
+context manager doing both. Inputs are checked against the bundle's manifest (names, dtype,
+rank, fixed dimensions, a symbolic dimension taking one value across inputs, the batch limit)
+before anything runs, so a wrong feed is a clear error instead of a backend's stack trace.
+What a backend dropped while starting (a CUDA provider that failed to load) is kept in
+:attr:`Runner.notes` for ``flare info`` and the triage summary to show.
+"""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
-from runtime.errors import BackendError
-from runtime.manifest import Manifest
+from flare.runtime.artifacts import Manifest, TensorSpec
+from flare.runtime.errors import BackendError, UsageError
 
 BACKENDS = ("auto", "tensorrt", "cuda", "cpu", "trt-engine")
 
 
-class Runner(Protocol):
-    """Runs one model: named numpy inputs in, outputs in the manifest's order out."""
+class Runner(ABC):
+    """One model file of a bundle, run on one backend."""
 
-    #: Human-readable name of what actually executes, e.g. ``onnxruntime:CPUExecutionProvider``.
-    name: str
+    def __init__(self, inputs: list[TensorSpec], outputs: list[TensorSpec], max_batch: int | None = None) -> None:
+        self.inputs, self.outputs = list(inputs), list(outputs)
+        #: The largest batch this runner accepts (None: no limit); callers split bigger batches.
+        self.max_batch = max_batch
+        #: What was dropped or changed while starting, for a person to read.
+        self.notes: list[str] = []
+        self.is_active = False
 
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+    #: What actually executes, e.g. ``onnxruntime:cpu``; set by :meth:`activate`.
+    name: str = "inactive"
+
+    def activate(self) -> Runner:
+        """Allocate what inference needs; idempotent."""
+        if not self.is_active:
+            self._activate()
+            self.is_active = True
+        return self
+
+    def deactivate(self) -> None:
+        """Free what :meth:`activate` allocated; idempotent."""
+        if self.is_active:
+            self._deactivate()
+            self.is_active = False
+
+    def __enter__(self) -> Runner:
+        return self.activate()
+
+    def __exit__(self, *exc: object) -> None:
+        self.deactivate()
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the model on checked ``feeds``; returns outputs by name, in the manifest's order."""
+        if not self.is_active:
+            raise BackendError(f"{type(self).__name__} is not active; use it as a context manager or call activate()")
+        self.check_inputs(feeds)
+        return self._infer(feeds)
+
+    def check_inputs(self, feeds: dict[str, np.ndarray]) -> None:
+        """Refuse feeds that do not fit the manifest, naming the input and what was expected."""
+        expected = {t.name for t in self.inputs}
+        missing, unexpected = sorted(expected - set(feeds)), sorted(set(feeds) - expected)
+        if missing or unexpected:
+            raise UsageError(f"model inputs are {sorted(expected)}; missing {missing}, unexpected {unexpected}")
+        symbols: dict[str, tuple[int, str]] = {}
+        for spec in self.inputs:
+            array = feeds[spec.name]
+            if not isinstance(array, np.ndarray):
+                raise UsageError(f"input {spec.name} must be a numpy array, not {type(array).__name__}")
+            if array.dtype != np.dtype(spec.dtype):
+                raise UsageError(f"input {spec.name} must be {spec.dtype}, not {array.dtype}")
+            if array.ndim != len(spec.shape):
+                raise UsageError(f"input {spec.name} must have {len(spec.shape)} dimensions {spec.shape}, "
+                                 f"got shape {array.shape}")
+            for axis, (want, got) in enumerate(zip(spec.shape, array.shape)):
+                if isinstance(want, int) and want >= 0 and want != got:
+                    raise UsageError(f"input {spec.name} must have shape {spec.shape}; axis {axis} is {got}")
+                if isinstance(want, str):
+                    seen = symbols.setdefault(want, (got, spec.name))
+                    if seen[0] != got:
+                        raise UsageError(f"dimension {want!r} is {seen[0]} in {seen[1]} but {got} in {spec.name}")
+            if array.ndim and array.shape[0] < 1:
+                raise UsageError(f"input {spec.name} has an empty batch")
+            if self.max_batch is not None and array.ndim and array.shape[0] > self.max_batch:
+                raise UsageError(f"input {spec.name} has a batch of {array.shape[0]}, over this model's limit of "
+                                 f"{self.max_batch}; split the batch (or rebuild the engine with a larger --max-batch)")
+
+    @abstractmethod
+    def _activate(self) -> None: ...
+
+    @abstractmethod
+    def _deactivate(self) -> None: ...
+
+    @abstractmethod
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
 def open_runner(bundle: Path, manifest: Manifest, backend: str = "auto", model_key: str = "model") -> Runner:
-    """Open the best backend that really works here for ``manifest.files[model_key]``.
+    """An inactive runner for ``manifest.files[model_key]`` on the requested backend.
 
-    ``trt-engine`` runs a serialized TensorRT engine from the bundle with TensorRT's own
-    Python API; every other choice runs the ONNX file through ONNX Runtime, which then picks
-    TensorRT, CUDA or CPU execution providers (see :mod:`runtime.backends.ort_runner`).
+    ``trt-engine`` runs the bundle's serialized TensorRT engine with TensorRT's own Python
+    API; every other choice runs the ONNX file through ONNX Runtime, which then picks
+    TensorRT, CUDA or CPU execution providers (see :mod:`flare.runtime.backends.ort_runner`).
     """
     if backend not in BACKENDS:
-        raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        raise UsageError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if model_key not in manifest.files:
+        raise BackendError(f"{bundle} has no {model_key!r} file; it holds {', '.join(manifest.files)}")
     if backend == "trt-engine":
-        from runtime.backends.trt_runner import TensorRTRunner
+        from flare.runtime.backends.trt_runner import TensorRTRunner
 
         engine = manifest.files.get(f"engine_{model_key}") or manifest.files.get("engine")
         if engine is None:
             raise BackendError(f"{bundle} has no TensorRT engine; re-export with --engine on this GPU")
-        return TensorRTRunner(bundle / engine)
-    from runtime.backends.ort_runner import OnnxRuntimeRunner
+        return TensorRTRunner(bundle / engine.path, manifest.inputs, manifest.outputs, engine.max_batch)
+    from flare.runtime.backends.ort_runner import OnnxRuntimeRunner
 
-    return OnnxRuntimeRunner(bundle / manifest.files[model_key], backend=backend,
-                             cache_dir=bundle / "trt_cache", fp16=manifest.precision == "fp16")
+    entry = manifest.files[model_key]
+    return OnnxRuntimeRunner(bundle / entry.path, manifest.inputs, manifest.outputs, backend=backend,
+                             cache_dir=bundle / "trt_cache", fp16=manifest.precision == "fp16",
+                             max_batch=entry.max_batch)

@@ -3,17 +3,22 @@
 ``onnxruntime.get_available_providers()`` lists what the installed package was *built* with,
 not what can start here (a CUDA build on a machine without the CUDA libraries still lists
 CUDA). So we ask for the providers in order (TensorRT, CUDA, CPU) and read back what the
-session actually uses; a provider that fails to start is dropped with a note.
+session actually uses. A provider that raises while the session starts is dropped and the
+session retried; one that ONNX Runtime silently leaves out is noticed by comparing what was
+asked for with what runs. Both end up in :attr:`Runner.notes`, never swallowed.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from runtime.errors import BackendError, FlareError
+from flare.runtime.artifacts import TensorSpec
+from flare.runtime.backends.base import Runner
+from flare.runtime.errors import BackendError, MissingExtraError
 
 _PREFERENCE = {
     "auto": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
@@ -25,15 +30,12 @@ _SHORT = {"TensorrtExecutionProvider": "tensorrt", "CUDAExecutionProvider": "cud
           "CPUExecutionProvider": "cpu"}
 
 
-def import_onnxruntime():
+def import_onnxruntime() -> Any:
     """Import ONNX Runtime or say how to install it."""
     try:
         import onnxruntime
     except ImportError as exc:
-        raise FlareError(
-            "running a bundle needs ONNX Runtime: pip install 'flare-edge[cpu]' "
-            "(or 'flare-edge[gpu]' on an NVIDIA machine)"
-        ) from exc
+        raise MissingExtraError("running a bundle (ONNX Runtime)", "cpu") from exc
     return onnxruntime
 
 
@@ -48,51 +50,67 @@ def installed_onnxruntime_packages() -> list[str]:
     return found
 
 
-class OnnxRuntimeRunner:
+class OnnxRuntimeRunner(Runner):
     """One ONNX model in an ``InferenceSession`` on the best provider that starts."""
 
-    def __init__(self, model: Path, backend: str = "auto", cache_dir: Path | None = None,
-                 fp16: bool = False, threads: int | None = None) -> None:
+    def __init__(self, model: Path, inputs: list[TensorSpec], outputs: list[TensorSpec], backend: str = "auto",
+                 cache_dir: Path | None = None, fp16: bool = False, threads: int | None = None,
+                 max_batch: int | None = None) -> None:
+        super().__init__(inputs, outputs, max_batch)
+        if backend not in _PREFERENCE:
+            raise BackendError(f"ONNX Runtime has no backend {backend!r}; choose one of {', '.join(_PREFERENCE)}")
+        self.model, self.backend, self.cache_dir, self.fp16, self.threads = Path(model), backend, cache_dir, fp16, threads
+        self.session: Any = None
+        self.provider = ""
+
+    def _activate(self) -> None:
         ort = import_onnxruntime()
-        self.notes: list[str] = []
-        wanted = [p for p in _PREFERENCE[backend] if p in ort.get_available_providers()]
-        if backend != "auto" and _PREFERENCE[backend][0] not in wanted:
-            raise BackendError(
-                f"backend {backend} is not available in this ONNX Runtime build "
-                f"({', '.join(ort.get_available_providers())}); install flare-edge[gpu] on a CUDA machine"
-            )
+        self.notes = []
+        built = ort.get_available_providers()
+        wanted = [p for p in _PREFERENCE[self.backend] if p in built]
+        if self.backend != "auto" and _PREFERENCE[self.backend][0] not in wanted:
+            raise BackendError(f"backend {self.backend} is not in this ONNX Runtime build ({', '.join(built)}); "
+                               "install flare-edge[gpu] on a CUDA machine")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads = threads
-        providers = []
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+        providers: list[Any] = []
         for p in wanted:
             if p == "TensorrtExecutionProvider":
-                trt_opts = {"trt_fp16_enable": fp16}
-                if cache_dir is not None:
-                    trt_opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache_dir))
+                trt_opts: dict[str, Any] = {"trt_fp16_enable": self.fp16}
+                if self.cache_dir is not None:
+                    trt_opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(self.cache_dir))
                 providers.append((p, trt_opts))
             else:
                 providers.append(p)
-        self.session = self._start(ort, model, options, providers)
+        self.session = self._start(ort, options, providers)
         active = self.session.get_providers()
-        if backend != "auto" and _PREFERENCE[backend][0] not in active:
-            raise BackendError(f"backend {backend} could not start here (running on {active[0]})")
+        for p in wanted:
+            if p not in active and not any(p in note for note in self.notes):
+                self.notes.append(f"{p} was requested but ONNX Runtime did not start it (its libraries or GPU "
+                                  "are missing here; ONNX Runtime's log says why)")
+        if self.backend != "auto" and _PREFERENCE[self.backend][0] not in active:
+            raise BackendError(f"backend {self.backend} could not start here (running on {active[0]}); "
+                               + "; ".join(self.notes))
         self.provider = active[0]
         self.name = f"onnxruntime:{_SHORT.get(self.provider, self.provider)}"
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        self._output_names = [o.name for o in self.session.get_outputs()]
 
-    def _start(self, ort, model: Path, options, providers: list):
+    def _start(self, ort: Any, options: Any, providers: list[Any]) -> Any:
         """Create the session, dropping accelerated providers that fail to initialise."""
         while True:
             try:
-                return ort.InferenceSession(str(model), sess_options=options, providers=providers)
+                return ort.InferenceSession(str(self.model), sess_options=options, providers=providers)
             except Exception as exc:  # noqa: BLE001 - ORT raises plain RuntimeError/Fail for any provider failure
                 if len(providers) <= 1:
-                    raise BackendError(f"ONNX Runtime cannot load {model}: {exc}") from exc
+                    raise BackendError(f"ONNX Runtime cannot load {self.model}: {exc}") from exc
                 dropped = providers.pop(0)
-                self.notes.append(f"{dropped if isinstance(dropped, str) else dropped[0]} failed: {exc}")
+                name = dropped if isinstance(dropped, str) else dropped[0]
+                self.notes.append(f"{name} failed to start and was dropped: {' '.join(str(exc).split())}")
 
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self.session.run(self.output_names, feeds)
+    def _deactivate(self) -> None:
+        self.session = None
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self._output_names, self.session.run(self._output_names, feeds)))

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from runtime.errors import FlareError, UsageError
+from flare.runtime.errors import FlareError, UsageError
 
 #: Edge-size backbones that train and run comfortably on a CPU or a Jetson.
 EDGE_MODELS = ("resnet18", "mobilenetv3_small_100", "mobilenetv3_large_100", "efficientnet_b0")

@@ -1,4 +1,4 @@
-"""Datasets on disk: SpaceNet's Kaggle layout, any ImageFolder tree, and leak-free splits.
+"""Leak-free splits: every file of one original image (its group) lands in one split.
 
 Why grouping matters: SpaceNet keeps an original and all its augmented and generated variants
 side by side (``<class>_page_<p>_image_<n>[_aug<K>|_<K>]_SwinIR_large.png``). A random split
@@ -10,66 +10,23 @@ later step (training, export calibration, experiments) reads the same split file
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import FlareError, UsageError
-from runtime.imageio import is_supported
-from runtime.taxonomy import FINE_CLASSES, MACRO_OF, fine_from_folder
+from flare.runtime.atomic import write_text
+from flare.runtime.errors import FlareError, UsageError
+from flare.training.data.folders import Sample, resolve_root
 
-SPACENET_ROOT = "SpaceNet.FLARE.imam_alam"
 #: The original image's identity in SpaceNet file names.
 SPACENET_GROUP = re.compile(r"^(?P<group>.+?_page_\d+_image_\d+)")
 #: Our own variant naming (stage 1 and 2 outputs): ``<original stem>__<variant>``.
 VARIANT_SEP = "__"
 SPLIT_COLUMNS = ["path", "label", "group", "split"]
 SPLITS = ("train", "val", "test")
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One image file and its fine class name (path relative to the data root)."""
-
-    path: str
-    label: str
-
-
-def resolve_root(data: Path) -> Path:
-    """Descend into SpaceNet's root folder when given the folder that holds it."""
-    data = Path(data)
-    if not data.is_dir():
-        raise UsageError(f"{data} is not a folder of images (expected one sub-folder per class)")
-    inner = data / SPACENET_ROOT
-    return inner if inner.is_dir() else data
-
-
-def scan_image_folder(data: Path) -> tuple[list[Sample], list[str]]:
-    """List ``<root>/<class>/**/<image>`` files; returns samples and the class names in order.
-
-    Folders named after FLARE's fine classes (``black hole``, ``black_hole``, any case) map to
-    the taxonomy and keep its order; any other ImageFolder tree uses its folder names sorted.
-    """
-    root = resolve_root(data)
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not folders:
-        raise UsageError(f"{root} has no class sub-folders (expected <root>/<class>/<image>)")
-    mapped = {f: fine_from_folder(f.name) for f in folders}
-    flare_tree = all(mapped.values())
-    samples = []
-    for folder in folders:
-        label = mapped[folder] if flare_tree else folder.name
-        for f in sorted(folder.rglob("*")):
-            if f.is_file() and is_supported(f) and not any(p.startswith(".") for p in f.relative_to(root).parts):
-                samples.append(Sample(f.relative_to(root).as_posix(), label))
-    if not samples:
-        raise UsageError(f"{root} has class folders but no image files in them")
-    present = sorted(set(s.label for s in samples))
-    classes = [c for c in FINE_CLASSES if c in present] if flare_tree else present
-    return samples, classes
 
 
 def group_of(path: str, regex: re.Pattern[str] | None = None) -> str:
@@ -127,12 +84,13 @@ def split_groups(samples: list[Sample], val: float = 0.15, test: float = 0.15, s
     return rows
 
 
-def write_split(rows: list[dict[str, str]], out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=SPLIT_COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
+def write_split(rows: list[dict[str, str]], out: Path, columns: list[str] = SPLIT_COLUMNS) -> Path:
+    """Write a split file atomically (training reads it as the definition of the split)."""
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=columns)
+    w.writeheader()
+    w.writerows(rows)
+    return write_text(Path(out), buf.getvalue())
 
 
 def read_split(path: Path, root: Path | None = None) -> list[dict[str, str]]:
@@ -157,19 +115,3 @@ def read_split(path: Path, root: Path | None = None) -> list[dict[str, str]]:
     return rows
 
 
-def labels_for(level: str, classes: list[str]) -> tuple[list[str], dict[str, str], dict[str, str]]:
-    """Output classes, their macro roll-up, and the map from fine label to output label.
-
-    ``level`` fine keeps ``classes``; macro maps FLARE's fine classes to its 4 macro classes
-    (a generic ImageFolder has no macro classes and is refused).
-    """
-    if level == "fine":
-        macro_of = {c: MACRO_OF.get(c, c) for c in classes}
-        return classes, macro_of, {c: c for c in classes}
-    if level == "macro":
-        unknown = [c for c in classes if c not in MACRO_OF]
-        if unknown:
-            raise UsageError(f"--labels macro needs FLARE's fine classes; {unknown} have no macro class")
-        macros = sorted(set(MACRO_OF[c] for c in classes))
-        return macros, {m: m for m in macros}, {c: MACRO_OF[c] for c in classes}
-    raise UsageError(f"--labels must be fine or macro, not {level!r}")

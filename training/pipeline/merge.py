@@ -30,10 +30,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from runtime.errors import UsageError
-from runtime.imageio import load_rgb
-from runtime.progress import log, progress_bar
-from training.data import Sample, group_of, read_split, split_groups
+from flare.runtime.errors import UsageError
+from flare.runtime.imageio import load_rgb
+from flare.runtime.progress import log, progress_bar
+from flare.training.data.folders import Sample
+from flare.training.data.splits import group_of, read_split, split_groups, write_split
+from flare.training.pipeline.stage1 import ERROR_KIND
 
 MERGE_COLUMNS = ["path", "label", "group", "split", "pool", "origin", "distance"]
 
@@ -42,7 +44,7 @@ MERGE_COLUMNS = ["path", "label", "group", "split", "pool", "origin", "distance"
 class MergeConfig:
     alpha: float = 0.5
     beta: float = 1.0
-    select: str = "random"
+    select: str = "percentile"
     band: tuple[float, float] = (0.0, 95.0)
     seed: int = 0
 
@@ -63,7 +65,7 @@ def read_stage1(folder: Path) -> list[Candidate]:
     with open(manifest, newline="", encoding="utf-8") as f:
         return [Candidate(Path(folder) / r["output"], r["output"], r["label"],
                           "original" if r["kind"] == "original" else "stage1", r["source"])
-                for r in csv.DictReader(f)]
+                for r in csv.DictReader(f) if r["kind"] != ERROR_KIND]
 
 
 def read_stage2(folder: Path) -> list[Candidate]:
@@ -101,15 +103,14 @@ class ClassifierEmbedder:
     def __init__(self, run: Path) -> None:
         import torch
 
-        from runtime.preprocess import PreprocessSpec
-        from training.train import build_from_run
+        from flare.training.classifiers.train import build_from_run
 
         self.torch = torch
-        self.model, cfg, _ = build_from_run(run)
-        self.spec = PreprocessSpec.from_dict(cfg["preprocessing"])
+        self.model, config, _ = build_from_run(run)
+        self.spec = config.preprocessing
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        from runtime.preprocess import preprocess
+        from flare.runtime.preprocess import preprocess
 
         x = self.torch.from_numpy(preprocess(rgb, self.spec))[None]
         with self.torch.inference_mode():
@@ -207,11 +208,7 @@ def merge(stage1: Path, stage2: Path, out: Path, config: MergeConfig = MergeConf
         split_of = {r["path"]: r["split"] for r in rows}
     rows = [{"path": c.rel, "label": c.label, "group": group_of(c.rel), "split": split_of[c.rel], "pool": c.pool,
              "origin": c.origin, "distance": "" if d is None else f"{d:.6f}"} for c, d in chosen]
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "merge.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=MERGE_COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
+    write_split(rows, out / "merge.csv", MERGE_COLUMNS)  # last and atomic: it marks the merge as done
     total = {k: sum(c[k] for c in counts.values()) for k in ("original", "stage1", "stage2", "stage2_pool")}
     log(f"merged {len(rows)} images into {out}: {total['original']} originals, {total['stage1']} stage-1, "
         f"{total['stage2']} of {total['stage2_pool']} stage-2 ({config.select})")

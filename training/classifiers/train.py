@@ -2,10 +2,10 @@
 
 The recipe defaults are the FLARE authors' (Adam lr 2e-5, StepLR 10 / 0.5, 50 epochs, batch
 64, 224 px, ImageNet normalisation, best-validation-loss checkpoint). Inputs go through
-:func:`runtime.preprocess.preprocess`, the same function the runtime uses, so an exported
+:func:`flare.runtime.preprocess.preprocess`, the same function the runtime uses, so an exported
 bundle sees the same pixels. A RUN folder holds:
 
-- ``config.json``: the training configuration, classes, macro map and preprocessing
+- ``run.json``: the :class:`~flare.runtime.artifacts.ClassifierRun` (settings, classes, macro map, preprocessing)
 - ``last.safetensors`` / ``best.safetensors``: weights after the last epoch / at the best
   validation loss; ``train_state.pt``: optimizer, scheduler and epoch for ``--resume``
 - ``metrics.jsonl``: one line per epoch; ``split.csv``: the split that was used
@@ -14,9 +14,7 @@ bundle sees the same pixels. A RUN folder holds:
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,37 +23,22 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from runtime.atomic import write_atomically
-from runtime.errors import FlareError, UsageError
-from runtime.imageio import load_rgb
-from runtime.preprocess import PreprocessSpec, preprocess
-from runtime.progress import log, progress_bar
-from training.data import labels_for, read_split, resolve_root, scan_image_folder, split_groups, write_split
-from training.metrics import accuracy, confusion_matrix, macro_f1, save_confusion
-from training.models import create_classifier, load_weights
+from flare.runtime.artifacts import ClassifierRun, ClassifierTraining
+from flare.runtime.atomic import write_json
+from flare.runtime.errors import FlareError, UsageError
+from flare.runtime.imageio import load_rgb
+from flare.runtime.preprocess import PreprocessSpec, preprocess
+from flare.runtime.progress import log, progress_bar
+from flare.runtime.taxonomy import FINE_CLASSES, output_labels
+from flare.training.checkpoints import EpochLog, load_state, load_weights_file, save_state, save_weights
+from flare.training.classifiers.metrics import accuracy, confusion_matrix, macro_f1, save_confusion
+from flare.training.classifiers.models import create_classifier, load_weights
+from flare.training.data.folders import resolve_root, scan_image_folder
+from flare.training.data.splits import read_split, split_groups, write_split
+from flare.training.devices import autocast, pick_device
 
-RUN_FORMAT = "flare-run/1"
 #: Cache decoded inputs in memory when they fit in this many bytes (demo-size data).
 CACHE_LIMIT_BYTES = 2 * 1024**3
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run; saved to ``config.json``."""
-
-    model: str
-    data: str
-    level: str = "fine"
-    epochs: int = 50
-    batch: int = 64
-    lr: float = 2e-5
-    step_size: int = 10
-    gamma: float = 0.5
-    img_size: int = 224
-    seed: int = 0
-    weights: str | None = None
-    amp: bool = True
-    workers: int = 0
 
 
 class ImageDataset(Dataset):
@@ -82,52 +65,17 @@ class ImageDataset(Dataset):
         return torch.from_numpy(self.array(i)), self.target_of[self.rows[i]["label"]]
 
 
-def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def _autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on GPUs that have it, fp16 otherwise; off on CPU (slower there)."""
-    if not enabled or device.type != "cuda":
-        return torch.autocast(device.type, enabled=False)
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
-
-
-def save_weights(model: nn.Module, path: Path) -> None:
-    """The model's weights as safetensors, written atomically."""
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    write_atomically(path, lambda p: save_file(state, str(p)))
-
-
-def load_run(run: Path) -> dict[str, Any]:
-    """Read a RUN folder's ``config.json``."""
-    path = Path(run) / "config.json"
-    if not path.is_file():
-        raise UsageError(f"{run} is not a training run (no config.json); train one with 'flare train'")
-    cfg = json.loads(path.read_text())
-    if cfg.get("format") != RUN_FORMAT:
-        raise FlareError(f"{path} is not a {RUN_FORMAT} run config")
-    return cfg
-
-
-def build_from_run(run: Path, checkpoint: str = "best") -> tuple[nn.Module, dict[str, Any], Path]:
+def build_from_run(run: Path, checkpoint: str = "best") -> tuple[nn.Module, ClassifierRun, Path]:
     """The trained model of a RUN with its config and the weights file used."""
-    from safetensors.torch import load_file
-
-    cfg = load_run(run)
+    config = ClassifierRun.load(run)
     weights = Path(run) / f"{checkpoint}.safetensors"
     if not weights.is_file():
         weights = Path(run) / "last.safetensors"
     if not weights.is_file():
         raise FlareError(f"{run} has no checkpoint yet (no best/last.safetensors)")
-    model = create_classifier(cfg["train"]["model"], len(cfg["classes"]), cfg["train"]["img_size"])
-    model.load_state_dict(load_file(str(weights)))
-    return model.eval(), cfg, weights
+    model = create_classifier(config.train.model, len(config.classes), config.train.input_size)
+    model.load_state_dict(load_weights_file(weights))
+    return model.eval(), config, weights
 
 
 @torch.inference_mode()
@@ -138,7 +86,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, n: int,
     total_loss, trues, preds = 0.0, [], []
     for x, y in loader:
         x, y = x.to(device), y.to(device)
-        with _autocast(device, amp):
+        with autocast(device, amp):
             logits = model(x)
         total_loss += float(loss_fn(logits.float(), y))
         trues.append(y.cpu().numpy())
@@ -163,17 +111,17 @@ def prepare_split(data: Path, split: Path | None, run: Path, seed: int) -> list[
     return rows
 
 
-def train(cfg: TrainConfig, out: Path, split: Path | None = None, resume: bool = False,
+def train(cfg: ClassifierTraining, out: Path, split: Path | None = None, resume: bool = False,
           device: str = "auto") -> dict[str, Any]:
     """Train (or resume) a run in ``out``; returns the final test metrics."""
     out = Path(out)
     state_path = out / "train_state.pt"
+    dev = pick_device(device)
     if resume:
         if not state_path.is_file():
             raise UsageError(f"--resume: {out} has no checkpoint to resume from")
-        saved = load_run(out)
         requested_epochs = cfg.epochs
-        cfg = TrainConfig(**saved["train"])
+        cfg = ClassifierRun.load(out).train
         cfg.epochs = max(cfg.epochs, requested_epochs)
         rows = read_split(out / "split.csv", Path(cfg.data))
     else:
@@ -183,20 +131,15 @@ def train(cfg: TrainConfig, out: Path, split: Path | None = None, resume: bool =
         rows = prepare_split(Path(cfg.data), split, out, cfg.seed)
     root = resolve_root(Path(cfg.data))
     fine_classes = sorted(set(r["label"] for r in rows))
-    from runtime.taxonomy import FINE_CLASSES
-
     if all(c in FINE_CLASSES for c in fine_classes):
         fine_classes = [c for c in FINE_CLASSES if c in fine_classes]
-    classes, macro_of, label_map = labels_for(cfg.level, fine_classes)
+    classes, macro_of, label_map = output_labels(cfg.level, fine_classes)
     target_of = {fine: classes.index(label_map[fine]) for fine in fine_classes}
-    spec = PreprocessSpec(size=cfg.img_size)
-    run_cfg = {"format": RUN_FORMAT, "train": asdict(cfg), "classes": classes, "macro_of": macro_of,
-               "level": cfg.level, "label_map": label_map, "preprocessing": spec.to_dict()}
-    (out / "config.json").write_text(json.dumps(run_cfg, indent=2))
+    spec = PreprocessSpec(size=cfg.input_size)
+    ClassifierRun(train=cfg, classes=classes, macro_of=macro_of, label_map=label_map, preprocessing=spec).save(out)
 
-    dev = pick_device(device)
     torch.manual_seed(cfg.seed)
-    model = create_classifier(cfg.model, len(classes), cfg.img_size).to(dev)
+    model = create_classifier(cfg.model, len(classes), cfg.input_size).to(dev)
     if cfg.weights and not resume:
         info = load_weights(model, Path(cfg.weights))
         log(f"loaded {cfg.weights}: {info['loaded']} tensors, {info['missing']} new (head)")
@@ -206,25 +149,20 @@ def train(cfg: TrainConfig, out: Path, split: Path | None = None, resume: bool =
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     start, best_loss = 0, float("inf")
     if resume:
-        from safetensors.torch import load_file
-
-        state = torch.load(state_path, map_location=dev, weights_only=False)
-        model.load_state_dict(load_file(str(out / "last.safetensors")))
+        state = load_state(state_path, dev)
+        model.load_state_dict(load_weights_file(out / "last.safetensors"))
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         start, best_loss = state["epoch"] + 1, state["best_val_loss"]
         log(f"resuming {out} at epoch {start + 1}/{cfg.epochs}")
 
-    per_item = 3 * cfg.img_size * cfg.img_size * 4
+    per_item = 3 * cfg.input_size * cfg.input_size * 4
     cache = len(rows) * per_item < CACHE_LIMIT_BYTES
     sets = {s: ImageDataset([r for r in rows if r["split"] == s], root, spec, target_of, cache) for s in ("train", "val", "test")}
     eval_loader = {s: DataLoader(d, batch_size=cfg.batch, shuffle=False, num_workers=cfg.workers) for s, d in sets.items()}
     loss_fn = nn.CrossEntropyLoss()
-    metrics_path = out / "metrics.jsonl"
-    kept = [line for line in metrics_path.read_text().splitlines() if line.strip() and json.loads(line)["epoch"] <= start] \
-        if resume and metrics_path.exists() else []
-    metrics_path.write_text("".join(line + "\n" for line in kept))
+    metrics = EpochLog(out / "metrics.jsonl", keep=start)
 
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
@@ -239,7 +177,7 @@ def train(cfg: TrainConfig, out: Path, split: Path | None = None, resume: bool =
             for x, y in loader:
                 x, y = x.to(dev), y.to(dev)
                 optimizer.zero_grad(set_to_none=True)
-                with _autocast(dev, cfg.amp):
+                with autocast(dev, cfg.amp):
                     logits = model(x)
                     loss = loss_fn(logits.float(), y)
                 scaler.scale(loss).backward()
@@ -260,10 +198,9 @@ def train(cfg: TrainConfig, out: Path, split: Path | None = None, resume: bool =
             save_weights(model, out / "best.safetensors")
         save_weights(model, out / "last.safetensors")
         state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "scaler": scaler.state_dict(), "epoch": epoch, "best_val_loss": best_loss}
-        write_atomically(state_path, lambda p: torch.save(state, p))
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+                 "scaler": scaler.state_dict(), "epoch": epoch, "best_val_loss": float(best_loss)}
+        save_state(state, state_path)
+        metrics.append(row)
         log(f"epoch {epoch + 1}: loss {row['train_loss']:.4f} acc {row['train_acc']:.3f} | "
             f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f} macro-F1 {row['val_macro_f1']:.3f}"
             + (" (best)" if improved else ""))
@@ -275,5 +212,5 @@ def train(cfg: TrainConfig, out: Path, split: Path | None = None, resume: bool =
     results = {"test_acc": test["acc"], "test_macro_f1": test["macro_f1"], "test_loss": test["loss"],
                "test_images": int(test["cm"].sum()), "confusion_matrix": js.name, "confusion_png": png.name,
                "device": str(dev)}
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    write_json(out / "results.json", results)
     return results

@@ -11,9 +11,10 @@ import os
 import shutil
 from pathlib import Path
 
-from training.merge import MergeConfig, merge
-from training.stage1 import Stage1Config, run_stage1
-from training.stage2 import Stage2Config, augment_stage2
+from flare.runtime.atomic import touch
+from flare.training.pipeline.merge import MergeConfig, merge
+from flare.training.pipeline.stage1 import Stage1Config, run_stage1
+from flare.training.pipeline.stage2 import Stage2Config, augment_stage2
 
 COMPLETE = ".complete"
 
@@ -35,7 +36,7 @@ def link_tree(files: list[tuple[Path, str]], out: Path) -> Path:
 def stage1_originals(stage1: Path, out: Path) -> Path:
     """An ImageFolder view of stage 1's super-resolved originals (stage 2's sources)."""
     with open(Path(stage1) / "stage1.csv", newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if r["kind"] == "original"]
+        rows = [r for r in csv.DictReader(f) if r["kind"] == "original"]  # not the error rows
     return link_tree([(Path(stage1) / r["output"], r["output"]) for r in rows], out)
 
 
@@ -47,11 +48,11 @@ def augment_all(data: Path, sr: Path | None, diffusion: str | Path, out: Path,
     out = Path(out)
     if not (out / "stage1" / COMPLETE).exists():
         run_stage1(data, sr, out / "stage1", stage1, device=device)
-        (out / "stage1" / COMPLETE).touch()
+        touch(out / "stage1" / COMPLETE)
     sources = stage1_originals(out / "stage1", out / "stage1_originals")
     if not (out / "stage2" / COMPLETE).exists():
         augment_stage2(sources, diffusion, out / "stage2", stage2, device=device)
-        (out / "stage2" / COMPLETE).touch()
+        touch(out / "stage2" / COMPLETE)
     merged = out / "merged"
     if not (merged / "merge.csv").exists():
         merge(out / "stage1", out / "stage2", merged, merge_config, split=split)

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field, fields, replace
+import shutil
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
@@ -38,9 +39,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from runtime.errors import FlareError, UsageError
+from flare.runtime.artifacts import Conditioner, DiffusionRun
+from flare.runtime.atomic import publish_folder
+from flare.runtime.errors import FlareError, UsageError
 
-RUN_FORMAT = "flare-diffusion/1"
+#: The conditioner's weights inside ``conditioner/`` of a RUN.
+CONDITIONER_WEIGHTS = "conditioner.safetensors"
 PROMPT_TEMPLATE = "An image of {cls} in space"
 SAMPLERS = ("dpmpp", "ddim")
 PREDICTIONS = ("epsilon", "v_prediction")
@@ -186,7 +190,7 @@ def condition_dropout(labels: torch.Tensor, null_index: int, cond_drop: float, i
 class _ClassTable(nn.Module):
     """Shared lookup of class names: index ``len(classes)`` is the null (dropped) prompt.
 
-    Subclasses provide ``forward`` (indices to context) and ``describe`` (for the run config).
+    Subclasses provide ``forward`` (indices to context) and ``describe`` (for ``run.json``).
     """
 
     kind = ""
@@ -232,8 +236,9 @@ class ClassPromptEmbedding(_ClassTable):
     def forward(self, labels: torch.Tensor) -> torch.Tensor:
         return self.proj(self.embedding(labels)).view(len(labels), self.tokens, self.dim)
 
-    def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "dim": self.dim, "tokens": self.tokens}
+    def describe(self) -> Conditioner:
+        return Conditioner(kind=self.kind, classes=self.classes, prompts=[prompt_for(c) for c in self.classes],
+                           dim=self.dim, tokens=self.tokens)
 
 
 class PromptTable(_ClassTable):
@@ -260,8 +265,10 @@ class PromptTable(_ClassTable):
     def forward(self, labels: torch.Tensor) -> torch.Tensor:
         return self.table[labels]
 
-    def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "shape": list(self.table.shape)}
+    def describe(self) -> Conditioner:
+        _, tokens, dim = self.table.shape
+        return Conditioner(kind=self.kind, classes=self.classes, prompts=[prompt_for(c) for c in self.classes],
+                           dim=int(dim), tokens=int(tokens))
 
 
 class TextPromptEncoder(nn.Module):
@@ -484,38 +491,7 @@ class LatentDiffusion(nn.Module):
         return to_uint8(self.decode(latents.to(self.vae.dtype)))
 
 
-class PipelineGenerator:
-    """A diffusers pipeline we cannot take apart (e.g. UniDiffuser): driven by its own call.
-
-    Only the class prompt reaches it; the sampler is swapped for ours where the pipeline
-    has a ``scheduler`` we can rebuild from its config.
-    """
-
-    def __init__(self, pipe: Any, info: ModelInfo) -> None:
-        self.pipe, self.info = pipe, info
-
-    supports_image_variation = False
-
-    def generate(self, names: Sequence[str], seeds: Sequence[int], *, steps: int = 50, guidance: float = 8.0,
-                 sampler: str = "dpmpp", order: int = 3, sources: Sequence[np.ndarray] | None = None,
-                 strength: float = 0.75) -> np.ndarray:
-        """Same contract as :meth:`LatentDiffusion.generate` (``strength`` is unused here)."""
-        if sources is not None:
-            raise UsageError(f"{self.info.source} ({self.info.extra.get('pipeline')}) is driven through its own "
-                             "call and cannot do image variation here; use --no-image-variation")
-        if getattr(self.pipe, "scheduler", None) is not None:
-            self.pipe.scheduler = make_scheduler(sampler, dict(self.pipe.scheduler.config), order)
-        generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        result = self.pipe(prompt=[prompt_for(n) for n in names], num_inference_steps=steps,
-                           guidance_scale=guidance, generator=generators, output_type="np")
-        images = getattr(result, "images", result[0] if isinstance(result, tuple) else result)
-        return (np.clip(np.asarray(images), 0, 1) * 255).round().astype(np.uint8)
-
-
-Diffusion = LatentDiffusion | PipelineGenerator
-
-
-def sample(model: Diffusion, classes: list[str], n: int = 1, steps: int = 50, guidance: float = 8.0,
+def sample(model: LatentDiffusion, classes: list[str], n: int = 1, steps: int = 50, guidance: float = 8.0,
            sampler: str = "dpmpp", seed: int = 0, source_images: Sequence[np.ndarray] | None = None, *,
            order: int = 3, strength: float = 0.75, batch: int = 16) -> np.ndarray:
     """``n`` images for each entry of ``classes`` (class-major), as N x H x W x 3 uint8.
@@ -568,93 +544,105 @@ def build_model(config: DiffusionConfig, classes: Sequence[str], *, vae: nn.Modu
     return LatentDiffusion(vae, unet, cond, config.scheduler_config(), info, config.image_cond_cells)
 
 
-def _jsonable(config: Any) -> dict[str, Any]:
-    """A diffusers config as plain JSON (tuples -> lists, private keys dropped)."""
-    return json.loads(json.dumps({k: v for k, v in dict(config).items() if not k.startswith("_")}))
+def save_model(model: LatentDiffusion, folder: Path) -> None:
+    """The sampling parts of ``model`` in the diffusers folder layout, each folder swapped in whole.
+
+    ``unet/`` and ``vae/`` (``save_pretrained``), ``scheduler/`` (the noise schedule, as a
+    diffusers scheduler config) and ``conditioner/`` (our class embeddings or prompt table).
+    The run's own ``run.json`` is written by the trainer.
+    """
+    from diffusers import DDPMScheduler
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    parts = {
+        "unet": lambda d: model.unet.save_pretrained(str(d)),
+        "vae": lambda d: model.vae.save_pretrained(str(d)),
+        "scheduler": lambda d: DDPMScheduler(**_schedule_kwargs(model.scheduler_config)).save_pretrained(str(d)),
+        "conditioner": lambda d: save_file({k: v.detach().cpu().contiguous() for k, v in model.cond.state_dict().items()},
+                                           str(d / CONDITIONER_WEIGHTS)),
+    }
+    for name, write in parts.items():
+        stage = folder / f"{name}.partial"
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir(parents=True)
+        write(stage)
+        publish_folder(stage, folder / name)
 
 
-def model_description(model: LatentDiffusion, config: DiffusionConfig) -> dict[str, Any]:
-    """What :func:`load_run_model` needs to rebuild ``model`` (the ``model`` part of config.json)."""
-    return {"diffusion": asdict(config), "classes": model.cond.classes,
-            "prompts": [prompt_for(c) for c in model.cond.classes], "conditioner": model.cond.describe(),
-            "vae_config": _jsonable(model.vae.config), "unet_config": _jsonable(model.unet.config),
-            "scheduler": model.scheduler_config, "image_mode": model.info.image_mode}
+def _schedule_kwargs(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k in _SCHEDULER_KEYS and v is not None}
 
 
-def load_run_model(run: Path, weights: str = "model.safetensors") -> LatentDiffusion:
-    """Rebuild a trained model from a RUN folder (EMA weights by default)."""
+def _load_part(cls: Any, folder: Path, name: str) -> Any:
+    """``folder/name`` as a diffusers model, from local files only."""
+    try:
+        return cls.from_pretrained(str(folder / name), local_files_only=True)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        raise FlareError(f"{folder / name} is not a {cls.__name__} saved with save_pretrained "
+                         f"({type(exc).__name__}: {exc})") from exc
+
+
+def load_diffusion(path: str | Path, device: str | torch.device = "cpu") -> LatentDiffusion:
+    """A ``train-diffusion`` RUN or a local Stable-Diffusion-shaped pipeline folder, on ``device``.
+
+    Both are diffusers folders and load the same way: ``unet/``, ``vae/`` and ``scheduler/``;
+    the prompt conditioning comes from our ``conditioner/`` (a RUN, described by its
+    ``run.json``) or from the pipeline's ``text_encoder/`` and ``tokenizer/``. Nothing is ever
+    downloaded: a hub id is refused with a message saying how to bring the model here.
+    """
     from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    folder = local_folder(path, "--diffusion")
+    is_run = (folder / DiffusionRun.FILE).is_file()
+    if not is_run and not (folder / "model_index.json").is_file():
+        raise UsageError(f"{folder} is neither a diffusion RUN ({DiffusionRun.FILE} from 'flare train-diffusion') "
+                         "nor a diffusers pipeline folder (model_index.json from save_pretrained)")
+    run = DiffusionRun.load(folder) if is_run else None
+    missing = [p for p in ("unet", "vae", "scheduler") if not (folder / p).is_dir()]
+    if run is None:
+        missing += [p for p in ("text_encoder", "tokenizer") if not (folder / p).is_dir()]
+    if missing:
+        raise FlareError(f"{folder} lacks {', '.join(missing)}: FLARE runs Stable-Diffusion-shaped models "
+                         "(UNet, VAE, scheduler and a CLIP text encoder); other pipelines are not supported")
+    unet = _load_part(UNet2DConditionModel, folder, "unet")
+    vae = _load_part(AutoencoderKL, folder, "vae")
+    scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
+    if run is not None:
+        cond = _load_conditioner(folder, run)
+        info = ModelInfo(source=str(folder), kind="run", image_mode=run.image_mode, classes=list(cond.classes))
+        cells = run.image_cond_cells
+    else:
+        if unet.config.in_channels != vae.config.latent_channels:
+            raise FlareError(f"{folder}: the UNet takes {unet.config.in_channels} channels but the VAE makes "
+                             f"{vae.config.latent_channels}; only text-to-image pipelines are supported")
+        cond = TextPromptEncoder(*load_text_encoder(folder))
+        info = ModelInfo(source=str(folder), kind="pipeline", image_mode="img2img", classes=None,
+                         extra={"pipeline": _pipeline_name(folder)})
+        cells = 4
+    model = LatentDiffusion(vae, unet, cond, scheduler, info, cells)
+    return model.to(torch.device(device)).eval()
+
+
+def _load_conditioner(folder: Path, run: DiffusionRun) -> _ClassTable:
     from safetensors.torch import load_file
 
-    cfg = read_run_config(run)
-    desc = cfg["model"]
-    config = DiffusionConfig.from_dict(desc["diffusion"])
-    vae = AutoencoderKL.from_config(desc["vae_config"])
-    unet = UNet2DConditionModel.from_config(desc["unet_config"])
-    cd = desc["conditioner"]
-    if cd["kind"] == PromptTable.kind:
-        cond: _ClassTable = PromptTable(desc["classes"], torch.zeros(cd["shape"]))
+    spec = run.conditioner
+    cond: _ClassTable
+    if spec.kind == PromptTable.kind:
+        cond = PromptTable(spec.classes, torch.zeros(len(spec.classes) + 1, spec.tokens, spec.dim))
     else:
-        cond = ClassPromptEmbedding(desc["classes"], cd["dim"], cd["tokens"])
-    info = ModelInfo(source=str(run), kind="run", image_mode=desc["image_mode"], classes=list(desc["classes"]))
-    model = LatentDiffusion(vae, unet, cond, desc["scheduler"], info, config.image_cond_cells)
-    path = Path(run) / weights
-    if not path.is_file():
-        raise FlareError(f"{run} has no {weights} yet; train it with 'flare train-diffusion' (or --resume)")
-    model.load_state_dict(load_file(str(path)))
-    return model.eval()
-
-
-def read_run_config(run: Path) -> dict[str, Any]:
-    """A diffusion RUN folder's ``config.json``, checked."""
-    path = Path(run) / "config.json"
-    if not path.is_file():
-        raise UsageError(f"{run} is not a diffusion run (no config.json); train one with 'flare train-diffusion'")
+        cond = ClassPromptEmbedding(spec.classes, spec.dim, spec.tokens)
+    path = folder / "conditioner" / CONDITIONER_WEIGHTS
     try:
-        cfg = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise FlareError(f"{path} is not valid JSON ({exc})") from exc
-    if cfg.get("format") != RUN_FORMAT or "model" not in cfg:
-        raise FlareError(f"{path} is not a {RUN_FORMAT} run config (is it a classifier run?)")
-    return cfg
+        cond.load_state_dict(load_file(str(path)))
+    except Exception as exc:  # noqa: BLE001 - missing, damaged or mismatched: the same advice
+        raise FlareError(f"cannot load the class conditioning {path} ({exc}); re-run 'flare train-diffusion'") from exc
+    return cond
 
 
-def load_pipeline(folder: Path, device: torch.device | None = None) -> Diffusion:
-    """A diffusers pipeline saved on disk; Stable-Diffusion-like ones get our own sampler loop."""
-    from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
-
+def _pipeline_name(folder: Path) -> str:
     try:
-        pipe = DiffusionPipeline.from_pretrained(str(folder), local_files_only=True)
-    except (OSError, ValueError, ImportError) as exc:
-        raise FlareError(f"{folder} has a model_index.json but could not be loaded as a diffusers pipeline "
-                         f"({type(exc).__name__}: {exc})") from exc
-    if device is not None:
-        pipe = pipe.to(device)
-    parts = pipe.components
-    name = type(pipe).__name__
-    unet, vae = parts.get("unet"), parts.get("vae")
-    if (isinstance(unet, UNet2DConditionModel) and isinstance(vae, AutoencoderKL)
-            and parts.get("text_encoder") is not None and parts.get("tokenizer") is not None
-            and unet.config.in_channels == vae.config.latent_channels):
-        cond = TextPromptEncoder(parts["tokenizer"], parts["text_encoder"].eval())
-        info = ModelInfo(source=str(folder), kind="pipeline", image_mode="img2img", classes=None,
-                         extra={"pipeline": name})
-        return LatentDiffusion(vae, unet, cond, dict(pipe.scheduler.config), info).eval()
-    info = ModelInfo(source=str(folder), kind="pipeline", image_mode=None, classes=None, extra={"pipeline": name})
-    return PipelineGenerator(pipe, info)
-
-
-def load_diffusion(path: str | Path, device: str | torch.device = "cpu") -> Diffusion:
-    """A RUN folder from ``train-diffusion`` or a local diffusers pipeline folder, on ``device``.
-
-    Nothing is ever downloaded: a hub id is refused with a message saying how to bring the
-    model here.
-    """
-    folder = local_folder(path, "--diffusion")
-    dev = torch.device(device)
-    if (folder / "model_index.json").is_file():
-        return load_pipeline(folder, dev)
-    if (folder / "config.json").is_file():
-        return load_run_model(folder).to(dev)
-    raise UsageError(f"{folder} is neither a diffusion RUN (config.json from 'flare train-diffusion') nor a "
-                     "diffusers pipeline folder (model_index.json from save_pretrained)")
+        return str(json.loads((folder / "model_index.json").read_text(encoding="utf-8")).get("_class_name", ""))
+    except (OSError, ValueError):
+        return ""

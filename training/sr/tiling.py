@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from runtime.errors import FlareError
+from flare.runtime.errors import FlareError
 
 __all__ = ["sr_tiled", "tile_starts"]
 

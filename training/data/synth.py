@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from runtime.atomic import save_png
-from runtime.errors import FlareError
-from runtime.taxonomy import FINE_CLASSES, slug
+from flare.runtime.atomic import save_png
+from flare.runtime.errors import FlareError
+from flare.runtime.taxonomy import FINE_CLASSES, slug
 
 MIN_SIZE = 32
 """Smallest renderable image: below this the objects are a handful of pixels."""

@@ -1,11 +1,11 @@
 """``flare augment stage2``: K diffusion-generated images per source image, resumable.
 
 Outputs go to ``OUT/<source's folder>/<source stem>__gen<k>.png``: the ``__`` variant suffix
-(:data:`training.data.VARIANT_SEP`) makes every generated image belong to its original's
+(:data:`flare.training.data.folders.VARIANT_SEP`) makes every generated image belong to its original's
 group, so a split never puts a generated twin of a test image in training.
 
 ``OUT/stage2.csv`` records each image's provenance (source, class, its own seed, sampler
-settings, model); it is a :class:`~runtime.journal.CsvJournal`, appended and fsynced after
+settings, model); it is a :class:`~flare.runtime.journal.CsvJournal`, appended and fsynced after
 every batch's images are written. A re-run skips every output already listed, never
 duplicates a row, and cuts off a last line torn by a kill (that image is made again).
 Each image's seed is derived from (seed, source path, k), not from its position, so
@@ -21,12 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from runtime.atomic import save_png
-from runtime.errors import FlareError, ImageDecodeError, UsageError
-from runtime.imageio import SUPPORTED_SUFFIXES, load_rgb
-from runtime.journal import CsvJournal
-from runtime.progress import log, progress_bar
-from training.data import VARIANT_SEP, Sample, resolve_root, scan_image_folder
+from flare.runtime.atomic import save_png
+from flare.runtime.errors import FlareError, ImageDecodeError, UsageError
+from flare.runtime.imageio import SUPPORTED_SUFFIXES, load_rgb
+from flare.runtime.journal import CsvJournal
+from flare.runtime.progress import log, progress_bar
+from flare.training.data.folders import Sample, resolve_root, scan_image_folder
+from flare.training.data.splits import VARIANT_SEP
 
 MANIFEST = "stage2.csv"
 COLUMNS = ["output", "source", "class", "seed", "steps", "guidance", "sampler", "order", "image_variation",
@@ -66,8 +67,8 @@ def output_for(source: str, k: int) -> str:
 def augment_stage2(data: Path, diffusion: str | Path, out: Path, cfg: Stage2Config,
                    device: str = "auto") -> dict[str, Any]:
     """Generate ``cfg.per_image`` images per source image of ``data`` into ``out``."""
-    from training.diffusion import SAMPLERS, load_diffusion, local_folder
-    from training.train import pick_device
+    from flare.training.diffusion.model import SAMPLERS, load_diffusion, local_folder
+    from flare.training.devices import pick_device
 
     local_folder(diffusion, "--diffusion")  # refuse a hub id or a typo before reading any data
     if cfg.per_image < 1 or cfg.batch < 1 or cfg.steps < 1:

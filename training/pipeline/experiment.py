@@ -27,9 +27,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from runtime.errors import UsageError
-from runtime.progress import log
-from training.data import read_split, resolve_root, scan_image_folder, split_groups, write_split
+from flare.runtime.atomic import touch, write_json, write_text
+from flare.runtime.errors import UsageError
+from flare.runtime.progress import log
+from flare.training.data.folders import resolve_root, scan_image_folder
+from flare.training.data.splits import read_split, split_groups, write_split
 
 ARMS = ("Raw_LR", "Raw_Aug_LR", "FLARE")
 
@@ -40,9 +42,9 @@ class ExperimentConfig:
     epochs: int = 15
     batch: int = 32
     lr: float = 1e-3
-    img_size: int = 64
+    input_size: int = 64
     seed: int = 0
-    flare_size: int = 128
+    size: int = 128
     sr: str | None = None
     sr_epochs: int = 6
     sr_steps: int = 100
@@ -50,7 +52,7 @@ class ExperimentConfig:
     diffusion_epochs: int = 40
     diffusion_vae_epochs: int = 8
     per_image: int = 4
-    gen_steps: int = 20
+    steps: int = 20
     guidance: float = 4.0
     alpha: float = 0.5
     beta: float = 1.0
@@ -61,7 +63,7 @@ class ExperimentConfig:
 
 def _map_split(split_rows: list[dict[str, str]], data: Path) -> list[dict[str, str]]:
     """Rows of the ImageFolder ``data`` with each file's split taken from its original's group."""
-    from training.data import group_of
+    from flare.training.data.splits import group_of
 
     of_group = {r["group"]: r["split"] for r in split_rows}
     samples, _ = scan_image_folder(data)
@@ -79,36 +81,35 @@ def _evaluate(run: Path, root: Path, rows: list[dict[str, str]]) -> dict[str, fl
     import torch
     from torch.utils.data import DataLoader
 
-    from runtime.preprocess import PreprocessSpec
-    from training.train import ImageDataset, build_from_run, evaluate
+    from flare.training.classifiers.train import ImageDataset, build_from_run, evaluate
 
-    model, cfg, _ = build_from_run(run)
-    classes = cfg["classes"]
-    label_map = cfg["label_map"]
+    model, config, _ = build_from_run(run)
+    classes, label_map = config.classes, config.label_map
     rows = [r for r in rows if r["label"] in label_map]
     target_of = {fine: classes.index(label_map[fine]) for fine in label_map}
-    ds = ImageDataset(rows, root, PreprocessSpec.from_dict(cfg["preprocessing"]), target_of, cache=False)
+    ds = ImageDataset(rows, root, config.preprocessing, target_of, cache=False)
     scores = evaluate(model, DataLoader(ds, batch_size=64), torch.device("cpu"), len(classes), amp=False)
     return {"acc": scores["acc"], "macro_f1": scores["macro_f1"], "images": int(scores["cm"].sum())}
 
 
 def run_experiment(data: Path, out: Path, cfg: ExperimentConfig, device: str = "auto") -> dict[str, Any]:
     """Run (or resume) every step; returns the results also written to ``results.json``."""
-    from training.augment import AUGMENTATIONS
-    from training.merge import MergeConfig
-    from training.pipeline import COMPLETE, augment_all, link_tree
-    from training.stage1 import Stage1Config, run_stage1
-    from training.stage2 import Stage2Config
-    from training.synth import SynthConfig, synthesize
-    from training.train import TrainConfig, train
-    from training.train_diffusion import DiffusionTrainConfig, train_diffusion
-    from training.train_sr import SRTrainConfig, train_sr
+    from flare.training.pipeline.augment import AUGMENTATIONS
+    from flare.training.pipeline.merge import MergeConfig
+    from flare.training.pipeline.chain import COMPLETE, augment_all, link_tree
+    from flare.training.pipeline.stage1 import Stage1Config, run_stage1
+    from flare.training.pipeline.stage2 import Stage2Config
+    from flare.training.data.synth import SynthConfig, synthesize
+    from flare.runtime.artifacts import ClassifierTraining, DiffusionTraining, SRTraining
+    from flare.training.classifiers.train import train
+    from flare.training.diffusion.train import train_diffusion
+    from flare.training.sr.train import train_sr
 
     data, out = Path(data), Path(out)
     raw = resolve_root(data / "lr") if (data / "lr").is_dir() else resolve_root(data)
     hr = data / "hr" if (data / "hr").is_dir() else None
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    write_json(out / "experiment.json", asdict(cfg))
 
     split_path = out / "split.csv"
     if not split_path.exists():
@@ -126,7 +127,7 @@ def run_experiment(data: Path, out: Path, cfg: ExperimentConfig, device: str = "
     lr_side = int(np.median([min(Image.open(raw / r["path"]).size) for r in train_rows[:50]]))
     if not (out / "raw_aug" / COMPLETE).exists():
         run_stage1(raw_train, None, out / "raw_aug", Stage1Config(size=lr_side, seed=cfg.seed), device=device)
-        (out / "raw_aug" / COMPLETE).touch()
+        touch(out / "raw_aug" / COMPLETE)
 
     # FLARE stage 1: SR (given, or trained here on the training HR/LR pairs), then augmentations.
     sr = cfg.sr
@@ -137,29 +138,29 @@ def run_experiment(data: Path, out: Path, cfg: ExperimentConfig, device: str = "
         lr_train = raw_train
         sr_run = out / "sr_run"
         if not (sr_run / "train_state.pt").exists():
-            train_sr(SRTrainConfig(data=str(hr_train.resolve()), lr_dir=str(lr_train.resolve()),
+            train_sr(SRTraining(data=str(hr_train.resolve()), lr_dir=str(lr_train.resolve()),
                                    epochs=cfg.sr_epochs, steps_per_epoch=cfg.sr_steps, batch=16, patch=64,
                                    lr=5e-4, seed=cfg.seed), sr_run, device=device)
         sr = str(sr_run)
     diffusion = cfg.diffusion
     if diffusion is None:
         # stage 1 first: the diffusion model learns from the stage-1 (super-resolved) images
-        s1 = Stage1Config(size=cfg.flare_size, seed=cfg.seed)
+        s1 = Stage1Config(size=cfg.size, seed=cfg.seed)
         if not (out / "flare" / "stage1" / COMPLETE).exists():
             run_stage1(raw_train, Path(sr), out / "flare" / "stage1", s1, device=device)
-            (out / "flare" / "stage1" / COMPLETE).touch()
+            touch(out / "flare" / "stage1" / COMPLETE)
         diff_run = out / "diffusion_run"
         if not (diff_run / COMPLETE).exists():
-            resume = (diff_run / "config.json").exists()
-            train_diffusion(DiffusionTrainConfig(data=str((out / "flare" / "stage1").resolve()),
+            resume = diff_run.exists()
+            train_diffusion(DiffusionTraining(data=str((out / "flare" / "stage1").resolve()),
                                                  epochs=cfg.diffusion_epochs, vae_epochs=cfg.diffusion_vae_epochs,
                                                  seed=cfg.seed, sample_every=max(cfg.diffusion_epochs // 4, 1)),
                             diff_run, resume=resume, device=device)
-            (diff_run / COMPLETE).touch()
+            touch(diff_run / COMPLETE)
         diffusion = str(diff_run)
     flare = augment_all(raw_train, Path(sr), diffusion, out / "flare",
-                        Stage1Config(size=cfg.flare_size, seed=cfg.seed),
-                        Stage2Config(per_image=cfg.per_image, steps=cfg.gen_steps, guidance=cfg.guidance,
+                        Stage1Config(size=cfg.size, seed=cfg.seed),
+                        Stage2Config(per_image=cfg.per_image, steps=cfg.steps, guidance=cfg.guidance,
                                      seed=cfg.seed),
                         MergeConfig(alpha=cfg.alpha, beta=cfg.beta, select=cfg.select, seed=cfg.seed),
                         device=device)
@@ -198,8 +199,9 @@ def run_experiment(data: Path, out: Path, cfg: ExperimentConfig, device: str = "
             if not (run / "results.json").exists():
                 resume = (run / "train_state.pt").exists()
                 log(f"training {model} on {arm} ({sum(1 for _ in open(split_file)) - 1} rows)")
-                train(TrainConfig(model=model, data=str(root.resolve()), epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr,
-                                  step_size=max(cfg.epochs // 3, 1), img_size=cfg.img_size, seed=cfg.seed),
+                train(ClassifierTraining(model=model, data=str(root.resolve()), epochs=cfg.epochs, batch=cfg.batch,
+                                         lr=cfg.lr, step_size=max(cfg.epochs // 3, 1), input_size=cfg.input_size,
+                                         seed=cfg.seed),
                       run, split=None if resume else split_file, resume=resume, device=device)
             scores = {"in-domain": _evaluate(run, raw, test_rows)}
             for name, folder in ood.items():
@@ -211,8 +213,8 @@ def run_experiment(data: Path, out: Path, cfg: ExperimentConfig, device: str = "
                           "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count()}
     counts = {arm: sum(1 for r in read_split(arms[arm][1]) if r["split"] == "train") for arm in ARMS}
     results["training_images"] = counts
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "results.md").write_text(format_table(results))
+    write_text(out / "results.md", format_table(results))
+    write_json(out / "results.json", results)  # last: it marks the experiment as done
     return results
 
 

@@ -5,7 +5,8 @@ is resized to ``size`` (512 in the paper) and written with its five augmented co
 ``<class>/<stem>.png`` and ``<class>/<stem>__<augmentation>.png``; the ``__`` suffix keeps the
 original's identity, so ``flare data split`` puts all six in one split. ``stage1.csv`` maps
 each source to its outputs. The journal is written after an image's outputs, so a re-run
-skips finished sources and redoes at most the one that was interrupted.
+skips finished sources and redoes at most the one that was interrupted. An unreadable source
+is logged and recorded as an ``error`` row, and the run goes on.
 """
 
 from __future__ import annotations
@@ -16,18 +17,21 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from runtime.atomic import save_png
-from runtime.errors import UsageError
-from runtime.imageio import load_rgb
-from runtime.journal import CsvJournal
-from runtime.progress import log, progress_bar
-from training.augment import AUGMENTATIONS, augment_image
-from training.data import VARIANT_SEP, resolve_root, scan_image_folder
-from training.tiling import sr_tiled
-from training.train import pick_device
-from training.train_sr import load_sr, to_image, to_tensor
+from flare.runtime.atomic import save_png
+from flare.runtime.errors import ImageDecodeError, UsageError
+from flare.runtime.imageio import load_rgb
+from flare.runtime.journal import CsvJournal, one_line
+from flare.runtime.progress import log, progress_bar
+from flare.training.pipeline.augment import AUGMENTATIONS, augment_image
+from flare.training.data.folders import resolve_root, scan_image_folder
+from flare.training.data.splits import VARIANT_SEP
+from flare.training.sr.tiling import sr_tiled
+from flare.training.devices import pick_device
+from flare.training.sr.train import load_sr, to_image, to_tensor
 
-STAGE1_COLUMNS = ["source", "label", "output", "kind", "sr", "size", "seed"]
+STAGE1_COLUMNS = ["source", "label", "output", "kind", "sr", "size", "seed", "error"]
+#: ``kind`` of the row recording a source that could not be read (its ``output`` is empty).
+ERROR_KIND = "error"
 
 
 @dataclass
@@ -55,7 +59,7 @@ def run_stage1(data: Path, sr_checkpoint: Path | None, out: Path, config: Stage1
     else:
         model, sr_name = None, "none"
     out = Path(out)
-    written = skipped = 0
+    written = skipped = failed = 0
     with CsvJournal(out / "stage1.csv", STAGE1_COLUMNS, "pick another --out") as journal:
         done = {row[0] for row in journal.rows}
         todo = [s for s in samples if s.path not in done]
@@ -64,7 +68,15 @@ def run_stage1(data: Path, sr_checkpoint: Path | None, out: Path, config: Stage1
             log(f"resuming: {skipped} of {len(samples)} images already done")
         with progress_bar(len(todo), "stage 1") as advance:
             for sample in todo:
-                rgb = load_rgb(root / sample.path)
+                try:
+                    rgb = load_rgb(root / sample.path)
+                except ImageDecodeError as exc:  # recorded, so a re-run does not stop on it again
+                    log(f"skipping {exc}")
+                    journal.append([[sample.path, sample.label, "", ERROR_KIND, sr_name, str(config.size),
+                                     str(config.seed), one_line(str(exc))]])
+                    failed += 1
+                    advance(1)
+                    continue
                 if model is not None:
                     with torch.inference_mode():
                         rgb = to_image(sr_tiled(model, to_tensor(rgb), sr_config.scale, config.tile,
@@ -79,8 +91,8 @@ def run_stage1(data: Path, sr_checkpoint: Path | None, out: Path, config: Stage1
                     target = rel.parent / name
                     save_png(image, out / target)
                     rows.append([sample.path, sample.label, target.as_posix(), kind, sr_name,
-                                 str(config.size), str(config.seed)])
+                                 str(config.size), str(config.seed), ""])
                 journal.append(rows)
                 written += len(rows)
                 advance(1)
-    return {"sources": len(samples), "skipped": skipped, "written": written}
+    return {"sources": len(samples), "skipped": skipped, "written": written, "unreadable": failed}

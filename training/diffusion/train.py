@@ -14,18 +14,17 @@ on a CPU the VAE encoder would otherwise cost more than the UNet step.
 
 Every epoch draws its randomness from a generator seeded by (seed, epoch) and the state is
 saved at each epoch's end, so a resumed run continues exactly as an uninterrupted one.
-A RUN folder holds ``config.json`` (format ``flare-diffusion/1``: the training settings and
-what is needed to rebuild the model), ``model.safetensors`` (EMA weights, for sampling),
-``last.safetensors`` (raw weights), ``train_state.pt`` (optimizers, EMA, epoch),
-``latents.safetensors``, ``metrics.jsonl`` and ``samples/`` (a grid per epoch, one row per
-class).
+A RUN folder is a diffusers folder: ``unet/``, ``vae/`` (EMA weights, ``save_pretrained``),
+``scheduler/`` and ``conditioner/`` (class embeddings), described by ``run.json`` (a
+:class:`~flare.runtime.artifacts.DiffusionRun`), so :func:`~flare.training.diffusion.model.load_diffusion`
+reads it like a local pipeline. Beside them: ``training/`` (raw weights and optimizer, EMA
+and epoch state for ``--resume``), ``latents.safetensors``, ``metrics.jsonl`` and
+``samples/`` (a grid per epoch, one row per class).
 """
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,51 +34,23 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import nn
 
-from runtime.atomic import write_atomically
-from runtime.errors import FlareError, ImageDecodeError, UsageError
-from runtime.imageio import load_rgb
-from runtime.progress import log, progress_bar
-from training.data import resolve_root, scan_image_folder
-from training.diffusion import (RUN_FORMAT, DiffusionConfig, build_model, condition_dropout, get_config,
-                                load_run_model, local_folder, model_description, read_run_config, sample,
-                                to_model_input, to_uint8)
-from training.train import pick_device, save_weights
+from flare.runtime.artifacts import DiffusionRun, DiffusionTraining
+from flare.runtime.atomic import publish_folder, write_atomically
+from flare.runtime.errors import FlareError, ImageDecodeError, UsageError
+from flare.runtime.imageio import load_rgb
+from flare.runtime.progress import log, progress_bar
+from flare.training.checkpoints import EpochLog, load_state, load_weights_file, save_state, save_weights
+from flare.training.data.folders import resolve_root, scan_image_folder
+from flare.training.devices import pick_device
+from flare.training.diffusion.model import (DiffusionConfig, build_model, condition_dropout, get_config,
+                                            load_diffusion, local_folder, sample, save_model, to_model_input,
+                                            to_uint8)
+
+#: Where a RUN keeps what ``--resume`` needs (raw weights and optimizer state), swapped in whole.
+TRAINING_STATE = "training"
 
 #: Keep decoded training images in memory below this many bytes (always true for demo data).
 CACHE_LIMIT_BYTES = 2 * 1024**3
-
-
-@dataclass
-class DiffusionTrainConfig:
-    """Everything that defines a diffusion training run; saved in ``config.json``."""
-
-    data: str
-    config: str = "tiny"
-    image_size: int | None = None
-    epochs: int = 100
-    vae_epochs: int = 10
-    batch: int = 32
-    vae_batch: int = 16
-    lr: float = 5e-4
-    vae_lr: float = 1e-3
-    warmup_steps: int = 100
-    kl_weight: float = 1e-6
-    ema_max_decay: float = 0.9999
-    prediction: str = "epsilon"
-    image_cond: bool | None = None
-    vae: str | None = None
-    text_encoder: str | None = None
-    dihedral: bool = True
-    sample_every: int = 1
-    sample_per_class: int = 4
-    sample_steps: int = 25
-    sample_guidance: float = 4.0
-    seed: int = 0
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DiffusionTrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 def dihedral(x: torch.Tensor, codes: torch.Tensor | list[int]) -> torch.Tensor:
@@ -154,18 +125,19 @@ def save_grid(images: np.ndarray, rows: int, labels: list[str], path: Path) -> N
 class _Trainer:
     """State of one run: the model, optimizers, EMA and the cached latents."""
 
-    def __init__(self, cfg: DiffusionTrainConfig, out: Path, resume: bool, device: torch.device) -> None:
+    def __init__(self, cfg: DiffusionTraining, out: Path, resume: bool, device: torch.device) -> None:
         from diffusers import AutoencoderKL, DDPMScheduler
         from diffusers.training_utils import EMAModel
 
         self.cfg, self.out, self.dev = cfg, out, device
-        overrides = {"image_size": cfg.image_size, "prediction_type": cfg.prediction, "image_cond": cfg.image_cond}
+        overrides = {"image_size": cfg.resolution, "prediction_type": cfg.prediction, "image_cond": cfg.image_cond}
         self.dcfg: DiffusionConfig = get_config(cfg.config, **overrides)
         self.images = ImageSet(Path(cfg.data), self.dcfg.image_size)
         self.classes = self.images.classes
         torch.manual_seed(cfg.seed)
         if resume:
-            self.model = load_run_model(out, "last.safetensors")
+            self.model = load_diffusion(out)
+            self.model.load_state_dict(load_weights_file(out / TRAINING_STATE / "last.safetensors"))
             if self.model.cond.classes != self.classes:
                 raise FlareError(f"{cfg.data} now has classes {self.classes}, but the run in {out} was trained on "
                                  f"{self.model.cond.classes}; start a new run")
@@ -192,24 +164,29 @@ class _Trainer:
 
     # ----------------------------------------------------------------- bookkeeping
 
-    def write_config(self) -> None:
-        cfg = {"format": RUN_FORMAT, "train": asdict(self.cfg), "vae_epochs": self.vae_epochs,
-               "model": model_description(self.model, self.dcfg)}
-        write_atomically(self.out / "config.json", lambda p: p.write_text(json.dumps(cfg, indent=2)))
+    def run_config(self) -> DiffusionRun:
+        return DiffusionRun(train=self.cfg, conditioner=self.model.cond.describe(), image_mode=self.model.info.image_mode,
+                            image_cond_cells=self.model.image_cond_cells, vae_epochs=self.vae_epochs)
 
     def save(self, epoch: int) -> None:
-        """Raw and EMA weights, then the optimizer state (last, so it marks a complete save)."""
-        save_weights(self.model, self.out / "last.safetensors")
+        """The EMA model in the diffusers layout, then the training state as one folder.
+
+        ``training/`` (raw weights, optimizers, EMA, epoch) is swapped in whole and last, so
+        a resume always finds one epoch's complete state.
+        """
         self.ema.store(self.denoiser)
         self.ema.copy_to(self.denoiser)
-        save_weights(self.model, self.out / "model.safetensors")
+        save_model(self.model, self.out)
         self.ema.restore(self.denoiser)
-        state = {"epoch": epoch, "vae_opt": self.vae_opt.state_dict(), "opt": self.opt.state_dict(),
-                 "sched": self.sched.state_dict(), "ema": self.ema.state_dict()}
-        write_atomically(self.out / "train_state.pt", lambda p: torch.save(state, p))
+        self.run_config().save(self.out)
+        stage = self.out / f"{TRAINING_STATE}.partial"
+        save_weights(self.model, stage / "last.safetensors")
+        save_state({"epoch": epoch, "vae_opt": self.vae_opt.state_dict(), "opt": self.opt.state_dict(),
+                    "sched": self.sched.state_dict(), "ema": self.ema.state_dict()}, stage / "train_state.pt")
+        publish_folder(stage, self.out / TRAINING_STATE)
 
     def load_state(self) -> int:
-        state = torch.load(self.out / "train_state.pt", map_location=self.dev, weights_only=False)
+        state = load_state(self.out / TRAINING_STATE / "train_state.pt", self.dev)
         self.vae_opt.load_state_dict(state["vae_opt"])
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
@@ -269,6 +246,7 @@ class _Trainer:
             stored = load_file(str(path))
             if stored["latents"].shape[0] == len(self.images):
                 self.latents = stored["latents"]
+                self._set_latent_scale()
                 return
         vae = self.model.vae.eval()
         variants = range(8) if self.cfg.dihedral else range(1)
@@ -280,11 +258,15 @@ class _Trainer:
                 per = [vae.encode(dihedral(x, [v] * len(idx)).to(self.dev)).latent_dist.mean.cpu() for v in variants]
                 out.append(torch.stack(per, dim=1))
                 advance(len(idx))
-        latents = torch.cat(out)
-        vae.register_to_config(scaling_factor=float(1.0 / latents.std().clamp_min(1e-6)))
-        self.latents = latents
+        self.latents = torch.cat(out)
+        self._set_latent_scale()
+        latents = self.latents
         write_atomically(path, lambda p: save_file({"latents": latents.contiguous()}, str(p)))
-        self.write_config()
+
+    def _set_latent_scale(self) -> None:
+        """Scale latents to unit std, measured on the data (a function of the cached latents)."""
+        assert self.latents is not None
+        self.model.vae.register_to_config(scaling_factor=float(1.0 / self.latents.std().clamp_min(1e-6)))
 
     # ----------------------------------------------------------------- phase 2: UNet
 
@@ -350,19 +332,18 @@ class _Trainer:
         return paths
 
 
-def train_diffusion(cfg: DiffusionTrainConfig, out: Path, resume: bool = False, device: str = "auto") -> dict[str, Any]:
+def train_diffusion(cfg: DiffusionTraining, out: Path, resume: bool = False, device: str = "auto") -> dict[str, Any]:
     """Train (or resume) a diffusion run in ``out``; returns a summary of the last epoch."""
     out = Path(out)
-    state_path = out / "train_state.pt"
+    state_path = out / TRAINING_STATE / "train_state.pt"
+    if resume and not state_path.is_file():
+        log(f"--resume: {out} has no finished epoch yet; starting it from the beginning")
+        resume = False
     if resume:
-        saved = read_run_config(out)
         requested = cfg.epochs
-        cfg = DiffusionTrainConfig.from_dict(saved["train"])
+        cfg = DiffusionRun.load(out).train
         cfg.epochs = max(cfg.epochs, requested)
-        if not state_path.is_file():
-            log(f"--resume: {out} was stopped before its first epoch ended; starting it from the beginning")
-            resume = False
-    if not resume:
+    else:
         if state_path.exists():
             raise UsageError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
         if cfg.sample_every < 1 or cfg.batch < 1 or cfg.vae_batch < 1 or cfg.epochs < 0 or cfg.vae_epochs < 0:
@@ -371,14 +352,10 @@ def train_diffusion(cfg: DiffusionTrainConfig, out: Path, resume: bool = False, 
     dev = pick_device(device)
     tr = _Trainer(cfg, out, resume, dev)
     start = tr.load_state() if resume else 0
-    tr.write_config()
     total = tr.vae_epochs + cfg.epochs
     if resume:
         log(f"resuming {out} at epoch {start + 1}/{total}")
-    metrics_path = out / "metrics.jsonl"
-    kept = [line for line in metrics_path.read_text().splitlines()
-            if line.strip() and json.loads(line)["epoch"] <= start] if metrics_path.exists() else []
-    metrics_path.write_text("".join(line + "\n" for line in kept))
+    metrics = EpochLog(out / "metrics.jsonl", keep=start)
     t_start = time.perf_counter()
     row: dict[str, Any] = {}
     for epoch in range(start, total):
@@ -398,8 +375,7 @@ def train_diffusion(cfg: DiffusionTrainConfig, out: Path, resume: bool = False, 
         tr.save(epoch)
         row = {"epoch": epoch + 1, "phase": phase, "loss": loss, "seconds": round(time.perf_counter() - t0, 2),
                "samples": [p.relative_to(out).as_posix() for p in previews]}
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        metrics.append(row)
         log(f"epoch {epoch + 1}/{total} ({phase}): loss {loss:.4f} in {row['seconds']:.1f} s"
             + (f"; {row['samples'][0]}" if previews else ""))
     return {"run": str(out), "epochs": total, "last": row, "seconds": round(time.perf_counter() - t_start, 1),

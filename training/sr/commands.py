@@ -1,10 +1,12 @@
-"""Click commands for stage 1: ``flare train-sr`` and ``flare augment stage1``."""
+"""``flare train-sr``: train SwinIR on LR/HR pairs. Heavy imports stay inside the command."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
+
+from flare.options import DEVICE
 
 
 @click.command("train-sr")
@@ -17,24 +19,24 @@ import click
 @click.option("--lr-dir", type=click.Path(path_type=Path), default=None,
               help="Real LR images with the HR files' relative paths (default: degrade the HR images).")
 @click.option("--epochs", default=20, show_default=True)
-@click.option("--steps", "steps_per_epoch", default=100, show_default=True, help="Batches per epoch.")
+@click.option("--steps-per-epoch", default=100, show_default=True, help="Training batches per epoch.")
 @click.option("--batch", default=8, show_default=True)
 @click.option("--patch", default=64, show_default=True, help="HR patch side.")
 @click.option("--learning-rate", "lr", default=2e-4, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--bicubic-residual/--no-bicubic-residual", default=None,
               help="Learn a correction on top of bicubic upscaling (default: on for tiny_x4 only).")
-@click.option("--device", default="auto", show_default=True)
+@DEVICE
 @click.option("--resume", is_flag=True, help="Continue the run in --out.")
 def train_sr(data_dir: Path, out: Path, arch: str, scale: int, lr_dir: Path | None, epochs: int,
              steps_per_epoch: int, batch: int, patch: int, lr: float, seed: int, bicubic_residual: bool | None,
              device: str, resume: bool) -> None:
     """Train SwinIR on LR/HR pairs made from the images in DATA (L1 loss, PSNR/SSIM validation)."""
-    from runtime.progress import log
-    from training.train_sr import SRTrainConfig
-    from training.train_sr import train_sr as run
+    from flare.runtime.progress import log
+    from flare.runtime.artifacts import SRTraining
+    from flare.training.sr.train import train_sr as run
 
-    cfg = SRTrainConfig(data=str(Path(data_dir).resolve()), arch=arch, scale=scale, patch=patch, batch=batch,
+    cfg = SRTraining(data=str(Path(data_dir).resolve()), arch=arch, scale=scale, patch=patch, batch=batch,
                         epochs=epochs, steps_per_epoch=steps_per_epoch, lr=lr, seed=seed,
                         bicubic_residual=bicubic_residual,
                         lr_dir=str(Path(lr_dir).resolve()) if lr_dir else None)
@@ -42,25 +44,3 @@ def train_sr(data_dir: Path, out: Path, arch: str, scale: int, lr_dir: Path | No
     if scores:
         log(f"validation PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.4f} "
             f"(bicubic {scores['bicubic_psnr']:.2f} dB, {scores['bicubic_ssim']:.4f}); run in {out}")
-
-
-@click.command("stage1")
-@click.argument("data_dir", metavar="DATA", type=click.Path(path_type=Path))
-@click.option("--sr", "sr_checkpoint", type=click.Path(path_type=Path), required=True,
-              help="Official SwinIR .pth file or a train-sr RUN.")
-@click.option("--out", type=click.Path(path_type=Path), required=True)
-@click.option("--size", default=512, show_default=True, help="Output side (the paper: 512).")
-@click.option("--tile", default=256, show_default=True, help="SR tile side in LR pixels (0: whole image).")
-@click.option("--overlap", default=32, show_default=True)
-@click.option("--seed", default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True)
-def stage1(data_dir: Path, sr_checkpoint: Path, out: Path, size: int, tile: int, overlap: int, seed: int,
-           device: str) -> None:
-    """Super-resolve every image, resize, and write it with its 5 standard augmentations."""
-    from runtime.progress import log
-    from training.stage1 import Stage1Config, run_stage1
-
-    counts = run_stage1(data_dir, sr_checkpoint, out, Stage1Config(size=size, tile=tile, overlap=overlap, seed=seed),
-                        device=device)
-    log(f"stage 1: {counts['written']} images written for {counts['sources'] - counts['skipped']} sources "
-        f"({counts['skipped']} already done) in {out}; manifest {Path(out) / 'stage1.csv'}")

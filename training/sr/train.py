@@ -1,19 +1,17 @@
 """``flare train-sr``: train SwinIR on LR/HR pairs, with PSNR/SSIM validation and resume.
 
 Pairs come from the user's HR images through the same degradation that makes the synthetic
-LR data (:func:`training.synth.degrade`: blur, downsample, noise, JPEG), or from real pairs
+LR data (:func:`flare.training.data.synth.degrade`: blur, downsample, noise, JPEG), or from real pairs
 when the user has them (``lr_dir`` holding files with the HR files' relative paths). The
 validation split is grouped like classifier splits, so no image is in both. A RUN holds
-``config.json`` (format ``flare-sr-run/1``: the SwinIR config and the training settings),
+``run.json`` (an :class:`~flare.runtime.artifacts.SRRun`: the SwinIR config and the training settings),
 ``best.safetensors`` (highest validation PSNR), ``last.safetensors``, ``train_state.pt`` and
 ``metrics.jsonl``.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,43 +19,29 @@ import numpy as np
 import torch
 from torch import nn
 
-from runtime.atomic import write_atomically
-from runtime.errors import FlareError, UsageError
-from runtime.imageio import list_images, load_rgb
-from runtime.progress import log, progress_bar
-from training.data import Sample, split_groups
-from training.sr_metrics import bicubic_upscale, psnr, ssim
-from training.swinir import CONFIGS, SwinIR, SwinIRConfig, load_swinir
-from training.synth import degrade
-from training.train import pick_device, save_weights
+from flare.runtime.artifacts import SRRun, SRTraining, identify
+from flare.runtime.errors import FlareError, UsageError
+from flare.runtime.imageio import list_images, load_rgb
+from flare.runtime.progress import log, progress_bar
+from flare.training.checkpoints import EpochLog, load_state, load_weights_file, save_state, save_weights
+from flare.training.data.folders import Sample
+from flare.training.data.splits import split_groups
+from flare.training.data.synth import degrade
+from flare.training.devices import pick_device
+from flare.training.sr.metrics import bicubic_upscale, psnr, ssim
+from flare.training.sr.swinir import CONFIGS, SwinIR, SwinIRConfig, load_swinir
 
-SR_RUN_FORMAT = "flare-sr-run/1"
 #: Configurations of ours (not official SwinIR releases), sized for CPU training.
 OWN_CONFIGS = ("tiny_x4", "small_x4")
 
 
-@dataclass
-class SRTrainConfig:
-    """A SwinIR training run; saved in ``config.json``."""
+def uses_bicubic_residual(cfg: SRTraining) -> bool:
+    """Whether the model learns a correction on top of bicubic upscaling.
 
-    data: str
-    arch: str = "tiny_x4"
-    scale: int = 4
-    patch: int = 64
-    batch: int = 8
-    epochs: int = 20
-    steps_per_epoch: int = 100
-    lr: float = 2e-4
-    val: float = 0.1
-    seed: int = 0
-    lr_dir: str | None = None
-    #: Learn a correction on top of bicubic upscaling. Small models reach bicubic quality in
-    #: minutes instead of hours; None means on for our own small configurations only, so the
-    #: official ones keep the published architecture.
-    bicubic_residual: bool | None = None
-
-    def uses_residual(self) -> bool:
-        return self.arch in OWN_CONFIGS if self.bicubic_residual is None else self.bicubic_residual
+    Small models reach bicubic quality in minutes instead of hours; by default it is on for
+    our own small configurations only, so the official ones keep the published architecture.
+    """
+    return cfg.arch in OWN_CONFIGS if cfg.bicubic_residual is None else cfg.bicubic_residual
 
 
 class BicubicResidual(nn.Module):
@@ -83,7 +67,7 @@ def arch_config(name: str, scale: int) -> SwinIRConfig:
     return cfg
 
 
-def make_pairs(cfg: SRTrainConfig, files: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+def make_pairs(cfg: SRTraining, files: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
     """(LR, HR) uint8 pairs, HR cropped so its sides are multiples of the scale."""
     root, s = Path(cfg.data), cfg.scale
     pairs = []
@@ -156,22 +140,17 @@ def load_sr(checkpoint: str | Path) -> tuple[nn.Module, SwinIRConfig, Path]:
     """A SwinIR from a ``train-sr`` RUN folder (best weights) or an official ``.pth`` file."""
     path = Path(checkpoint)
     if path.is_dir():
-        cfg_path = path / "config.json"
-        if not cfg_path.is_file():
-            raise UsageError(f"{path} is neither a SwinIR .pth file nor a train-sr run (no config.json)")
-        saved = json.loads(cfg_path.read_text())
-        if saved.get("format") != SR_RUN_FORMAT:
-            raise UsageError(f"{cfg_path} is not a train-sr run config")
-        from safetensors.torch import load_file
-
-        config = SwinIRConfig.from_dict(saved["swinir"])
+        if identify(path) is None:
+            raise UsageError(f"{path} is neither a SwinIR .pth file nor a train-sr run (no {SRRun.FILE})")
+        run = SRRun.load(path)
+        config = SwinIRConfig.from_dict(run.swinir)
         weights = path / "best.safetensors"
         if not weights.is_file():
             weights = path / "last.safetensors"
         if not weights.is_file():
             raise FlareError(f"{path} has no SR checkpoint yet")
-        model = build_sr(config, SRTrainConfig(**saved["train"]).uses_residual())
-        model.load_state_dict(load_file(str(weights)))
+        model = build_sr(config, run.bicubic_residual)
+        model.load_state_dict(load_weights_file(weights))
         return model.eval(), config, weights
     if not path.is_file():
         raise UsageError(f"SR checkpoint {path} does not exist")
@@ -179,16 +158,15 @@ def load_sr(checkpoint: str | Path) -> tuple[nn.Module, SwinIRConfig, Path]:
     return model.eval(), config, path
 
 
-def train_sr(cfg: SRTrainConfig, out: Path, resume: bool = False, device: str = "auto") -> dict[str, Any]:
+def train_sr(cfg: SRTraining, out: Path, resume: bool = False, device: str = "auto") -> dict[str, Any]:
     """Train (or resume) a SwinIR run in ``out``; returns the final validation scores."""
     out = Path(out)
     state_path = out / "train_state.pt"
     if resume:
         if not state_path.is_file():
             raise UsageError(f"--resume: {out} has no checkpoint to resume from")
-        saved = json.loads((out / "config.json").read_text())
         epochs = cfg.epochs
-        cfg = SRTrainConfig(**saved["train"])
+        cfg = SRRun.load(out).train
         cfg.epochs = max(cfg.epochs, epochs)
     elif state_path.exists():
         raise UsageError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
@@ -196,8 +174,7 @@ def train_sr(cfg: SRTrainConfig, out: Path, resume: bool = False, device: str = 
     if cfg.patch % cfg.scale:
         raise UsageError(f"--patch {cfg.patch} must be a multiple of --scale {cfg.scale}")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps({"format": SR_RUN_FORMAT, "swinir": arch.to_dict(),
-                                                 "train": asdict(cfg)}, indent=2))
+    SRRun(train=cfg, swinir=arch.to_dict(), bicubic_residual=uses_bicubic_residual(cfg)).save(out)
     if not Path(cfg.data).is_dir():
         raise UsageError(f"{cfg.data} is not a folder of images")
     files, _ = list_images(Path(cfg.data))
@@ -212,24 +189,18 @@ def train_sr(cfg: SRTrainConfig, out: Path, resume: bool = False, device: str = 
 
     dev = pick_device(device)
     torch.manual_seed(cfg.seed)
-    model = build_sr(arch, cfg.uses_residual()).to(dev)
+    model = build_sr(arch, uses_bicubic_residual(cfg)).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs * cfg.steps_per_epoch)
     start, best = 0, -float("inf")
-    metrics_path = out / "metrics.jsonl"
     if resume:
-        from safetensors.torch import load_file
-
-        state = torch.load(state_path, map_location=dev, weights_only=False)
-        model.load_state_dict(load_file(str(out / "last.safetensors")))
+        state = load_state(state_path, dev)
+        model.load_state_dict(load_weights_file(out / "last.safetensors"))
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start, best = state["epoch"] + 1, state["best_psnr"]
         log(f"resuming {out} at epoch {start + 1}/{cfg.epochs}")
-        kept = [line for line in metrics_path.read_text().splitlines() if line and json.loads(line)["epoch"] <= start]
-        metrics_path.write_text("".join(line + "\n" for line in kept))
-    else:
-        metrics_path.write_text("")
+    metrics = EpochLog(out / "metrics.jsonl", keep=start)
     loss_fn = nn.L1Loss()
     scores: dict[str, float] = {}
     for epoch in range(start, cfg.epochs):
@@ -255,10 +226,9 @@ def train_sr(cfg: SRTrainConfig, out: Path, resume: bool = False, device: str = 
             save_weights(model, out / "best.safetensors")
         save_weights(model, out / "last.safetensors")
         state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
-                 "best_psnr": best}
-        write_atomically(state_path, lambda p: torch.save(state, p))
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+                 "best_psnr": float(best)}
+        save_state(state, state_path)
+        metrics.append(row)
         log(f"SR epoch {epoch + 1}: L1 {row['l1']:.4f} | val PSNR {scores['psnr']:.2f} dB "
             f"SSIM {scores['ssim']:.4f} (bicubic {scores['bicubic_psnr']:.2f} dB / {scores['bicubic_ssim']:.4f})")
     return scores

@@ -1,0 +1,479 @@
+"""Every artefact FLARE Edge saves, as a typed, versioned config with symmetric save / load.
+
+Three kinds of training run and the bundle share one mechanism (:class:`Artifact`): a
+dataclass written as one JSON file in its folder, with the artefact's kind and format
+version, written atomically; reading it back checks the kind (an SR run given where a
+classifier run is expected says so), refuses an unknown or newer version with what to do,
+and builds the typed objects field by field, so a misspelt or wrongly typed field is named.
+Callers use the types, never the raw JSON.
+
+The module is torch-free and lives in the runtime because the runtime is the one reader that
+must refuse what it cannot run; training and export import it.
+
+* :class:`ClassifierRun` (``flare train``), :class:`SRRun` (``flare train-sr``) and
+  :class:`DiffusionRun` (``flare train-diffusion``) are written as ``run.json`` beside the
+  weights. A diffusion run is otherwise a diffusers folder (``unet/``, ``vae/``,
+  ``scheduler/``), so the loader that reads it also reads a user's local pipeline.
+* :class:`Manifest` is a bundle's ``manifest.json`` (the contract's ``schema_version`` is
+  its version). It records the sha256 and size of every file it names, and opening a bundle
+  checks them, so a changed, truncated or swapped model file is refused by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from flare.runtime.atomic import write_json
+from flare.runtime.errors import ArtifactError, BundleError
+from flare.runtime.preprocess import PreprocessSpec
+
+A = TypeVar("A", bound="Artifact")
+
+#: kind -> class, for messages such as "RUN is an SR run, not a classifier run".
+_KINDS: dict[str, type[Artifact]] = {}
+
+
+# --- plain JSON <-> typed dataclasses --------------------------------------------------------
+
+
+def to_plain(value: Any) -> Any:
+    """Dataclasses, tuples and paths as JSON-ready dicts, lists and strings."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def from_plain(tp: Any, value: Any, where: str) -> Any:
+    """Build an object of type ``tp`` from JSON data; ``where`` names the field in errors."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return from_plain(option, value, where)
+            except ArtifactError as exc:
+                errors.append(str(exc))
+        raise ArtifactError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits none of {tp}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ArtifactError(f"{where} must be an object, not {type(value).__name__}")
+        hints = typing.get_type_hints(tp)
+        known = {f.name for f in dataclasses.fields(tp) if f.init}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ArtifactError(f"{where} has unknown field(s) {', '.join(unknown)}")
+        missing = sorted(f.name for f in dataclasses.fields(tp) if f.init and f.name not in value
+                         and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+        if missing:
+            raise ArtifactError(f"{where} lacks field(s) {', '.join(missing)}")
+        return tp(**{k: from_plain(hints[k], v, f"{where}.{k}") for k, v in value.items()})
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            raise ArtifactError(f"{where} must be a list, not {type(value).__name__}")
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(value) != len(args):
+                raise ArtifactError(f"{where} must have {len(args)} entries")
+            return tuple(from_plain(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        items = [from_plain(args[0] if args else Any, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ArtifactError(f"{where} must be an object, not {type(value).__name__}")
+        return {str(k): from_plain(args[1] if args else Any, v, f"{where}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, str, bool) and type(value) is tp:
+        return value
+    raise ArtifactError(f"{where} must be {getattr(tp, '__name__', tp)}, not {value!r}")
+
+
+# --- the mechanism ------------------------------------------------------------------------
+
+
+class Artifact:
+    """A dataclass saved as ``FILE`` in a folder, with its kind and format version.
+
+    Subclasses set ``KIND`` (stored under ``"artifact"``), ``VERSION``, ``FILE``, ``WHAT`` (a
+    name for people) and ``MADE_BY`` (the command that makes one, for messages), and may
+    override :meth:`validate`.
+    """
+
+    KIND: ClassVar[str]
+    VERSION: ClassVar[int]
+    FILE: ClassVar[str] = "run.json"
+    VERSION_KEY: ClassVar[str] = "version"
+    WHAT: ClassVar[str]
+    MADE_BY: ClassVar[str]
+    ERROR: ClassVar[type[ArtifactError]] = ArtifactError
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "KIND" in cls.__dict__:
+            _KINDS[cls.KIND] = cls
+
+    def validate(self) -> None:
+        """Refuse contents that are well-typed but inconsistent (raise ``ERROR``)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"artifact": self.KIND, self.VERSION_KEY: self.VERSION, **to_plain(self)}
+
+    @classmethod
+    def from_dict(cls: type[A], data: Any, where: str = "") -> A:
+        """Check kind and version, then build the typed object."""
+        where = where or cls.FILE
+        if not isinstance(data, dict):
+            raise cls.ERROR(f"{where} must hold a JSON object")
+        kind, version = data.get("artifact"), data.get(cls.VERSION_KEY)
+        if kind is None and "format" in data:
+            raise cls.ERROR(f"{where} was written by an earlier flare-edge (format {data['format']!r}) that this "
+                            f"version no longer reads; re-create it with '{cls.MADE_BY}'")
+        if kind != cls.KIND:
+            other = _KINDS.get(str(kind))
+            raise cls.ERROR(f"{where} is {'a ' + other.WHAT if other else f'of unknown kind {kind!r}'}, "
+                            f"not a {cls.WHAT}")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise cls.ERROR(f"{where} has no integer {cls.VERSION_KEY}")
+        if version > cls.VERSION:
+            raise cls.ERROR(f"{where} has format version {version}, newer than this flare-edge reads "
+                            f"({cls.VERSION}); upgrade flare-edge (pip install -U flare-edge)")
+        if version < cls.VERSION:
+            raise cls.ERROR(f"{where} has format version {version}, older than this flare-edge reads "
+                            f"({cls.VERSION}); re-create it with '{cls.MADE_BY}'")
+        body = {k: v for k, v in data.items() if k not in ("artifact", cls.VERSION_KEY)}
+        try:
+            obj = from_plain(cls, body, where)
+        except ArtifactError as exc:
+            raise cls.ERROR(str(exc)) from exc
+        except (TypeError, ValueError) as exc:
+            raise cls.ERROR(f"{where}: {exc}") from exc
+        obj.validate()
+        return obj
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``folder/FILE`` atomically; what is written is what :meth:`load` accepts."""
+        self.validate()
+        data = self.to_dict()
+        type(self).from_dict(json.loads(json.dumps(data)), f"{folder}/{self.FILE}")  # never write what we refuse
+        return write_json(Path(folder) / self.FILE, data)
+
+    @classmethod
+    def load(cls: type[A], folder: str | Path) -> A:
+        """Read ``folder/FILE``; every refusal names the file and says what to do."""
+        folder = Path(folder)
+        path = folder / cls.FILE
+        if not folder.is_dir():
+            raise cls.ERROR(f"{folder} is not a {cls.WHAT} folder (expected a folder with {cls.FILE}); "
+                            f"make one with '{cls.MADE_BY}'")
+        if not path.is_file():
+            found = identify(folder)
+            raise cls.ERROR(f"{folder} is a {found.WHAT}, not a {cls.WHAT}" if found else
+                            f"{folder} has no {cls.FILE}: it is not a {cls.WHAT}; make one with '{cls.MADE_BY}'")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise cls.ERROR(f"{path} is not valid JSON ({exc}); the file is damaged") from exc
+        except OSError as exc:
+            raise cls.ERROR(f"cannot read {path}: {exc.strerror}") from exc
+        return cls.from_dict(data, str(path))
+
+
+def identify(folder: str | Path) -> type[Artifact] | None:
+    """Which kind of artefact ``folder`` holds, or None."""
+    for name in sorted({k.FILE for k in _KINDS.values()}):
+        path = Path(folder) / name
+        try:
+            kind = json.loads(path.read_text(encoding="utf-8")).get("artifact")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if kind in _KINDS:
+            return _KINDS[kind]
+    return None
+
+
+def sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --- training runs --------------------------------------------------------------------------
+
+
+@dataclass
+class ClassifierTraining:
+    """The settings of ``flare train`` (the authors' recipe by default)."""
+
+    model: str
+    data: str
+    level: str = "fine"
+    epochs: int = 50
+    batch: int = 64
+    lr: float = 2e-5
+    step_size: int = 10
+    gamma: float = 0.5
+    input_size: int = 224
+    seed: int = 0
+    weights: str | None = None
+    amp: bool = True
+    workers: int = 0
+
+
+@dataclass
+class ClassifierRun(Artifact):
+    """A ``flare train`` RUN: settings, output classes and the preprocessing the network saw."""
+
+    KIND: ClassVar[str] = "classifier-run"
+    VERSION: ClassVar[int] = 1
+    WHAT: ClassVar[str] = "classifier training run"
+    MADE_BY: ClassVar[str] = "flare train"
+
+    train: ClassifierTraining
+    classes: list[str]
+    macro_of: dict[str, str]
+    label_map: dict[str, str]
+    preprocessing: PreprocessSpec
+
+    def validate(self) -> None:
+        missing = [c for c in self.classes if c not in self.macro_of]
+        if not self.classes or missing:
+            raise ArtifactError(f"{self.FILE}: classes {self.classes} need a macro class each (missing {missing})")
+
+
+@dataclass
+class SRTraining:
+    """The settings of ``flare train-sr``."""
+
+    data: str
+    arch: str = "tiny_x4"
+    scale: int = 4
+    patch: int = 64
+    batch: int = 8
+    epochs: int = 20
+    steps_per_epoch: int = 100
+    lr: float = 2e-4
+    val: float = 0.1
+    seed: int = 0
+    lr_dir: str | None = None
+    #: Learn a correction on top of bicubic upscaling; None: on for our own small configurations.
+    bicubic_residual: bool | None = None
+
+
+@dataclass
+class SRRun(Artifact):
+    """A ``flare train-sr`` RUN. ``swinir`` is the architecture (``SwinIRConfig.to_dict()``)."""
+
+    KIND: ClassVar[str] = "sr-run"
+    VERSION: ClassVar[int] = 1
+    WHAT: ClassVar[str] = "super-resolution training run"
+    MADE_BY: ClassVar[str] = "flare train-sr"
+
+    train: SRTraining
+    swinir: dict[str, Any]
+    bicubic_residual: bool
+
+
+@dataclass
+class DiffusionTraining:
+    """The settings of ``flare train-diffusion``."""
+
+    data: str
+    config: str = "tiny"
+    resolution: int | None = None
+    epochs: int = 100
+    vae_epochs: int = 10
+    batch: int = 32
+    vae_batch: int = 16
+    lr: float = 5e-4
+    vae_lr: float = 1e-3
+    warmup_steps: int = 100
+    kl_weight: float = 1e-6
+    ema_max_decay: float = 0.9999
+    prediction: str = "epsilon"
+    image_cond: bool | None = None
+    vae: str | None = None
+    text_encoder: str | None = None
+    dihedral: bool = True
+    sample_every: int = 1
+    sample_per_class: int = 4
+    sample_steps: int = 25
+    sample_guidance: float = 4.0
+    seed: int = 0
+
+
+@dataclass
+class Conditioner:
+    """How class names become the UNet's cross-attention context.
+
+    ``class_embedding``: a learned embedding per class, projected to ``tokens`` vectors of
+    ``dim``; ``prompt_table``: frozen text-encoder outputs of the class prompts, ``tokens``
+    x ``dim`` each. Either way the weights are ``conditioner/conditioner.safetensors`` and
+    the last row is the null prompt of classifier-free guidance.
+    """
+
+    kind: str
+    classes: list[str]
+    prompts: list[str]
+    dim: int
+    tokens: int
+
+
+@dataclass
+class DiffusionRun(Artifact):
+    """A ``flare train-diffusion`` RUN, beside ``unet/``, ``vae/``, ``scheduler/`` and ``conditioner/``.
+
+    ``image_mode`` is ``"channels"`` when the UNet takes a source-image condition (image
+    variation) as extra input channels, pooled to ``image_cond_cells`` cells a side.
+    """
+
+    KIND: ClassVar[str] = "diffusion-run"
+    VERSION: ClassVar[int] = 1
+    WHAT: ClassVar[str] = "diffusion training run"
+    MADE_BY: ClassVar[str] = "flare train-diffusion"
+
+    train: DiffusionTraining
+    conditioner: Conditioner
+    image_mode: str | None
+    image_cond_cells: int
+    vae_epochs: int
+
+    def validate(self) -> None:
+        if self.conditioner.kind not in ("class_embedding", "prompt_table"):
+            raise ArtifactError(f"{self.FILE}: unknown conditioner kind {self.conditioner.kind!r}")
+        if self.image_mode not in (None, "channels"):
+            raise ArtifactError(f"{self.FILE}: unknown image_mode {self.image_mode!r}")
+
+
+# --- bundles ----------------------------------------------------------------------------------
+
+TASKS = ("classify", "enhance", "generate")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass
+class TensorSpec:
+    """One model input or output; symbolic dims are strings such as ``"batch"``."""
+
+    name: str
+    shape: list[int | str]
+    dtype: str = "float32"
+
+
+@dataclass
+class Labels:
+    """Output order of a classifier and how it rolls up to macro classes.
+
+    ``level`` says whether the outputs are fine or macro classes; ``macro_of`` maps each
+    output class to its macro class (identity for a macro-level model).
+    """
+
+    classes: list[str]
+    macro_of: dict[str, str]
+    level: str = "fine"
+
+    def __post_init__(self) -> None:
+        if not self.classes:
+            raise BundleError("labels.classes must be a non-empty list of class names")
+        missing = [c for c in self.classes if c not in self.macro_of]
+        if missing:
+            raise BundleError(f"labels.macro_of has no macro class for {missing}")
+
+
+@dataclass
+class BundleFile:
+    """A file of the bundle, with what it must hash to and the largest batch it accepts."""
+
+    path: str
+    sha256: str
+    bytes: int
+    #: None: any batch (a dynamic ONNX axis); an engine's profile sets a limit.
+    max_batch: int | None = None
+
+    @classmethod
+    def describe(cls, folder: Path, name: str, max_batch: int | None = None) -> BundleFile:
+        """The entry for ``folder/name`` as it is on disk now."""
+        path = Path(folder) / name
+        return cls(path=name, sha256=sha256(path), bytes=path.stat().st_size, max_batch=max_batch)
+
+
+@dataclass
+class Manifest(Artifact):
+    """What a bundle is, how to feed it, how it was checked, and what its files must hash to."""
+
+    KIND: ClassVar[str] = "bundle"
+    VERSION: ClassVar[int] = 2
+    FILE: ClassVar[str] = "manifest.json"
+    VERSION_KEY: ClassVar[str] = "schema_version"
+    WHAT: ClassVar[str] = "bundle"
+    MADE_BY: ClassVar[str] = "flare export"
+    ERROR: ClassVar[type[ArtifactError]] = BundleError
+
+    task: str
+    files: dict[str, BundleFile]
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    precision: str = "fp32"
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    labels: Labels | None = None
+    parity: dict[str, Any] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.task not in TASKS:
+            raise BundleError(f"manifest task {self.task!r} is not one of {', '.join(TASKS)}")
+        if self.precision not in PRECISIONS:
+            raise BundleError(f"manifest precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if not self.files:
+            raise BundleError("manifest.json has no 'files' map naming the model files")
+        if self.task == "classify" and self.labels is None:
+            raise BundleError("a classify bundle needs 'labels' in its manifest")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        if self.labels is None:
+            d.pop("labels")
+        return d
+
+    @classmethod
+    def load(cls, folder: str | Path, verify: bool = True) -> Manifest:
+        """Read a bundle's manifest and, with ``verify``, check every file it names."""
+        manifest = super().load(folder)
+        if verify:
+            manifest.verify(Path(folder))
+        return manifest
+
+    def verify(self, folder: Path) -> None:
+        """Refuse a missing, truncated or changed file, by name (sizes first: cheap)."""
+        for role, entry in self.files.items():
+            path = Path(folder) / entry.path
+            if not path.is_file():
+                raise BundleError(f"{folder}: the manifest names {entry.path} ({role}) but the file is missing; "
+                                  "copy the whole bundle folder or re-export it")
+            size = path.stat().st_size
+            if size != entry.bytes:
+                raise BundleError(f"{path} is {size} bytes but the manifest says {entry.bytes}: the file is "
+                                  "truncated or was replaced; copy the bundle again or re-export it")
+            if sha256(path) != entry.sha256:
+                raise BundleError(f"{path} differs from the file the bundle was exported with (sha256 mismatch); "
+                                  "copy the bundle again or re-export it")

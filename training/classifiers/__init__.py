@@ -1,0 +1,1 @@
+"""Classifier backbones, their training loop, metrics and the ``flare train`` command."""

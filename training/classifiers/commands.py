@@ -1,0 +1,42 @@
+"""``flare train``: the classifier training command. Heavy imports stay inside it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from flare.options import DEVICE, input_size
+
+
+@click.command()
+@click.argument("data_dir", metavar="DATA", type=click.Path(path_type=Path))
+@click.option("--model", "model_name", required=True, help="timm model name or googlenet.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="RUN folder.")
+@click.option("--split", "split_csv", type=click.Path(path_type=Path), default=None,
+              help="Split file from 'flare data split' (default: a grouped split made now, kept in RUN).")
+@click.option("--labels", type=click.Choice(["fine", "macro"]), default="fine", show_default=True)
+@click.option("--epochs", default=50, show_default=True)
+@click.option("--batch", default=64, show_default=True)
+@click.option("--lr", default=2e-5, show_default=True, help="Adam learning rate (paper: 2e-5 from ImageNet weights).")
+@input_size(224)
+@click.option("--weights", type=click.Path(path_type=Path), default=None, help="Local weights to start from.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--workers", default=0, show_default=True, help="DataLoader worker processes.")
+@click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA.")
+@DEVICE
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+def train(data_dir: Path, model_name: str, out: Path, split_csv: Path | None, labels: str, epochs: int,
+          batch: int, lr: float, input_size: int, weights: Path | None, seed: int, workers: int, amp: bool,
+          device: str, resume: bool) -> None:
+    """Train a classifier on DATA (an ImageFolder tree or SpaceNet's layout)."""
+    from flare.runtime.progress import log
+    from flare.runtime.artifacts import ClassifierTraining
+    from flare.training.classifiers.train import train as run_training
+
+    cfg = ClassifierTraining(model=model_name, data=str(Path(data_dir).resolve()), level=labels, epochs=epochs,
+                      batch=batch, lr=lr, input_size=input_size, seed=seed,
+                      weights=str(weights) if weights else None, amp=amp, workers=workers)
+    results = run_training(cfg, out, split=split_csv, resume=resume, device=device)
+    log(f"test accuracy {results['test_acc']:.3f}, macro-F1 {results['test_macro_f1']:.3f} "
+        f"on {results['test_images']} images; run in {out}")

@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=60)
     parser.add_argument("--arch", default="tiny_x4")
     parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--steps-per-epoch", type=int, default=100)
     parser.add_argument("--sr-run", type=Path, default=None,
                         help="Score an existing train-sr RUN (trained without the test split) instead of training one.")
     args = parser.parse_args()
@@ -38,7 +38,8 @@ def main() -> None:
     from flare.training.pipeline.chain import link_tree
     from flare.training.sr.metrics import bicubic_upscale, psnr, ssim
     from flare.training.data.synth import SynthConfig, synthesize
-    from flare.training.sr.train import SRTrainConfig, load_sr, to_image, to_tensor, train_sr
+    from flare.runtime.artifacts import SRRun, SRTraining, to_plain
+    from flare.training.sr.train import load_sr, to_image, to_tensor, train_sr
 
     data = args.work / "data"
     synthesize(data, SynthConfig(per_class=args.per_class, size=128, seed=0))
@@ -50,10 +51,10 @@ def main() -> None:
     lr_train = link_tree([(data / "lr" / r["path"], r["path"]) for r in train_rows], args.work / "lr_train")
     run = args.sr_run or args.work / "sr_run"
     if args.sr_run is None and not (run / "train_state.pt").exists():
-        train_sr(SRTrainConfig(data=str(hr_train), lr_dir=str(lr_train), arch=args.arch, epochs=args.epochs,
-                               steps_per_epoch=args.steps, batch=16, patch=64, lr=5e-4), run)
+        train_sr(SRTraining(data=str(hr_train), low_res_dir=str(lr_train), arch=args.arch, epochs=args.epochs,
+                            steps_per_epoch=args.steps_per_epoch, batch=16, patch=64, lr=5e-4), run)
     model, config, _ = load_sr(run)
-    trained = json.loads((run / "config.json").read_text())["train"]
+    trained = SRRun.load(run).train
     train_seconds = sum(json.loads(line)["seconds"] for line in (run / "metrics.jsonl").read_text().splitlines())
     scores = {k: [] for k in ("bicubic_psnr", "bicubic_ssim", "sr_psnr", "sr_ssim")}
     with torch.inference_mode():
@@ -66,14 +67,14 @@ def main() -> None:
             scores["sr_psnr"].append(psnr(sr, hr, config.scale))
             scores["sr_ssim"].append(ssim(sr, hr, config.scale))
     mean = {k: float(np.mean(v)) for k, v in scores.items()}
-    results = {"run": str(run), "train": trained, "test_pairs": len(test_rows), "train_seconds": round(train_seconds, 1),
+    results = {"run": str(run), "train": to_plain(trained), "test_pairs": len(test_rows), "train_seconds": round(train_seconds, 1),
                **mean}
     table = (f"| method | PSNR (dB, Y) | SSIM (Y) |\n|---|---|---|\n"
              f"| bicubic x4 | {mean['bicubic_psnr']:.2f} | {mean['bicubic_ssim']:.4f} |\n"
-             f"| SwinIR {trained['arch']}, train-sr {trained['epochs']} x {trained['steps_per_epoch']} steps | "
+             f"| SwinIR {trained.arch}, train-sr {trained.epochs} x {trained.steps_per_epoch} steps | "
              f"{mean['sr_psnr']:.2f} | {mean['sr_ssim']:.4f} |\n\n{len(test_rows)} held-out 32->128 px pairs of the "
              f"demo data; SR trained in {train_seconds:.0f} s on a CPU.")
-    js, md = write_results(args.out, f"sr_quality_{trained['arch']}", results, table)
+    js, md = write_results(args.out, f"sr_quality_{trained.arch}", results, table)
     print(md.read_text())
 
 

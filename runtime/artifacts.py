@@ -273,7 +273,7 @@ class SRTraining:
     lr: float = 2e-4
     val: float = 0.1
     seed: int = 0
-    lr_dir: str | None = None
+    low_res_dir: str | None = None
     #: Learn a correction on top of bicubic upscaling; None: on for our own small configurations.
     bicubic_residual: bool | None = None
 

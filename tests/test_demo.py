@@ -1,4 +1,5 @@
-"""``flare demo`` end to end at a tiny scale: every step runs and leaves its outputs."""
+"""``flare demo`` end to end, with its default settings: every step runs and leaves its outputs,
+and the classifier it trains survives fp16 and int8 export through the parity gate."""
 
 from __future__ import annotations
 
@@ -11,15 +12,11 @@ from click.testing import CliRunner
 from flare.cli import cli
 from flare.demo import astropy_fits_files
 
-pytest.importorskip("torch")
-pytest.importorskip("onnx")
+pytestmark = pytest.mark.slow  # the demo trains for about a minute on 2 cores
 
 
-def test_demo_runs_and_resumes(tmp_path: Path) -> None:
-    out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--per-class", "5", "--epochs", "1", "--input-size", "32"]
-    result = CliRunner().invoke(cli, args)
-    assert result.exit_code == 0, result.output
+def test_demo_runs_and_resumes(demo: tuple[Path, str]) -> None:
+    out, stdout = demo
     for path in ("run/confusion_matrix.png", "bundle/manifest.json", "bundle/model.onnx", "triage.csv"):
         assert (out / path).is_file(), path
     with open(out / "triage.csv", newline="") as f:
@@ -29,8 +26,27 @@ def test_demo_runs_and_resumes(tmp_path: Path) -> None:
     assert all(rows[p]["status"] == "ok" for p in fits), [rows[p]["error"] for p in fits]
     assert rows["broken.png"]["status"] == "error"
     assert sum(p.startswith("synthetic/hr/") for p in rows) == 96
-    assert "FLARE Edge demo finished" in result.stdout
+    assert "FLARE Edge demo finished" in stdout
     # a second run reuses the finished training and triage instead of redoing them
-    again = CliRunner().invoke(cli, args)
+    again = CliRunner().invoke(cli, ["demo", "--out", str(out)])
     assert again.exit_code == 0, again.output
     assert "0 triaged in this run" in again.stdout
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_demo_classifier_passes_the_parity_gate_in_reduced_precision(demo: tuple[Path, str], tmp_path: Path,
+                                                                     precision: str) -> None:
+    onnx = pytest.importorskip("onnx")
+    from flare.export.classifier import export_classifier
+    from flare.runtime.artifacts import Manifest
+
+    path, report = export_classifier(str(demo[0] / "run"), tmp_path / precision, precision=precision)
+    assert report.passed, report.summary()
+    manifest = Manifest.load(path)
+    assert manifest.precision == precision and manifest.parity["passed"] is True
+    assert manifest.inputs[0].dtype == "float32"  # callers feed the same arrays at every precision
+    graph = onnx.load(str(path / "model.onnx")).graph
+    if precision == "int8":
+        assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in graph.node}
+    else:
+        assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer)

@@ -11,6 +11,7 @@ pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
 
+@pytest.mark.slow
 def test_experiment_runs_all_arms_and_resumes(sky_data: Path, tmp_path: Path) -> None:
     from flare.training.pipeline.experiment import ARMS, ExperimentConfig, run_experiment
 

@@ -36,27 +36,31 @@ def write_images(folder: Path) -> list[Path]:
     return paths
 
 
-def test_training_dataset_equals_runtime_preprocessing(tmp_path: Path) -> None:
-    """The tensors training sees are the arrays the runtime feeds the exported model."""
+def test_training_tensors_are_the_authors_transform_through_a_bundle_spec(tmp_path: Path) -> None:
+    """What training feeds the network equals an independent implementation, torchvision's
+    Resize / ToTensor / Normalize, under the spec as it travels in a bundle manifest."""
     torch = pytest.importorskip("torch")
+    pytest.importorskip("torchvision")
     from torch.utils.data import DataLoader
+    from torchvision import transforms
 
-    from flare.training.data.folders import scan_image_folder
     from flare.training.classifiers.train import ImageDataset
+    from flare.training.data.folders import scan_image_folder
 
     paths = write_images(tmp_path)
     samples, classes = scan_image_folder(tmp_path)
-    spec = PreprocessSpec(size=48)
+    spec = PreprocessSpec.from_dict(PreprocessSpec(size=48).to_dict())
     rows = [{"path": s.path, "label": s.label} for s in samples]
     ds = ImageDataset(rows, tmp_path, spec, {c: i for i, c in enumerate(classes)}, cache=False)
     batch, _ = next(iter(DataLoader(ds, batch_size=len(ds))))
-    # runtime side: the spec as it travels in a bundle manifest, then the runtime's own calls
-    runtime_spec = PreprocessSpec.from_dict(spec.to_dict())
-    by_path = {tmp_path / r["path"]: i for i, r in enumerate(rows)}
-    for path in paths:
-        runtime = preprocess(load_rgb(path, stretch=runtime_spec.stretch), runtime_spec)
-        np.testing.assert_array_equal(batch[by_path[path]].numpy(), runtime)
     assert batch.dtype == torch.float32 and tuple(batch.shape[1:]) == (3, 48, 48)
+    reference = transforms.Compose([transforms.Resize((48, 48)), transforms.ToTensor(),
+                                    transforms.Normalize(spec.mean, spec.std)])
+    by_path = {tmp_path / r["path"]: i for i, r in enumerate(rows)}
+    for path in paths[:4]:  # the Pillow formats; FITS has no torchvision counterpart
+        with Image.open(path) as img:
+            expected = reference(Image.fromarray(to_rgb(img))).numpy()
+        np.testing.assert_allclose(batch[by_path[path]].numpy(), expected, atol=1e-5, err_msg=path.name)
 
 
 def test_matches_the_authors_torchvision_transform(tmp_path: Path) -> None:

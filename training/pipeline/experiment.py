@@ -138,7 +138,7 @@ def run_experiment(data: Path, out: Path, cfg: ExperimentConfig, device: str = "
         lr_train = raw_train
         sr_run = out / "sr_run"
         if not (sr_run / "train_state.pt").exists():
-            train_sr(SRTraining(data=str(hr_train.resolve()), lr_dir=str(lr_train.resolve()),
+            train_sr(SRTraining(data=str(hr_train.resolve()), low_res_dir=str(lr_train.resolve()),
                                    epochs=cfg.sr_epochs, steps_per_epoch=cfg.sr_steps, batch=16, patch=64,
                                    lr=5e-4, seed=cfg.seed), sr_run, device=device)
         sr = str(sr_run)

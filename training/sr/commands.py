@@ -16,19 +16,19 @@ from flare.options import DEVICE
               help="SwinIR configuration: tiny_x4 (CPU-friendly), realsr_l_x4 (the paper's SwinIR-L), "
                    "realsr_m_x4, classical_x2/x3/x4/x8, lightweight_x2/x3/x4.")
 @click.option("--scale", default=4, show_default=True)
-@click.option("--lr-dir", type=click.Path(path_type=Path), default=None,
+@click.option("--low-res-dir", type=click.Path(path_type=Path), default=None,
               help="Real LR images with the HR files' relative paths (default: degrade the HR images).")
 @click.option("--epochs", default=20, show_default=True)
 @click.option("--steps-per-epoch", default=100, show_default=True, help="Training batches per epoch.")
 @click.option("--batch", default=8, show_default=True)
 @click.option("--patch", default=64, show_default=True, help="HR patch side.")
-@click.option("--learning-rate", "lr", default=2e-4, show_default=True)
+@click.option("--lr", default=2e-4, show_default=True, help="Adam learning rate.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--bicubic-residual/--no-bicubic-residual", default=None,
               help="Learn a correction on top of bicubic upscaling (default: on for tiny_x4 only).")
 @DEVICE
 @click.option("--resume", is_flag=True, help="Continue the run in --out.")
-def train_sr(data_dir: Path, out: Path, arch: str, scale: int, lr_dir: Path | None, epochs: int,
+def train_sr(data_dir: Path, out: Path, arch: str, scale: int, low_res_dir: Path | None, epochs: int,
              steps_per_epoch: int, batch: int, patch: int, lr: float, seed: int, bicubic_residual: bool | None,
              device: str, resume: bool) -> None:
     """Train SwinIR on LR/HR pairs made from the images in DATA (L1 loss, PSNR/SSIM validation)."""
@@ -39,7 +39,7 @@ def train_sr(data_dir: Path, out: Path, arch: str, scale: int, lr_dir: Path | No
     cfg = SRTraining(data=str(Path(data_dir).resolve()), arch=arch, scale=scale, patch=patch, batch=batch,
                         epochs=epochs, steps_per_epoch=steps_per_epoch, lr=lr, seed=seed,
                         bicubic_residual=bicubic_residual,
-                        lr_dir=str(Path(lr_dir).resolve()) if lr_dir else None)
+                        low_res_dir=str(Path(low_res_dir).resolve()) if low_res_dir else None)
     scores = run(cfg, out, resume=resume, device=device)
     if scores:
         log(f"validation PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.4f} "

@@ -2,7 +2,7 @@
 
 Pairs come from the user's HR images through the same degradation that makes the synthetic
 LR data (:func:`flare.training.data.synth.degrade`: blur, downsample, noise, JPEG), or from real pairs
-when the user has them (``lr_dir`` holding files with the HR files' relative paths). The
+when the user has them (``low_res_dir`` holding files with the HR files' relative paths). The
 validation split is grouped like classifier splits, so no image is in both. A RUN holds
 ``run.json`` (an :class:`~flare.runtime.artifacts.SRRun`: the SwinIR config and the training settings),
 ``best.safetensors`` (highest validation PSNR), ``last.safetensors``, ``train_state.pt`` and
@@ -76,10 +76,10 @@ def make_pairs(cfg: SRTraining, files: list[str]) -> list[tuple[np.ndarray, np.n
         hr = hr[: hr.shape[0] // s * s, : hr.shape[1] // s * s]
         if hr.shape[0] < s * 8 or hr.shape[1] < s * 8:
             raise UsageError(f"{root / rel} is too small for x{s} training (at least {s * 8} px a side)")
-        if cfg.lr_dir:
-            lr = load_rgb(Path(cfg.lr_dir) / rel)
+        if cfg.low_res_dir:
+            lr = load_rgb(Path(cfg.low_res_dir) / rel)
             if lr.shape[0] * s != hr.shape[0] or lr.shape[1] * s != hr.shape[1]:
-                raise FlareError(f"{Path(cfg.lr_dir) / rel} is {lr.shape[1]}x{lr.shape[0]}, "
+                raise FlareError(f"{Path(cfg.low_res_dir) / rel} is {lr.shape[1]}x{lr.shape[0]}, "
                                  f"not 1/{s} of its HR image {hr.shape[1]}x{hr.shape[0]}")
         else:
             lr = degrade(hr, np.random.default_rng([cfg.seed, i]), scale=s)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from flare.runtime.classify import Classifier
 
 BACKEND_OPTION = click.option(
     "--backend", type=click.Choice(["auto", "tensorrt", "cuda", "cpu", "trt-engine"]), default="auto",
@@ -70,7 +74,7 @@ def classify(bundle: Path, images: tuple[Path, ...], top_k: int, as_json: bool, 
         _classify_each(clf, images, top_k, as_json)
 
 
-def _classify_each(clf, images: tuple[Path, ...], top_k: int, as_json: bool) -> None:
+def _classify_each(clf: Classifier, images: tuple[Path, ...], top_k: int, as_json: bool) -> None:
     """Print one result per image; unreadable images are reported and counted, not fatal."""
     from flare.runtime.errors import FlareError, ImageDecodeError
     from flare.runtime.progress import log

@@ -126,7 +126,8 @@ def _load_fits(path: Path, max_pixels: int, stretch: StretchSpec) -> np.ndarray:
         from astropy.io import fits
         from astropy.utils.exceptions import AstropyWarning
     except ImportError as exc:
-        raise ImageDecodeError("is FITS, which needs astropy: pip install astropy") from exc
+        raise ImageDecodeError("is FITS, which needs astropy, part of the base install: "
+                               "pip install --force-reinstall flare-edge") from exc
     if not _fits_warnings_silenced:  # non-standard headers are common; we only need pixels
         warnings.filterwarnings("ignore", category=AstropyWarning)
         _fits_warnings_silenced = True

@@ -326,5 +326,5 @@ def test_text_encoder_without_transformers_is_a_clear_error(monkeypatch: pytest.
     import sys
 
     monkeypatch.setitem(sys.modules, "transformers", None)  # as if not installed
-    with pytest.raises(FlareError, match="pip install transformers"):
+    with pytest.raises(FlareError, match=r"pip install .flare-edge\[train\]."):
         build_model(get_config("tiny", image_size=32), CLASSES, text_encoder=tmp_path)

@@ -292,7 +292,7 @@ def load_text_encoder(folder: str | Path) -> tuple[Any, nn.Module]:
     try:
         from transformers import CLIPTextModel, CLIPTokenizer
     except ImportError as exc:
-        raise FlareError("a CLIP text encoder needs the transformers package: pip install transformers "
+        raise FlareError("a CLIP text encoder needs transformers, from the 'train' extra: pip install 'flare-edge[train]' "
                          "(or train without --text-encoder to use learned class embeddings)") from exc
     root = local_folder(folder, "--text-encoder")
     enc_dir = root / "text_encoder" if (root / "text_encoder").is_dir() else root

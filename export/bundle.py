@@ -13,7 +13,6 @@ import shutil
 from pathlib import Path
 
 from flare.runtime.artifacts import BundleFile, Manifest
-from flare.runtime.atomic import publish_folder
 from flare.runtime.errors import UsageError
 
 VERSIONED = ("flare-edge", "torch", "torchvision", "timm", "diffusers", "onnx", "onnxscript", "onnxslim",
@@ -46,7 +45,3 @@ def bundle_files(stage: Path, names: dict[str, str], max_batch: dict[str, int] |
     limits = max_batch or {}
     return {role: BundleFile.describe(stage, name, limits.get(role)) for role, name in names.items()}
 
-
-def publish(stage: Path, out: Path) -> Path:
-    """Swap the finished ``stage`` folder in as ``out`` (the old bundle, if any, is removed)."""
-    return publish_folder(stage, Path(out))

@@ -18,10 +18,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from flare.export.bundle import bundle_files, library_versions, publish, staging_dir
+from flare.export.bundle import bundle_files, library_versions, staging_dir
 from flare.export.onnx_export import export_onnx, finalize, tensor_specs
 from flare.export.parity import ParityError, ParityReport, compare, run_onnx
 from flare.runtime.artifacts import ClassifierRun, Labels, Manifest, identify, sha256
+from flare.runtime.atomic import publish_folder
 from flare.runtime.errors import UsageError
 from flare.runtime.imageio import list_images, load_rgb
 from flare.runtime.preprocess import PreprocessSpec, preprocess
@@ -185,5 +186,5 @@ def export_classifier(run_or_name: str, out: Path, *, num_classes: int | None = 
             raise ParityError(f"refusing to write {out}: {report.summary()}; tolerance {report.tolerance}. "
                               "Pass --allow-parity-failure to write it anyway (marked as failed)")
         log(f"WARNING: writing {out} although the parity check FAILED ({report.summary()})")
-    publish(stage, Path(out))
+    publish_folder(stage, Path(out))
     return Path(out), report

@@ -81,7 +81,7 @@ class Classifier:
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, S, S) float32 -> (N, C) probabilities, in chunks the backend accepts."""
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-        step = self.runner.max_batch or len(batch)
+        step = self.runner.max_batch or max(len(batch), 1)
         outs = [self.runner.infer({self.input_name: batch[i:i + step]})[self.output_name]
                 for i in range(0, len(batch), step)]
         out = np.concatenate(outs)

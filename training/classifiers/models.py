@@ -20,7 +20,7 @@ EDGE_MODELS = ("resnet18", "mobilenetv3_small_100", "mobilenetv3_large_100", "ef
 PAPER_MODELS = ("resnet50", "googlenet", "densenet121", "vit_base_patch16_224")
 
 
-def create_classifier(name: str, num_classes: int, img_size: int | None = None) -> nn.Module:
+def create_classifier(name: str, num_classes: int, input_size: int | None = None) -> nn.Module:
     """Build ``name`` with a ``num_classes`` head and random weights."""
     if name == "googlenet":
         from torchvision.models import googlenet
@@ -30,9 +30,9 @@ def create_classifier(name: str, num_classes: int, img_size: int | None = None) 
 
     if not timm.is_model(name):
         raise UsageError(f"unknown model {name!r}: use a timm model name (timm.list_models()) or googlenet")
-    if img_size is not None:
-        try:  # transformers fix their patch grid at build time; CNNs do not take img_size
-            return timm.create_model(name, pretrained=False, num_classes=num_classes, img_size=img_size)
+    if input_size is not None:
+        try:  # transformers fix their patch grid at build time; CNNs do not take timm's img_size
+            return timm.create_model(name, pretrained=False, num_classes=num_classes, img_size=input_size)
         except TypeError:
             pass
     return timm.create_model(name, pretrained=False, num_classes=num_classes)

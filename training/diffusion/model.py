@@ -578,7 +578,7 @@ def _load_part(cls: Any, folder: Path, name: str) -> Any:
     """``folder/name`` as a diffusers model, from local files only."""
     try:
         return cls.from_pretrained(str(folder / name), local_files_only=True)
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except (OSError, ValueError) as exc:
         raise FlareError(f"{folder / name} is not a {cls.__name__} saved with save_pretrained "
                          f"({type(exc).__name__}: {exc})") from exc
 

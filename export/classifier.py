@@ -21,6 +21,7 @@ from torch import nn
 from flare.export.bundle import bundle_files, library_versions, staging_dir
 from flare.export.onnx_export import export_onnx, finalize, tensor_specs
 from flare.export.parity import ParityError, ParityReport, compare, run_onnx
+from flare.runtime.paths import check_apart
 from flare.runtime.artifacts import ClassifierRun, Labels, Manifest, identify, sha256
 from flare.runtime.atomic import publish_folder
 from flare.runtime.errors import UsageError
@@ -62,6 +63,11 @@ def resolve_source(run_or_name: str, num_classes: int | None, weights: Path | No
     """A RUN folder gives its best checkpoint and split; a model name gives that architecture."""
     path = Path(run_or_name)
     if path.is_dir() and identify(path) is not None:
+        given = [name for name, value in (("--num-classes", num_classes), ("--weights", weights),
+                                          ("--input-size", input_size)) if value is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} only apply to a bare model name; the RUN {path} has its own "
+                             "classes, weights and input size")
         from flare.training.classifiers.train import build_from_run
         from flare.training.data.folders import resolve_root
         from flare.training.data.splits import read_split
@@ -81,7 +87,7 @@ def resolve_source(run_or_name: str, num_classes: int | None, weights: Path | No
         raise UsageError(f"{path} does not exist: give a training RUN folder or a timm model name")
     from flare.training.classifiers.models import create_classifier, load_weights
 
-    n = num_classes or len(FINE_CLASSES)
+    n = len(FINE_CLASSES) if num_classes is None else num_classes
     spec = PreprocessSpec(size=input_size or 224)
     model = create_classifier(run_or_name, n, spec.size)
     info: dict[str, Any] = {"model": run_or_name, "checkpoint": None, "sha256": None}
@@ -139,6 +145,8 @@ def export_classifier(run_or_name: str, out: Path, *, num_classes: int | None = 
     """Export, check and write the bundle; raises :class:`ParityError` when the gate refuses."""
     if precision not in ("fp32", "fp16", "int8"):
         raise UsageError(f"--precision must be fp32, fp16 or int8, not {precision!r}")
+    if Path(run_or_name).exists():
+        check_apart((Path(out), "--out"), [(Path(run_or_name), "RUN")])
     source = resolve_source(run_or_name, num_classes, weights, input_size)
     inputs, where = parity_inputs(source, calib, samples)
     with torch.inference_mode():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from flare.options import input_size
+from flare.options import COUNT, InputPath, OutputPath, input_size
 
 
 @click.group()
@@ -16,13 +16,13 @@ def export() -> None:
 
 @export.command()
 @click.argument("run_or_name", metavar="RUN_OR_NAME")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Bundle folder to write.")
-@click.option("--num-classes", type=int, default=None, help="Classes for a bare model name (default 8).")
-@click.option("--weights", type=click.Path(path_type=Path), default=None, help="Local weights for a bare model name.")
+@click.option("--out", type=OutputPath("dir", made_by="manifest.json"), required=True, help="Bundle folder to write.")
+@click.option("--num-classes", type=click.IntRange(min=2), default=None, help="Classes for a bare model name (default 8).")
+@click.option("--weights", type=InputPath("file"), default=None, help="Local weights for a bare model name.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
-@click.option("--calib", type=click.Path(path_type=Path), default=None,
+@click.option("--calib", type=InputPath("dir"), default=None,
               help="Folder of images for the parity check and int8 calibration.")
-@click.option("--samples", default=32, show_default=True, help="Images compared in the parity check.")
+@click.option("--samples", type=COUNT, default=32, show_default=True, help="Images compared in the parity check.")
 @input_size(None)
 @click.option("--engine", is_flag=True, help="Also build a TensorRT engine (needs TensorRT on this GPU).")
 @click.option("--allow-parity-failure", is_flag=True,

@@ -5,17 +5,22 @@ Sub-commands are defined next to the code they drive (``flare.runtime.commands``
 use, so the runtime install (no torch) can run ``flare --help``, ``flare classify`` and
 ``flare triage``.
 A user mistake ends in one line on stderr and exit code 1 (2 for bad arguments); a missing
-optional dependency names the extra that provides it.
+optional dependency names the extra that provides it (see :class:`FlareGroup`).
 """
 
 from __future__ import annotations
 
+import errno
 import importlib
+import shlex
 import sys
+from typing import Any
 
 import click
 
 from flare.runtime.errors import FlareError, UsageError
+from flare.runtime.journal import one_line
+from flare.runtime.paths import os_error_line
 
 #: name -> (module, attribute). Module import must stay light (click only at top level).
 COMMANDS = {
@@ -55,7 +60,13 @@ def install_hint(module: str) -> str | None:
 
 
 class FlareGroup(click.Group):
-    """Loads sub-commands lazily and turns our errors into one line for a person."""
+    """Loads sub-commands lazily and turns every user mistake into one line and an exit code.
+
+    This is the one place where errors become messages, so a new command inherits it: our
+    own errors (1, or 2 for :class:`UsageError`), click's argument errors (2), an OS error on
+    a path (1, naming the path), a missing extra (1, naming it) and Ctrl-C (130, with the
+    exact command that resumes). Anything else is a bug and keeps its traceback.
+    """
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -66,24 +77,60 @@ class FlareGroup(click.Group):
         module, attr = COMMANDS[name]
         return getattr(importlib.import_module(module), attr)
 
-    def invoke(self, ctx: click.Context):
+    def main(self, args: list[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        args = list(sys.argv[1:] if args is None else args)
+        code = self._run(args, prog_name, complete_var, **extra)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+    def _run(self, args: list[str], prog_name: str | None, complete_var: str | None, **extra: Any) -> int:
+        """Run the command line; the exit code, after printing any error as one line."""
         try:
-            return super().invoke(ctx)
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            return result if isinstance(result, int) else 0
+        except click.UsageError as exc:
+            where = f" (see: {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+            return _fail(exc.format_message() + where, 2)
+        except click.ClickException as exc:
+            return _fail(exc.format_message(), exc.exit_code)
         except UsageError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            ctx.exit(2)
+            return _fail(str(exc), 2)
         except FlareError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            ctx.exit(1)
+            return _fail(str(exc), 1)
         except ModuleNotFoundError as exc:
             hint = install_hint((exc.name or "").split(".")[0])
             if hint is None:
                 raise
-            click.echo(f"Error: {hint}", err=True)
-            ctx.exit(1)
-        except KeyboardInterrupt:
-            click.echo("Interrupted; finished work is kept (re-run the same command to resume).", err=True)
-            ctx.exit(130)
+            return _fail(hint, 1)
+        except (KeyboardInterrupt, click.Abort):
+            click.echo("", err=True)
+            return _fail(f"interrupted; finished work is kept. To go on, run: {self.resume_command(args)}", 130)
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:  # the reader of our output went away (| head): not an error
+                return 1
+            return _fail(os_error_line(exc), 1)
+
+    def resume_command(self, args: list[str]) -> str:
+        """The command line that continues an interrupted run: the same, with ``--resume``
+        added for a command that needs it to continue (the others resume by themselves)."""
+        command: click.Command = self
+        ctx = click.Context(self, info_name="flare")
+        for token in args:
+            if not isinstance(command, click.Group) or token.startswith("-"):
+                continue
+            sub = command.get_command(ctx, token)
+            if sub is not None:
+                command = sub
+        needs_flag = any(p.name == "resume" for p in command.params) and "--resume" not in args
+        return shlex.join(["flare", *args, *(["--resume"] if needs_flag else [])])
+
+
+def _fail(message: str, code: int) -> int:
+    """Print ``message`` as the one line of an error and return ``code``."""
+    click.echo(f"Error: {one_line(message)}", err=True)
+    return code
 
 
 @click.group(cls=FlareGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -6,17 +6,23 @@
 4. triage a survey folder that also holds real FITS images shipped inside astropy and one
    deliberately broken file, with the torch-free runtime;
 5. print where every output was written.
+
+Re-running with the same options reuses finished steps. The options are recorded in
+``OUT/demo.json``; with other options, the steps they change are redone from scratch (the demo
+removes only what it made itself, as ``demo.json`` proves), so the report never shows results
+of one setting under the labels of another.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
 
 import click
 
-from flare.options import input_size
+from flare.options import COUNT, OutputPath, input_size
 
 #: Real astronomical FITS files that ship with astropy's test data (globular cluster M13,
 #: a survey field, an HST raw frame); whichever exist in the installed astropy are used.
@@ -26,6 +32,37 @@ ASTROPY_FITS = (
     "modeling/tests/data/1904-66_AZP.fits",
     "io/fits/tests/data/o4sp040b0_raw.fits",
 )
+
+
+def _changed_options(out: Path, options: dict[str, object]) -> list[str]:
+    """The options whose value differs from the one recorded in ``out/demo.json``."""
+    record = out / "demo.json"
+    try:
+        found = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else options
+    except (OSError, ValueError):
+        found = {}  # damaged: treat every option as changed and redo everything
+    return [key for key in options if not isinstance(found, dict) or found.get(key) != options[key]]
+
+
+def _exported_from(bundle: Path) -> str | None:
+    """sha256 of the checkpoint the bundle in ``bundle`` was exported from, if it is readable."""
+    from flare.runtime.artifacts import Manifest
+    from flare.runtime.errors import FlareError
+
+    try:
+        return Manifest.load(bundle).source.get("sha256") if (bundle / Manifest.FILE).is_file() else None
+    except FlareError:
+        return None
+
+
+def _remove(paths: list[Path]) -> None:
+    """Remove outputs of earlier demo steps (files, folders, and a CSV's settings record)."""
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+            Path(f"{path}.flare.json").unlink(missing_ok=True)
 
 
 def astropy_fits_files() -> list[Path]:
@@ -39,16 +76,18 @@ def astropy_fits_files() -> list[Path]:
 
 
 @click.command()
-@click.option("--out", type=click.Path(path_type=Path), default=Path("flare-demo"), show_default=True,
+@click.option("--out", type=OutputPath("dir", made_by="demo.json"), default=Path("flare-demo"), show_default=True,
               help="Folder for everything the demo writes (re-running reuses finished steps).")
 @click.option("--model", "model_name", default="resnet18", show_default=True, help="Backbone to train.")
-@click.option("--per-class", default=80, show_default=True, help="Training images per class.")
-@click.option("--epochs", default=15, show_default=True)
+@click.option("--per-class", type=click.IntRange(min=10), default=80, show_default=True,
+              help="Training images per class (10 or more: each class needs images in train, val and test).")
+@click.option("--epochs", type=COUNT, default=15, show_default=True)
 @input_size(64)
 def demo(out: Path, model_name: str, per_class: int, epochs: int, input_size: int) -> None:
     """Synthesize, train, export with the parity gate, and triage a survey, in minutes on a CPU."""
     from flare.export.classifier import export_classifier
-    from flare.runtime.artifacts import ClassifierTraining
+    from flare.runtime.artifacts import ClassifierTraining, sha256
+    from flare.runtime.atomic import write_json
     from flare.runtime.classify import Classifier
     from flare.runtime.progress import log, progress_bar
     from flare.runtime.triage import triage
@@ -58,6 +97,13 @@ def demo(out: Path, model_name: str, per_class: int, epochs: int, input_size: in
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     data, survey, run, bundle = out / "data", out / "survey", out / "run", out / "bundle"
+    options = {"--per-class": per_class, "--model": model_name, "--epochs": epochs, "--input-size": input_size}
+    csv_path = out / "triage.csv"
+    changed = _changed_options(out, options)
+    if changed:
+        log(f"options changed since the last demo in {out} ({', '.join(changed)}): redoing the steps they affect")
+        _remove([run, bundle, csv_path] + ([data] if "--per-class" in changed else []))
+    write_json(out / "demo.json", options)  # after the removal: a kill in between redoes it next time
 
     log(f"[1/4] synthesizing {per_class} sky images per class into {data}")
     with progress_bar(per_class * 8, "synthesizing") as advance:
@@ -69,9 +115,15 @@ def demo(out: Path, model_name: str, per_class: int, epochs: int, input_size: in
                                        lr=1e-3, step_size=max(epochs // 2, 1), input_size=input_size, seed=0),
                     run, resume=resume)
 
-    log(f"[3/4] exporting to ONNX with the parity gate into {bundle}")
-    _, report = export_classifier(str(run), bundle)
-    log(report.summary())
+    if _exported_from(bundle) == sha256(run / "best.safetensors"):
+        log(f"[3/4] {bundle} already holds this run's best checkpoint")
+        report_line = "exported earlier from this run's best checkpoint"
+    else:
+        log(f"[3/4] exporting to ONNX with the parity gate into {bundle}")
+        _remove([csv_path])  # rows of another model: triage again
+        _, report = export_classifier(str(run), bundle)
+        report_line = report.summary()
+        log(report_line)
 
     log(f"[4/4] triaging a survey folder with the torch-free runtime into {out / 'triage.csv'}")
     with progress_bar(12 * 8, "survey") as advance:
@@ -83,7 +135,6 @@ def demo(out: Path, model_name: str, per_class: int, epochs: int, input_size: in
     for f in fits_files:
         shutil.copyfile(f, real / f.name)
     (survey / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really an image")
-    csv_path = out / "triage.csv"
     with Classifier(bundle) as classifier, progress_bar(None, f"triage on {classifier.backend}") as bar:
         summary = triage(survey, classifier, csv_path, threshold=0.5, progress=bar, on_start=bar.start)
 
@@ -95,7 +146,7 @@ def demo(out: Path, model_name: str, per_class: int, epochs: int, input_size: in
     click.echo(f"  training run        {run} (test accuracy {results['test_acc']:.3f}, "
                f"macro-F1 {results['test_macro_f1']:.3f})")
     click.echo(f"  confusion matrix    {run / 'confusion_matrix.png'}")
-    click.echo(f"  bundle              {bundle} ({report.summary()})")
+    click.echo(f"  bundle              {bundle} ({report_line})")
     click.echo(f"  survey              {survey} ({len(fits_files)} real FITS files from astropy, one broken file)")
     click.echo(f"  triage results      {csv_path}")
     click.echo(f"Next: flare info {bundle}; flare classify {bundle} <image>; flare triage <dir> --model {bundle} --out results.csv")

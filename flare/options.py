@@ -1,13 +1,115 @@
 """Options that several commands share, defined once so one concept has one name and one check.
 
-Only click is imported here: ``flare --help`` and the torch-free runtime commands load it.
+Every command gets its argument checks from here rather than writing them:
+
+* numbers: a range type (``COUNT``, ``SIZE``, ``FRACTION``...) on every numeric option, so an
+  impossible value is a usage error (exit 2) naming the option before any work;
+* paths: :class:`InputPath` and :class:`OutputPath` check existence, kind, permissions and
+  creatability while the command line is parsed (one line, exit 1), and refuse an output that
+  is, contains or lies inside one of the command's inputs (exit 2);
+* ``--device``: :data:`DEVICE`.
+
+Only click and the torch-free :mod:`flare.runtime.paths` are imported here: ``flare --help``
+and the runtime commands load this module.
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
+from typing import Literal
 
 import click
+
+from flare.runtime.paths import Kind, check_apart, check_input, check_output
+
+#: At least one: counts of images, epochs, steps, batch sizes, workers' threads.
+COUNT = click.IntRange(min=1)
+#: Zero or more: epochs that may be skipped (``--vae-epochs 0``), worker processes.
+NON_NEGATIVE = click.IntRange(min=0)
+#: Sides of images and patches in pixels.
+PIXELS = click.IntRange(min=8)
+#: A strictly positive real (learning rates, guidance scales).
+POSITIVE = click.FloatRange(min=0.0, min_open=True)
+#: A fraction of something, 0 to 1 inclusive.
+FRACTION = click.FloatRange(0.0, 1.0)
+#: Random seeds: what numpy and torch both accept.
+SEED_RANGE = click.IntRange(0, 2**32 - 1)
+
+SEED = click.option("--seed", type=SEED_RANGE, default=0, show_default=True,
+                    help="Random seed (same seed, same result).")
+
+
+def _label(param: click.Parameter | None) -> str:
+    """The parameter as the user typed it: ``--out`` for an option, ``DATA`` for an argument."""
+    if param is None:
+        return "path"
+    if isinstance(param, click.Option):
+        return max(param.opts, key=len)
+    return param.human_readable_name
+
+
+class _PathType(click.ParamType):
+    """A path checked while the command line is parsed, and remembered for the overlap check.
+
+    Every path of a command is kept in ``ctx.meta`` (shared by the command and its parents);
+    each new one is compared with those of the other role, so the order of options does not
+    matter.
+    """
+
+    role: Literal["input", "output"]
+
+    def __init__(self, kind: Kind = "any") -> None:
+        self.kind = kind
+
+    def check(self, path: Path, what: str) -> Path:
+        raise NotImplementedError
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> Path:
+        what = _label(param)
+        path = self.check(Path(str(value)).expanduser(), what)
+        if ctx is not None:
+            seen: list[tuple[str, Path, str, Kind]] = ctx.meta.setdefault("flare.paths", [])
+            for role, other, other_what, other_kind in seen:
+                if role == self.role:
+                    continue
+                if self.role == "output":
+                    check_apart((path, what), [(other, other_what)], output_is_file=self.kind == "file")
+                else:
+                    check_apart((other, other_what), [(path, what)], output_is_file=other_kind == "file")
+            seen.append((self.role, path, what, self.kind))
+        return path
+
+
+class InputPath(_PathType):
+    """A file or folder the command reads: it must exist, be of ``kind`` and be readable."""
+
+    role = "input"
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return {"file": "file", "dir": "folder", "any": "path"}[self.kind]
+
+    def check(self, path: Path, what: str) -> Path:
+        return check_input(path, self.kind, what)
+
+
+class OutputPath(_PathType):
+    """A file or folder the command writes; ``made_by`` is the marker file that the step
+    leaves in an output folder (see :func:`flare.runtime.paths.check_output`)."""
+
+    role = "output"
+
+    def __init__(self, kind: Kind = "dir", made_by: str | None = None) -> None:
+        super().__init__(kind)
+        self.made_by = made_by
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return "file" if self.kind == "file" else "folder"
+
+    def check(self, path: Path, what: str) -> Path:
+        return check_output(path, self.kind, what, self.made_by)
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -38,7 +140,7 @@ DEVICE = click.option("--device", type=DeviceType(), default="auto", show_defaul
 
 def input_size(default: int | None) -> click.decorators.FC:
     """``--input-size``: the side of the square image a classifier network takes."""
-    return click.option("--input-size", type=click.IntRange(min=8), default=default, show_default=default is not None,
+    return click.option("--input-size", type=PIXELS, default=default, show_default=default is not None,
                         help="Side in pixels of the classifier's square input.")
 
 
@@ -46,3 +148,29 @@ SELECT = click.option("--select", type=click.Choice(["random", "percentile"]), d
                       show_default=True,
                       help="How stage-2 samples are chosen: percentile (FLARE's rule: drop off-class generations) "
                            "or random (the authors' baseline).")
+
+
+def check_resume(ctx: click.Context, run: Path, recorded: dict[str, object]) -> None:
+    """Refuse a ``--resume`` whose command line asks for settings other than the run's.
+
+    A resumed run continues with the settings it was started with (only ``--epochs`` may grow
+    and ``--device``/``--workers`` may differ); an option typed now with another value would
+    otherwise be silently ignored. ``recorded`` maps parameter names to the run's values.
+    """
+    typed = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
+    conflicts = []
+    for param in ctx.command.params:
+        name = param.name
+        if name not in recorded or ctx.get_parameter_source(name) not in typed:
+            continue
+        given, kept = ctx.params[name], recorded[name]
+        if isinstance(given, Path):
+            same = kept is not None and given.resolve() == Path(str(kept)).resolve()
+        else:
+            same = given == kept
+        if not same:
+            conflicts.append(f"{_label(param)} {given} (the run has {kept if kept is not None else 'none'})")
+    if conflicts:
+        raise click.UsageError(f"--resume continues {run} with its own settings, but this command asks for "
+                               f"{'; '.join(conflicts)}: leave those options out, or start a new run with "
+                               f"another --out", ctx)

@@ -16,6 +16,7 @@ import numpy as np
 from flare.runtime.artifacts import Manifest
 from flare.runtime.backends import Runner, open_runner
 from flare.runtime.errors import BundleError
+from flare.runtime.fingerprint import fingerprint_path
 from flare.runtime.imageio import load_rgb
 from flare.runtime.preprocess import PreprocessSpec, preprocess
 from flare.runtime.taxonomy import macro_probabilities
@@ -74,6 +75,12 @@ class Classifier:
         return self.runner.name
 
     @property
+    def fingerprint(self) -> str:
+        """sha256 of the manifest, which holds the sha256 of every model file (checked on
+        opening): two bundles with one fingerprint give the same predictions."""
+        return fingerprint_path(self.bundle / Manifest.FILE)
+
+    @property
     def notes(self) -> list[str]:
         """What the backend dropped while starting (shown by ``flare info`` and triage)."""
         return list(self.runner.notes)
@@ -93,7 +100,9 @@ class Classifier:
         """Decode, preprocess and classify files; a bad file raises ImageDecodeError naming it."""
         paths = [Path(p) for p in paths]
         results: list[Prediction] = []
-        k = max(1, min(top_k, len(self.labels)))
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        k = min(top_k, len(self.labels))
         for start in range(0, len(paths), batch_size):
             chunk = paths[start:start + batch_size]
             batch = np.stack([preprocess(load_rgb(p, stretch=self.spec.stretch), self.spec) for p in chunk])

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from flare.options import COUNT, FRACTION, InputPath, OutputPath
+
 if TYPE_CHECKING:
     from flare.runtime.classify import Classifier
 
@@ -17,7 +19,7 @@ BACKEND_OPTION = click.option(
 
 
 @click.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("bundle", type=InputPath("dir"))
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @BACKEND_OPTION
 def info(bundle: Path, as_json: bool, backend: str) -> None:
@@ -61,9 +63,9 @@ def info(bundle: Path, as_json: bool, backend: str) -> None:
 
 
 @click.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("bundle", type=InputPath("dir"))
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--top", "top_k", default=3, show_default=True, help="How many classes to show per image.")
+@click.option("--top", "top_k", type=COUNT, default=3, show_default=True, help="How many classes to show per image.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image on stdout.")
 @BACKEND_OPTION
 def classify(bundle: Path, images: tuple[Path, ...], top_k: int, as_json: bool, backend: str) -> None:
@@ -100,27 +102,26 @@ def _classify_each(clf: Classifier, images: tuple[Path, ...], top_k: int, as_jso
 
 
 @click.command()
-@click.argument("directory", metavar="DIR", type=click.Path(path_type=Path))
-@click.option("--model", "bundle", required=True, type=click.Path(path_type=Path), help="Classify bundle.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Results CSV (appended; re-run resumes).")
-@click.option("--threshold", default=0.5, show_default=True, help="Flag rows whose confidence is below this.")
-@click.option("--batch", default=32, show_default=True)
-@click.option("--workers", default=None, type=int, help="Decoding threads (default: CPU count).")
-@click.option("--max-pixels", default=None, type=int, help="Refuse images larger than this (decompression bombs).")
+@click.argument("directory", metavar="DIR", type=InputPath("dir"))
+@click.option("--model", "bundle", required=True, type=InputPath("dir"), help="Classify bundle.")
+@click.option("--out", type=OutputPath("file"), required=True, help="Results CSV (appended; re-run resumes).")
+@click.option("--threshold", type=FRACTION, default=0.5, show_default=True,
+              help="Flag rows whose confidence is below this.")
+@click.option("--batch", type=COUNT, default=32, show_default=True)
+@click.option("--workers", type=COUNT, default=None, help="Decoding threads (default: CPU count).")
+@click.option("--max-pixels", type=COUNT, default=None,
+              help="Refuse images larger than this many pixels (default: Pillow's decompression-bomb limit).")
 @BACKEND_OPTION
 def triage(directory: Path, bundle: Path, out: Path, threshold: float, batch: int, workers: int | None,
            max_pixels: int | None, backend: str) -> None:
     """Classify every image under DIR into a resumable CSV, flagging low confidence."""
     from flare.runtime.classify import Classifier
-    from flare.runtime.errors import UsageError
     from flare.runtime.imageio import DEFAULT_MAX_PIXELS
     from flare.runtime.progress import log, progress_bar
     from flare.runtime.triage import triage as run_triage
 
-    if not directory.is_dir():
-        raise UsageError(f"{directory} is not a folder")
     with Classifier(bundle, backend=backend) as clf, progress_bar(None, "triage") as bar:
         log(f"running on {clf.backend}")
         summary = run_triage(directory, clf, out, threshold=threshold, batch_size=batch, workers=workers,
-                             max_pixels=max_pixels or DEFAULT_MAX_PIXELS, progress=bar, on_start=bar.start)
+                             max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels, progress=bar, on_start=bar.start)
     click.echo(summary.format())

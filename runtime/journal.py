@@ -7,7 +7,10 @@ duplicate nothing whatever the moment of a kill (Ctrl-C, the OOM killer, a power
 * rows are appended a batch at a time, in a single ``write`` of whole lines, then ``fsync``;
 * on opening, a torn last line (the only damage a kill mid-write can leave) is cut off;
 * an exclusive lock stops a second run from appending the same items;
-* a file that is not ours (another header, not CSV) is refused untouched.
+* a file that is not ours (another header, not CSV) is refused untouched;
+* with ``settings``, the options and model fingerprints that make the rows are kept in a
+  record beside the file (:mod:`flare.runtime.fingerprint`), and rows made with other
+  settings are never resumed into.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ import csv
 import io
 import os
 from pathlib import Path
+from typing import Any, Mapping
 
 from flare.runtime.errors import FlareError
+from flare.runtime.fingerprint import check_settings, record_path
 
 try:
     import fcntl
@@ -34,6 +39,15 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def check_outputs_exist(folder: Path, listed: list[str], journal: Path) -> None:
+    """FlareError when files a journal lists as done are gone: resuming would count them as
+    made while they are not there."""
+    missing = [rel for rel in listed if rel and not (Path(folder) / rel).is_file()]
+    if missing:
+        raise FlareError(f"{journal} lists {len(missing)} finished files that are missing, e.g. {Path(folder) / missing[0]}; "
+                         f"restore them, or re-run into another --out")
+
+
 def encode_lines(rows: list[list[str]]) -> bytes:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(rows)
@@ -43,11 +57,12 @@ def encode_lines(rows: list[list[str]]) -> bytes:
 class CsvJournal:
     """An opened, locked, repaired journal: ``rows`` holds what earlier runs recorded.
 
-    ``mismatch_hint`` completes the refusal message for a file with another header (say
-    which option picks another file).
+    ``mismatch_hint`` completes the refusal message for a file with another header or other
+    ``settings`` (say which option picks another file).
     """
 
-    def __init__(self, path: Path, header: list[str], mismatch_hint: str = "pick another --out or delete it") -> None:
+    def __init__(self, path: Path, header: list[str], mismatch_hint: str = "pick another --out or delete it",
+                 settings: Mapping[str, Any] | None = None) -> None:
         self.path, self.header = Path(path), list(header)
         self._hint = mismatch_hint
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,6 +73,9 @@ class CsvJournal:
         try:
             self._lock()
             self.rows: list[list[str]] = self._read_and_repair()
+            if settings is not None:
+                check_settings(record_path(self.path), settings, str(self.path), self._hint,
+                               has_results=bool(self.rows))
         except BaseException:
             self.close()
             raise
@@ -93,7 +111,8 @@ class CsvJournal:
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
-            raise FlareError(f"{self.path} is being written by another run; wait for it or {self._hint}") from exc
+            raise FlareError(f"{self.path} is being written by another flare process right now; wait for it "
+                             f"to finish, or write to another file") from exc
 
     def _read_and_repair(self) -> list[list[str]]:
         """Existing rows, after cutting a torn last line and writing a missing header.

@@ -59,13 +59,16 @@ PREFETCH_BATCHES = 3
 class Predictor(Protocol):
     """What triage needs from a classifier; a loaded bundle satisfies it, and so does a fake.
 
-    ``notes`` says what the backend dropped while starting (empty when nothing was).
+    ``notes`` says what the backend dropped while starting (empty when nothing was);
+    ``fingerprint`` changes whenever the predictions could (a checksum of the model), so a
+    resumed CSV never mixes rows of two models.
     """
 
     spec: PreprocessSpec
     labels: list[str]
     macro_of: dict[str, str]
     notes: list[str]
+    fingerprint: str
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, S, S) float32 network input -> (N, len(labels)) probabilities summing to 1."""
@@ -153,8 +156,10 @@ def triage(
     header = csv_header(labels)
 
     paths, unlisted = list_images(root, exclude=out_csv)
-    hint = f"the model's labels ({len(labels)} classes) differ or it is not a triage file: pick another --out or delete the file"
-    with CsvJournal(out_csv, header, hint) as journal:
+    hint = "triage into another --out, or delete the file to start over"
+    settings = {"--model": predictor.fingerprint, "--threshold": threshold, "--max-pixels": max_pixels,
+                "preprocessing": predictor.spec.to_dict()}
+    with CsvJournal(out_csv, header, hint, settings=settings) as journal:
         tally = _Tally(labels)
         done: set[str] = set()
         for row in journal.rows:

@@ -27,17 +27,17 @@ def test_user_mistakes_are_one_line_with_exit_codes(tmp_path: Path) -> None:
     runner = CliRunner()
     missing = runner.invoke(cli, ["info", str(tmp_path / "nope")])
     assert missing.exit_code == 1
-    assert missing.output.strip().count("\n") == 0 and "not a bundle folder" in missing.output
+    assert missing.output.strip().count("\n") == 0 and "does not exist" in missing.output
     bad_option = runner.invoke(cli, ["triage", str(tmp_path)])
     assert bad_option.exit_code == 2 and "--model" in bad_option.output
     not_data = runner.invoke(cli, ["train", str(tmp_path / "none"), "--model", "resnet18", "--out", str(tmp_path / "r")])
-    assert not_data.exit_code == 2 and "Traceback" not in not_data.output
+    assert not_data.exit_code == 1 and "DATA" in not_data.output and "Traceback" not in not_data.output
 
 
-def test_missing_extra_is_named() -> None:
+def test_missing_extra_is_named(tmp_path: Path) -> None:
     code = ("import sys; sys.modules['torch'] = None\n"
             "from flare.cli import cli\n"
-            "cli(['train', '.', '--model', 'resnet18', '--out', '/tmp/x'], prog_name='flare')\n")
+            f"cli(['train', '.', '--model', 'resnet18', '--out', {str(tmp_path / 'run')!r}], prog_name='flare')\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 1
     assert "'train' extra" in result.stderr and "Traceback" not in result.stderr
@@ -68,8 +68,11 @@ def test_info_classify_triage(bundle: Path, sky_data: Path, tmp_path: Path) -> N
         rows = list(csv.DictReader(f))
     assert len(rows) == 48 and all(r["status"] == "ok" for r in rows)
     assert "48 classified" in tri.stdout
-    again = runner.invoke(cli, ["triage", str(sky_data / "lr"), "--model", str(bundle), "--out", str(out)])
+    again = runner.invoke(cli, ["triage", str(sky_data / "lr"), "--model", str(bundle), "--out", str(out),
+                                "--threshold", "0.9"])
     assert again.exit_code == 0 and "0 triaged in this run" in again.stdout
+    other = runner.invoke(cli, ["triage", str(sky_data / "lr"), "--model", str(bundle), "--out", str(out)])
+    assert other.exit_code == 1 and "--threshold 0.9 then, 0.5 now" in other.stderr
 
 
 def test_export_of_a_missing_run_is_a_usage_error(tmp_path: Path) -> None:

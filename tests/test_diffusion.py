@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from flare.runtime.artifacts import DiffusionRun, DiffusionTraining
 from flare.runtime.errors import FlareError, UsageError
+from flare.cli import cli
 from flare.runtime.taxonomy import FINE_CLASSES
 from flare.training.data.synth import SynthConfig, synthesize
 from flare.training.diffusion.commands import train_diffusion
@@ -207,9 +208,9 @@ def test_hub_id_is_refused_without_download(monkeypatch: pytest.MonkeyPatch, tmp
     with pytest.raises(UsageError, match="never downloads"):
         load_diffusion("runwayml/stable-diffusion-v1-5")
     (tmp_path / "data" / "star").mkdir(parents=True)
-    result = CliRunner().invoke(stage2, [str(tmp_path / "data"), "--diffusion", "runwayml/stable-diffusion-v1-5",
-                                         "--out", str(tmp_path / "o")])
-    assert isinstance(result.exception, UsageError) and "never downloads" in str(result.exception)
+    result = CliRunner().invoke(cli, ["augment", "stage2", str(tmp_path / "data"),
+                                      "--diffusion", "runwayml/stable-diffusion-v1-5", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "--diffusion runwayml/stable-diffusion-v1-5 does not exist" in result.stderr
     with pytest.raises(UsageError, match="neither a diffusion RUN"):
         load_diffusion(tmp_path)
 

@@ -101,8 +101,9 @@ def test_bad_fractions_are_refused(pools, tmp_path: Path) -> None:
     s1, s2, _ = pools
     with pytest.raises(UsageError, match="fractions"):
         merge(s1, s2, tmp_path / "x", MergeConfig(alpha=1.5))
+    (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="stage2.csv"):
-        merge(s1, tmp_path, tmp_path / "x")
+        merge(s1, tmp_path / "empty", tmp_path / "x")
 
 
 def test_merge_command_writes_a_trainable_split(pools, tmp_path: Path) -> None:

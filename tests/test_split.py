@@ -95,5 +95,5 @@ def test_cli_writes_split_and_read_split_checks_files(tmp_path: Path) -> None:
 
 def test_split_of_missing_folder_is_one_line_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["data", "split", str(tmp_path / "nope"), "--out", str(tmp_path / "s.csv")])
-    assert result.exit_code == 2
-    assert "is not a folder" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 1
+    assert "DATA" in result.output and "does not exist" in result.output and "Traceback" not in result.output

@@ -5,8 +5,8 @@ the tests need no bundle; one test runs a real tiny ONNX graph through onnxrunti
 """
 
 from __future__ import annotations
-
 import csv
+import hashlib
 import io
 import os
 import random
@@ -55,6 +55,7 @@ class FakePredictor:
         self.labels = list(labels or LABELS)
         self.macro_of = {label: MACRO_OF.get(label, "Other") for label in self.labels}
         self.notes: list[str] = []
+        self.fingerprint = "fake-" + ",".join(self.labels)
         self.delay = delay
         self.fail_after = fail_after
         self.calls = 0
@@ -328,6 +329,7 @@ def test_torn_last_line_is_repaired(tmp_path: Path) -> None:
     lines = full.splitlines(keepends=True)
 
     out = tmp_path / "out.csv"
+    (tmp_path / "out.csv.flare.json").write_bytes((tmp_path / "reference.csv.flare.json").read_bytes())
     out.write_bytes(b"".join(lines[:-3]) + lines[-3][:25])  # last two rows lost, one torn
     summary = triage(root, FakePredictor(), out, batch_size=2)
     assert (summary.skipped, summary.processed) == (5, 3)
@@ -343,7 +345,7 @@ def test_foreign_file_is_refused_untouched(tmp_path: Path) -> None:
     make_survey(root, 2)
     out = tmp_path / "out.csv"
     out.write_bytes(b"my precious notes")  # no newline, but not a torn header either
-    with pytest.raises(FlareError, match="pick another --out or delete the file"):
+    with pytest.raises(FlareError, match="another --out"):
         triage(root, FakePredictor(), out)
     assert out.read_bytes() == b"my precious notes"
 
@@ -354,7 +356,7 @@ def test_header_mismatch_raises(tmp_path: Path) -> None:
     out = tmp_path / "out.csv"
     triage(root, FakePredictor(labels=["star", "galaxy"]), out)
     before = out.read_bytes()
-    with pytest.raises(FlareError, match="pick another --out or delete the file"):
+    with pytest.raises(FlareError, match="another --out"):
         triage(root, FakePredictor(), out)
     assert out.read_bytes() == before
 
@@ -489,6 +491,7 @@ class OnnxPredictor:
         self.labels = labels
         self.macro_of = dict(MACRO_OF)
         self.notes: list[str] = []
+        self.fingerprint = hashlib.sha256(model).hexdigest()
         self.session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
 
     def predict(self, batch: np.ndarray) -> np.ndarray:

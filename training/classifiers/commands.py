@@ -6,33 +6,42 @@ from pathlib import Path
 
 import click
 
-from flare.options import DEVICE, input_size
+from flare.options import COUNT, DEVICE, NON_NEGATIVE, POSITIVE, SEED, InputPath, OutputPath, check_resume, input_size
 
 
 @click.command()
-@click.argument("data_dir", metavar="DATA", type=click.Path(path_type=Path))
+@click.argument("data_dir", metavar="DATA", type=InputPath("dir"))
 @click.option("--model", "model_name", required=True, help="timm model name or googlenet.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="RUN folder.")
-@click.option("--split", "split_csv", type=click.Path(path_type=Path), default=None,
+@click.option("--out", type=OutputPath("dir", made_by="run.json"), required=True, help="RUN folder.")
+@click.option("--split", "split_csv", type=InputPath("file"), default=None,
               help="Split file from 'flare data split' (default: a grouped split made now, kept in RUN).")
 @click.option("--labels", type=click.Choice(["fine", "macro"]), default="fine", show_default=True)
-@click.option("--epochs", default=50, show_default=True)
-@click.option("--batch", default=64, show_default=True)
-@click.option("--lr", default=2e-5, show_default=True, help="Adam learning rate (paper: 2e-5 from ImageNet weights).")
+@click.option("--epochs", type=COUNT, default=50, show_default=True)
+@click.option("--batch", type=COUNT, default=64, show_default=True)
+@click.option("--lr", type=POSITIVE, default=2e-5, show_default=True, help="Adam learning rate (paper: 2e-5 from ImageNet weights).")
 @input_size(224)
-@click.option("--weights", type=click.Path(path_type=Path), default=None, help="Local weights to start from.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--workers", default=0, show_default=True, help="DataLoader worker processes.")
+@click.option("--weights", type=InputPath("file"), default=None, help="Local weights to start from.")
+@SEED
+@click.option("--workers", type=NON_NEGATIVE, default=0, show_default=True, help="DataLoader worker processes.")
 @click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA.")
 @DEVICE
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
-def train(data_dir: Path, model_name: str, out: Path, split_csv: Path | None, labels: str, epochs: int,
+@click.pass_context
+def train(ctx: click.Context, data_dir: Path, model_name: str, out: Path, split_csv: Path | None, labels: str, epochs: int,
           batch: int, lr: float, input_size: int, weights: Path | None, seed: int, workers: int, amp: bool,
           device: str, resume: bool) -> None:
     """Train a classifier on DATA (an ImageFolder tree or SpaceNet's layout)."""
     from flare.runtime.progress import log
     from flare.runtime.artifacts import ClassifierTraining
     from flare.training.classifiers.train import train as run_training
+    from flare.runtime.artifacts import ClassifierRun
+
+    if resume and (out / ClassifierRun.FILE).is_file():
+        kept = ClassifierRun.load(out).train
+        check_resume(ctx, out, {"data_dir": kept.data, "model_name": kept.model, "split_csv": None,
+                                "labels": kept.level, "batch": kept.batch, "lr": kept.lr,
+                                "input_size": kept.input_size, "weights": kept.weights, "seed": kept.seed,
+                                "amp": kept.amp})
 
     cfg = ClassifierTraining(model=model_name, data=str(Path(data_dir).resolve()), level=labels, epochs=epochs,
                       batch=batch, lr=lr, input_size=input_size, seed=seed,

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from flare.options import COUNT, FRACTION, PIXELS, SEED, InputPath, OutputPath
+
 
 @click.group()
 def data() -> None:
@@ -13,11 +15,11 @@ def data() -> None:
 
 
 @data.command()
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for hr/ and lr/.")
-@click.option("--per-class", default=40, show_default=True, help="Images per class.")
-@click.option("--size", default=128, show_default=True, help="HR side in pixels.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--scale", default=4, show_default=True, help="HR/LR scale factor.")
+@click.option("--out", type=OutputPath("dir", made_by="synth.json"), required=True, help="Folder for hr/ and lr/.")
+@click.option("--per-class", type=COUNT, default=40, show_default=True, help="Images per class.")
+@click.option("--size", type=PIXELS, default=128, show_default=True, help="HR side in pixels.")
+@SEED
+@click.option("--scale", type=COUNT, default=4, show_default=True, help="HR/LR scale factor.")
 def synth(out: Path, per_class: int, size: int, seed: int, scale: int) -> None:
     """Procedural sky images for the 8 classes, HR and their degraded LR twins."""
     from flare.runtime.progress import log, progress_bar
@@ -30,12 +32,12 @@ def synth(out: Path, per_class: int, size: int, seed: int, scale: int) -> None:
 
 
 @data.command()
-@click.argument("data_dir", metavar="DATA", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Split CSV to write.")
+@click.argument("data_dir", metavar="DATA", type=InputPath("dir"))
+@click.option("--out", type=OutputPath("file"), required=True, help="Split CSV to write.")
 @click.option("--group-regex", default=None, help="Regex whose 'group' (or first) group names the original image.")
-@click.option("--val", default=0.15, show_default=True)
-@click.option("--test", default=0.15, show_default=True)
-@click.option("--seed", default=0, show_default=True)
+@click.option("--val", type=FRACTION, default=0.15, show_default=True, help="Fraction of groups for validation.")
+@click.option("--test", type=FRACTION, default=0.15, show_default=True, help="Fraction of groups for the test.")
+@SEED
 def split(data_dir: Path, out: Path, group_regex: str | None, val: float, test: float, seed: int) -> None:
     """Leak-free, class-stratified split grouped by original image."""
     from collections import Counter

@@ -85,7 +85,18 @@ def split_groups(samples: list[Sample], val: float = 0.15, test: float = 0.15, s
 
 
 def write_split(rows: list[dict[str, str]], out: Path, columns: list[str] = SPLIT_COLUMNS) -> Path:
-    """Write a split file atomically (training reads it as the definition of the split)."""
+    """Write a split file atomically (training reads it as the definition of the split).
+
+    An existing file is replaced only if it has this split's header, i.e. an earlier run
+    wrote it: flare never writes over a file it did not make.
+    """
+    out = Path(out)
+    if out.is_file():
+        with open(out, encoding="utf-8", errors="replace") as f:
+            first = f.readline().strip()
+        if first != ",".join(columns):
+            raise FlareError(f"{out} exists and is not a file this step wrote (its first line is not "
+                             f"{','.join(columns)}); pick another --out")
     buf = io.StringIO(newline="")
     w = csv.DictWriter(buf, fieldnames=columns)
     w.writeheader()

@@ -9,15 +9,16 @@ from pathlib import Path
 
 import click
 
-from flare.options import DEVICE, SELECT, input_size
+from flare.options import (COUNT, DEVICE, FRACTION, PIXELS, POSITIVE, SEED, SELECT, InputPath, OutputPath,
+                           input_size)
 
-ALPHA = click.option("--alpha", default=0.5, show_default=True, help="Fraction of the stage-1 augmented pool kept.")
-BETA = click.option("--beta", default=1.0, show_default=True, help="Fraction of the stage-2 generated pool kept.")
-BAND = click.option("--band", nargs=2, type=float, default=(0.0, 95.0), show_default=True,
+ALPHA = click.option("--alpha", type=FRACTION, default=0.5, show_default=True, help="Fraction of the stage-1 augmented pool kept.")
+BETA = click.option("--beta", type=FRACTION, default=1.0, show_default=True, help="Fraction of the stage-2 generated pool kept.")
+BAND = click.option("--band", nargs=2, type=click.FloatRange(0.0, 100.0), default=(0.0, 95.0), show_default=True,
                     help="Percentile band of the real samples' centroid distances a generated sample must fall in.")
-EMBED = click.option("--embed", "embed_run", type=click.Path(path_type=Path), default=None,
+EMBED = click.option("--embed", "embed_run", type=InputPath("dir"), default=None,
                      help="Classifier RUN whose features rank generated samples (default: an image descriptor).")
-STEPS = click.option("--steps", default=50, show_default=True, help="Sampler steps per generated image.")
+STEPS = click.option("--steps", type=COUNT, default=50, show_default=True, help="Sampler steps per generated image.")
 
 
 @click.group()
@@ -26,14 +27,15 @@ def augment() -> None:
 
 
 @augment.command("stage1")
-@click.argument("data_dir", metavar="DATA", type=click.Path(path_type=Path))
-@click.option("--sr", "sr_checkpoint", type=click.Path(path_type=Path), required=True,
+@click.argument("data_dir", metavar="DATA", type=InputPath("dir"))
+@click.option("--sr", "sr_checkpoint", type=InputPath("any"), required=True,
               help="Official SwinIR .pth file or a train-sr RUN.")
-@click.option("--out", type=click.Path(path_type=Path), required=True)
-@click.option("--size", default=512, show_default=True, help="Output side (the paper: 512).")
-@click.option("--tile", default=256, show_default=True, help="SR tile side in LR pixels (0: whole image).")
-@click.option("--overlap", default=32, show_default=True)
-@click.option("--seed", default=0, show_default=True)
+@click.option("--out", type=OutputPath("dir", made_by="stage1.csv"), required=True)
+@click.option("--size", type=PIXELS, default=512, show_default=True, help="Output side (the paper: 512).")
+@click.option("--tile", type=click.IntRange(min=0), default=256, show_default=True,
+              help="SR tile side in LR pixels (0: whole image).")
+@click.option("--overlap", type=click.IntRange(min=0), default=32, show_default=True, help="SR tile overlap in LR pixels.")
+@SEED
 @DEVICE
 def stage1(data_dir: Path, sr_checkpoint: Path, out: Path, size: int, tile: int, overlap: int, seed: int,
            device: str) -> None:
@@ -49,22 +51,22 @@ def stage1(data_dir: Path, sr_checkpoint: Path, out: Path, size: int, tile: int,
 
 
 @augment.command("stage2")
-@click.argument("data_dir", metavar="DATA", type=click.Path(path_type=Path))
-@click.option("--diffusion", required=True, type=str,
+@click.argument("data_dir", metavar="DATA", type=InputPath("dir"))
+@click.option("--diffusion", required=True, type=InputPath("dir"),
               help="A train-diffusion RUN folder or a local diffusers pipeline folder (never a hub id).")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for generated images.")
-@click.option("--per-image", default=4, show_default=True, help="Generated images per source image (K).")
+@click.option("--out", type=OutputPath("dir", made_by="stage2.csv"), required=True, help="Folder for generated images.")
+@click.option("--per-image", type=COUNT, default=4, show_default=True, help="Generated images per source image (K).")
 @STEPS
-@click.option("--guidance", default=8.0, show_default=True, help="Classifier-free guidance scale.")
+@click.option("--guidance", type=click.FloatRange(min=0.0), default=8.0, show_default=True, help="Classifier-free guidance scale.")
 @click.option("--sampler", type=click.Choice(["dpmpp", "ddim"]), default="dpmpp", show_default=True,
               help="DPM-Solver++ (multistep) or DDIM.")
-@click.option("--order", default=3, show_default=True, help="DPM-Solver++ order (the authors used 3).")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--order", type=click.IntRange(1, 3), default=3, show_default=True, help="DPM-Solver++ order (the authors used 3).")
+@SEED
 @click.option("--image-variation/--no-image-variation", default=None,
               help="Condition on the source image too (default: when the model can).")
-@click.option("--strength", default=0.75, show_default=True,
+@click.option("--strength", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.75, show_default=True,
               help="How far a pretrained img2img pipeline re-noises the source (image variation only).")
-@click.option("--batch", default=8, show_default=True, help="Images generated at once.")
+@click.option("--batch", type=COUNT, default=8, show_default=True, help="Images generated at once.")
 @DEVICE
 def stage2(data_dir: Path, diffusion: str, out: Path, per_image: int, steps: int, guidance: float, sampler: str,
            order: int, seed: int, image_variation: bool | None, strength: float, batch: int, device: str) -> None:
@@ -80,17 +82,17 @@ def stage2(data_dir: Path, diffusion: str, out: Path, per_image: int, steps: int
 
 
 @augment.command("merge")
-@click.option("--stage1", "stage1_dir", type=click.Path(path_type=Path), required=True)
-@click.option("--stage2", "stage2_dir", type=click.Path(path_type=Path), required=True)
-@click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.option("--stage1", "stage1_dir", type=InputPath("dir"), required=True, help="Output folder of stage 1.")
+@click.option("--stage2", "stage2_dir", type=InputPath("dir"), required=True, help="Output folder of stage 2.")
+@click.option("--out", type=OutputPath("dir", made_by="merge.csv"), required=True)
 @ALPHA
 @BETA
 @SELECT
 @BAND
 @EMBED
-@click.option("--split", "split_csv", type=click.Path(path_type=Path), default=None,
+@click.option("--split", "split_csv", type=InputPath("file"), default=None,
               help="Split of the originals to carry over to their variants (default: a new grouped split).")
-@click.option("--seed", default=0, show_default=True)
+@SEED
 def merge_command(stage1_dir: Path, stage2_dir: Path, out: Path, alpha: float, beta: float, select: str,
                   band: tuple[float, float], embed_run: Path | None, split_csv: Path | None, seed: int) -> None:
     """Keep alpha of the stage-1 pool and beta of the stage-2 pool per class; write OUT/merge.csv."""
@@ -102,21 +104,21 @@ def merge_command(stage1_dir: Path, stage2_dir: Path, out: Path, alpha: float, b
 
 
 @augment.command("all")
-@click.argument("data_dir", metavar="DATA", type=click.Path(path_type=Path))
-@click.option("--sr", "sr_checkpoint", type=click.Path(path_type=Path), required=True,
+@click.argument("data_dir", metavar="DATA", type=InputPath("dir"))
+@click.option("--sr", "sr_checkpoint", type=InputPath("any"), required=True,
               help="Official SwinIR .pth file or a train-sr RUN.")
-@click.option("--diffusion", required=True, help="train-diffusion RUN or a local diffusers pipeline folder.")
-@click.option("--out", type=click.Path(path_type=Path), required=True)
-@click.option("--size", default=512, show_default=True, help="Stage-1 output side.")
-@click.option("--per-image", default=4, show_default=True, help="Stage-2 samples per original.")
+@click.option("--diffusion", required=True, type=InputPath("dir"), help="train-diffusion RUN or a local diffusers pipeline folder.")
+@click.option("--out", type=OutputPath("dir", made_by="flare-step.json"), required=True)
+@click.option("--size", type=PIXELS, default=512, show_default=True, help="Stage-1 output side.")
+@click.option("--per-image", type=COUNT, default=4, show_default=True, help="Stage-2 samples per original.")
 @STEPS
-@click.option("--guidance", default=8.0, show_default=True)
+@click.option("--guidance", type=click.FloatRange(min=0.0), default=8.0, show_default=True)
 @click.option("--sampler", type=click.Choice(["dpmpp", "ddim"]), default="dpmpp", show_default=True)
 @ALPHA
 @BETA
 @SELECT
 @BAND
-@click.option("--seed", default=0, show_default=True)
+@SEED
 @DEVICE
 def all_command(data_dir: Path, sr_checkpoint: Path, diffusion: str, out: Path, size: int, per_image: int, steps: int,
                 guidance: float, sampler: str, alpha: float, beta: float, select: str, band: tuple[float, float],
@@ -134,29 +136,29 @@ def all_command(data_dir: Path, sr_checkpoint: Path, diffusion: str, out: Path, 
 
 
 @click.command()
-@click.argument("data_dir", metavar="DATA", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Experiment folder (re-running resumes).")
+@click.argument("data_dir", metavar="DATA", type=InputPath("dir"))
+@click.option("--out", type=OutputPath("dir", made_by="experiment.json"), required=True, help="Experiment folder (re-running resumes).")
 @click.option("--model", "models", multiple=True, default=("resnet18",), show_default=True,
               help="Backbone(s); the paper's: --model resnet50 --model googlenet --model densenet121 "
                    "--model vit_base_patch16_224.")
-@click.option("--epochs", default=15, show_default=True)
-@click.option("--batch", default=32, show_default=True)
-@click.option("--lr", default=1e-3, show_default=True)
+@click.option("--epochs", type=COUNT, default=15, show_default=True)
+@click.option("--batch", type=COUNT, default=32, show_default=True)
+@click.option("--lr", type=POSITIVE, default=1e-3, show_default=True)
 @input_size(64)
-@click.option("--size", default=128, show_default=True, help="Stage-1 output side (the paper: 512).")
-@click.option("--sr", type=click.Path(path_type=Path), default=None,
+@click.option("--size", type=PIXELS, default=128, show_default=True, help="Stage-1 output side (the paper: 512).")
+@click.option("--sr", type=InputPath("any"), default=None,
               help="SwinIR checkpoint or train-sr RUN (default: train one on DATA/hr and DATA/lr).")
-@click.option("--diffusion", default=None, help="train-diffusion RUN or local pipeline folder (default: train one).")
-@click.option("--diffusion-epochs", default=40, show_default=True)
-@click.option("--per-image", default=4, show_default=True, help="Stage-2 samples per original.")
-@click.option("--steps", default=20, show_default=True, help="Sampler steps per generated image (the paper: 50).")
-@click.option("--guidance", default=4.0, show_default=True, help="Classifier-free guidance (the paper: 8).")
-@click.option("--alpha", default=0.5, show_default=True)
-@click.option("--beta", default=1.0, show_default=True)
+@click.option("--diffusion", type=InputPath("dir"), default=None, help="train-diffusion RUN or local pipeline folder (default: train one).")
+@click.option("--diffusion-epochs", type=COUNT, default=40, show_default=True)
+@click.option("--per-image", type=COUNT, default=4, show_default=True, help="Stage-2 samples per original.")
+@click.option("--steps", type=COUNT, default=20, show_default=True, help="Sampler steps per generated image (the paper: 50).")
+@click.option("--guidance", type=click.FloatRange(min=0.0), default=4.0, show_default=True, help="Classifier-free guidance (the paper: 8).")
+@ALPHA
+@BETA
 @SELECT
-@click.option("--ood", multiple=True, type=click.Path(path_type=Path), help="Out-of-domain ImageFolder(s) to score on.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@click.option("--ood", multiple=True, type=InputPath("dir"), help="Out-of-domain ImageFolder(s) to score on.")
+@SEED
+@DEVICE
 def experiment(data_dir: Path, out: Path, models: tuple[str, ...], epochs: int, batch: int, lr: float,
                input_size: int, size: int, sr: Path | None, diffusion: str | None, diffusion_epochs: int, per_image: int,
                steps: int, guidance: float, alpha: float, beta: float, select: str, ood: tuple[Path, ...],

@@ -13,6 +13,8 @@ are raw originals, so no variant of a test image is trained on. Out-of-domain sc
 the trainer never sees: for synthetic data a generation with other seeds and a harsher
 degradation, plus any ImageFolder the user names. Every step leaves its outputs in the
 experiment folder and is skipped when they are already there, so a stopped experiment resumes.
+The settings are recorded in ``experiment.json`` first, and a re-run with other settings is
+refused (more ``--model`` backbones may be added), so results never mix two settings.
 """
 
 from __future__ import annotations
@@ -29,11 +31,14 @@ from PIL import Image
 
 from flare.runtime.atomic import touch, write_json, write_text
 from flare.runtime.errors import UsageError
+from flare.runtime.fingerprint import check_settings, fingerprint_path
 from flare.runtime.progress import log
 from flare.training.data.folders import resolve_root, scan_image_folder
 from flare.training.data.splits import read_split, split_groups, write_split
 
 ARMS = ("Raw_LR", "Raw_Aug_LR", "FLARE")
+#: Marks a training step of the experiment as finished (the run folder alone may be half done).
+DONE = ".complete"
 
 
 @dataclass
@@ -92,11 +97,28 @@ def _evaluate(run: Path, root: Path, rows: list[dict[str, str]]) -> dict[str, fl
     return {"acc": scores["acc"], "macro_f1": scores["macro_f1"], "images": int(scores["cm"].sum())}
 
 
+def record_settings(data: Path, out: Path, cfg: ExperimentConfig) -> None:
+    """Keep the settings in ``experiment.json``; refuse other settings for a started experiment.
+
+    Backbones are trained and scored independently, so ``models`` may change; every other
+    setting changes what the arms are trained on. Given SR and diffusion models are recorded by
+    checksum, so retraining one of them in place is noticed too.
+    """
+    settings = {f"--{k.replace('_', '-')}": v for k, v in asdict(cfg).items() if k != "models"}
+    settings["DATA"] = str(Path(data).resolve())
+    for key in ("--sr", "--diffusion"):
+        if settings[key] is not None:
+            settings[key] = {"path": settings[key], "sha256": fingerprint_path(Path(settings[key]))}
+    started = any(p.name != "experiment.json" for p in out.iterdir())
+    check_settings(out / "experiment.json", settings, str(out),
+                   "re-run with the options it was started with to resume it, or give a new --out", has_results=started)
+
+
 def run_experiment(data: Path, out: Path, cfg: ExperimentConfig, device: str = "auto") -> dict[str, Any]:
     """Run (or resume) every step; returns the results also written to ``results.json``."""
     from flare.training.pipeline.augment import AUGMENTATIONS
     from flare.training.pipeline.merge import MergeConfig
-    from flare.training.pipeline.chain import COMPLETE, augment_all, link_tree
+    from flare.training.pipeline.chain import augment_all, link_tree
     from flare.training.pipeline.stage1 import Stage1Config, run_stage1
     from flare.training.pipeline.stage2 import Stage2Config
     from flare.training.data.synth import SynthConfig, synthesize
@@ -109,7 +131,7 @@ def run_experiment(data: Path, out: Path, cfg: ExperimentConfig, device: str = "
     raw = resolve_root(data / "lr") if (data / "lr").is_dir() else resolve_root(data)
     hr = data / "hr" if (data / "hr").is_dir() else None
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "experiment.json", asdict(cfg))
+    record_settings(data, out, cfg)
 
     split_path = out / "split.csv"
     if not split_path.exists():
@@ -125,9 +147,7 @@ def run_experiment(data: Path, out: Path, cfg: ExperimentConfig, device: str = "
 
     # Raw_Aug_LR: standard augmentations at the raw resolution, no SR.
     lr_side = int(np.median([min(Image.open(raw / r["path"]).size) for r in train_rows[:50]]))
-    if not (out / "raw_aug" / COMPLETE).exists():
-        run_stage1(raw_train, None, out / "raw_aug", Stage1Config(size=lr_side, seed=cfg.seed), device=device)
-        touch(out / "raw_aug" / COMPLETE)
+    run_stage1(raw_train, None, out / "raw_aug", Stage1Config(size=lr_side, seed=cfg.seed), device=device)
 
     # FLARE stage 1: SR (given, or trained here on the training HR/LR pairs), then augmentations.
     sr = cfg.sr
@@ -137,26 +157,26 @@ def run_experiment(data: Path, out: Path, cfg: ExperimentConfig, device: str = "
         hr_train = link_tree([(hr / r["path"], r["path"]) for r in train_rows], out / "hr_train")
         lr_train = raw_train
         sr_run = out / "sr_run"
-        if not (sr_run / "train_state.pt").exists():
+        if not (sr_run / DONE).exists():
             train_sr(SRTraining(data=str(hr_train.resolve()), low_res_dir=str(lr_train.resolve()),
-                                   epochs=cfg.sr_epochs, steps_per_epoch=cfg.sr_steps, batch=16, patch=64,
-                                   lr=5e-4, seed=cfg.seed), sr_run, device=device)
+                                epochs=cfg.sr_epochs, steps_per_epoch=cfg.sr_steps, batch=16, patch=64,
+                                lr=5e-4, seed=cfg.seed), sr_run, resume=(sr_run / "train_state.pt").exists(),
+                     device=device)
+            touch(sr_run / DONE)
         sr = str(sr_run)
     diffusion = cfg.diffusion
     if diffusion is None:
         # stage 1 first: the diffusion model learns from the stage-1 (super-resolved) images
         s1 = Stage1Config(size=cfg.size, seed=cfg.seed)
-        if not (out / "flare" / "stage1" / COMPLETE).exists():
-            run_stage1(raw_train, Path(sr), out / "flare" / "stage1", s1, device=device)
-            touch(out / "flare" / "stage1" / COMPLETE)
+        run_stage1(raw_train, Path(sr), out / "flare" / "stage1", s1, device=device)
         diff_run = out / "diffusion_run"
-        if not (diff_run / COMPLETE).exists():
+        if not (diff_run / DONE).exists():
             resume = diff_run.exists()
             train_diffusion(DiffusionTraining(data=str((out / "flare" / "stage1").resolve()),
                                                  epochs=cfg.diffusion_epochs, vae_epochs=cfg.diffusion_vae_epochs,
                                                  seed=cfg.seed, sample_every=max(cfg.diffusion_epochs // 4, 1)),
                             diff_run, resume=resume, device=device)
-            touch(diff_run / COMPLETE)
+            touch(diff_run / DONE)
         diffusion = str(diff_run)
     flare = augment_all(raw_train, Path(sr), diffusion, out / "flare",
                         Stage1Config(size=cfg.size, seed=cfg.seed),

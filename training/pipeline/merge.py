@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from flare.runtime.errors import UsageError
+from flare.runtime.errors import FlareError, UsageError
 from flare.runtime.imageio import load_rgb
+from flare.runtime.paths import check_apart
 from flare.runtime.progress import log, progress_bar
 from flare.training.data.folders import Sample
 from flare.training.data.splits import group_of, read_split, split_groups, write_split
@@ -138,9 +139,26 @@ def percentile_keep(real: np.ndarray, generated: np.ndarray, band: tuple[float, 
     return (d_gen >= lo) & (d_gen <= hi), d_gen
 
 
-def _link(src: Path, dst: Path) -> None:
+def _previous_outputs(out: Path) -> set[str]:
+    """The files an earlier merge into ``out`` wrote (listed in its merge.csv): the only ones
+    this merge may replace or remove."""
+    manifest = out / "merge.csv"
+    if not manifest.is_file():
+        return set()
+    with open(manifest, newline="", encoding="utf-8") as f:
+        return {row["path"] for row in csv.DictReader(f) if row.get("path")}
+
+
+def _link(src: Path, dst: Path, ours: bool) -> None:
+    """Put ``src`` at ``dst`` as a hard link (a copy across file systems). An existing ``dst``
+    is replaced only when an earlier merge wrote it (``ours``); anything else is refused."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.exists():
+    if dst.exists() or dst.is_symlink():
+        if dst.exists() and os.path.samefile(src, dst):
+            return
+        if not ours:
+            raise FlareError(f"{dst} exists and was not written by a merge into {dst.parent}; "
+                             f"merge into a new or empty --out")
         dst.unlink()
     try:
         os.link(src, dst)
@@ -158,6 +176,7 @@ def merge(stage1: Path, stage2: Path, out: Path, config: MergeConfig = MergeConf
     lo, hi = config.band
     if not 0 <= lo < hi <= 100:
         raise UsageError(f"--band {lo} {hi} must satisfy 0 <= low < high <= 100")
+    check_apart((out, "--out"), [(stage1, "--stage1"), (stage2, "--stage2")])
     candidates = read_stage1(stage1) + read_stage2(stage2)
     missing = [c.path for c in candidates if not c.path.is_file()]
     if missing:
@@ -195,8 +214,9 @@ def merge(stage1: Path, stage2: Path, out: Path, config: MergeConfig = MergeConf
     rels = [c.rel for c, _ in chosen]
     if len(set(rels)) != len(rels):
         raise UsageError("stage-1 and stage-2 outputs share file names; were both written into the same folder?")
+    previous = _previous_outputs(out)
     for c, _ in chosen:
-        _link(c.path, out / c.rel)
+        _link(c.path, out / c.rel, ours=c.rel in previous)
     if split is not None:  # carry the originals' split to every variant of them
         of_group = {r["group"]: r["split"] for r in read_split(split)}
         split_of = {c.rel: of_group.get(group_of(c.origin)) for c, _ in chosen}
@@ -208,6 +228,8 @@ def merge(stage1: Path, stage2: Path, out: Path, config: MergeConfig = MergeConf
         split_of = {r["path"]: r["split"] for r in rows}
     rows = [{"path": c.rel, "label": c.label, "group": group_of(c.rel), "split": split_of[c.rel], "pool": c.pool,
              "origin": c.origin, "distance": "" if d is None else f"{d:.6f}"} for c, d in chosen]
+    for rel in previous - set(rels):  # an earlier merge's picks that this one dropped
+        (out / rel).unlink(missing_ok=True)
     write_split(rows, out / "merge.csv", MERGE_COLUMNS)  # last and atomic: it marks the merge as done
     total = {k: sum(c[k] for c in counts.values()) for k in ("original", "stage1", "stage2", "stage2_pool")}
     log(f"merged {len(rows)} images into {out}: {total['original']} originals, {total['stage1']} stage-1, "

@@ -20,7 +20,9 @@ from PIL import Image
 from flare.runtime.atomic import save_png
 from flare.runtime.errors import ImageDecodeError, UsageError
 from flare.runtime.imageio import load_rgb
-from flare.runtime.journal import CsvJournal, one_line
+from flare.runtime.fingerprint import fingerprint_path
+from flare.runtime.journal import CsvJournal, check_outputs_exist, one_line
+from flare.runtime.paths import check_apart
 from flare.runtime.progress import log, progress_bar
 from flare.training.pipeline.augment import AUGMENTATIONS, augment_image
 from flare.training.data.folders import resolve_root, scan_image_folder
@@ -52,20 +54,24 @@ def run_stage1(data: Path, sr_checkpoint: Path | None, out: Path, config: Stage1
     if unknown:
         raise UsageError(f"unknown augmentations {sorted(unknown)}; choose from {', '.join(AUGMENTATIONS)}")
     dev = pick_device(device)
-    if sr_checkpoint is not None:
-        model, sr_config, weights = load_sr(sr_checkpoint)
-        model = model.to(dev)
-        sr_name = f"{weights.name} (x{sr_config.scale})"
-    else:
-        model, sr_name = None, "none"
     out = Path(out)
+    check_apart((out, "--out"), [(root, "DATA")])
+    settings = {"DATA": str(root.resolve()), "--sr": fingerprint_path(sr_checkpoint) if sr_checkpoint else None,
+                "--size": config.size, "--tile": config.tile, "--overlap": config.overlap, "--seed": config.seed,
+                "augmentations": list(config.augmentations)}
     written = skipped = failed = 0
-    with CsvJournal(out / "stage1.csv", STAGE1_COLUMNS, "pick another --out") as journal:
+    with CsvJournal(out / "stage1.csv", STAGE1_COLUMNS, "write stage 1 into another --out", settings) as journal:
+        check_outputs_exist(out, [row[2] for row in journal.rows if row[3] != ERROR_KIND], journal.path)
         done = {row[0] for row in journal.rows}
         todo = [s for s in samples if s.path not in done]
         skipped = len(samples) - len(todo)
         if skipped:
             log(f"resuming: {skipped} of {len(samples)} images already done")
+        model, sr_name = None, "none"
+        if sr_checkpoint is not None and todo:
+            model, sr_config, weights = load_sr(sr_checkpoint)
+            model = model.to(dev)
+            sr_name = f"{weights.name} (x{sr_config.scale})"
         with progress_bar(len(todo), "stage 1") as advance:
             for sample in todo:
                 try:

@@ -24,7 +24,8 @@ import numpy as np
 from flare.runtime.atomic import save_png
 from flare.runtime.errors import FlareError, ImageDecodeError, UsageError
 from flare.runtime.imageio import SUPPORTED_SUFFIXES, load_rgb
-from flare.runtime.journal import CsvJournal
+from flare.runtime.fingerprint import fingerprint_path
+from flare.runtime.journal import CsvJournal, check_outputs_exist
 from flare.runtime.progress import log, progress_bar
 from flare.training.data.folders import Sample, resolve_root, scan_image_folder
 from flare.training.data.splits import VARIANT_SEP
@@ -81,7 +82,21 @@ def augment_stage2(data: Path, diffusion: str | Path, out: Path, cfg: Stage2Conf
         raise UsageError(f"--out {out} is inside the data folder {root}; generated images would become sources "
                          "on the next run. Choose a folder outside it")
     samples, _ = scan_image_folder(data)
-    model = load_diffusion(diffusion, pick_device(device))
+    dev = pick_device(device)
+    settings = {"DATA": str(root.resolve()), "--diffusion": fingerprint_path(Path(diffusion)), "--steps": cfg.steps,
+                "--guidance": float(cfg.guidance), "--sampler": cfg.sampler,
+                "--order": cfg.order if cfg.sampler == "dpmpp" else None, "--seed": cfg.seed,
+                "--image-variation": cfg.image_variation, "--strength": float(cfg.strength)}
+    with CsvJournal(out / MANIFEST, COLUMNS, "write stage 2 into another --out", settings) as journal:
+        check_outputs_exist(out, [row[0] for row in journal.rows], journal.path)
+        done = {row[0] for row in journal.rows}
+        pending = [(s, k) for s in samples for k in range(cfg.per_image) if output_for(s.path, k) not in done]
+        return _generate(samples, pending, load_diffusion(diffusion, dev), diffusion, data, root, out, cfg, journal)
+
+
+def _generate(samples: list[Sample], pending: list[tuple[Sample, int]], model: Any, diffusion: str | Path,
+              data: Path, root: Path, out: Path, cfg: Stage2Config, journal: CsvJournal) -> dict[str, Any]:
+    """Generate the ``pending`` outputs with ``model`` and record each batch in ``journal``."""
     known = model.info.classes
     if known is not None:
         unknown = sorted({s.label for s in samples} - set(known))
@@ -92,34 +107,30 @@ def augment_stage2(data: Path, diffusion: str | Path, out: Path, cfg: Stage2Conf
     if variation and not model.supports_image_variation:
         raise UsageError(f"{diffusion} cannot do image variation (no source-image condition); "
                          "pass --no-image-variation")
-    manifest = out / MANIFEST
     model_name = str(Path(diffusion).expanduser().resolve())
     written, failed = 0, dict[str, str]()
-    with CsvJournal(manifest, COLUMNS, "pick another --out") as journal:
-        done = {row[0] for row in journal.rows}
-        pending = [(s, k) for s in samples for k in range(cfg.per_image) if output_for(s.path, k) not in done]
-        log(f"stage 2: {len(samples)} source images x {cfg.per_image}; {len(samples) * cfg.per_image - len(pending)} "
-            f"already done, {len(pending)} to generate ({'image variation' if variation else 'class prompt only'})")
-        with progress_bar(len(pending), "generating") as advance:
-            for i in range(0, len(pending), cfg.batch):
-                chunk, sources = _load_sources(pending[i:i + cfg.batch], root, variation, failed)
-                if chunk:
-                    seeds = [item_seed(cfg.seed, s.path, k) for s, k in chunk]
-                    images = model.generate([s.label for s, _ in chunk], seeds, steps=cfg.steps,
-                                            guidance=cfg.guidance, sampler=cfg.sampler, order=cfg.order,
-                                            sources=sources, strength=cfg.strength)
-                    rows = []
-                    for img, (s, k), seed in zip(images, chunk, seeds, strict=True):
-                        save_png(img, out / output_for(s.path, k))
-                        rows.append([output_for(s.path, k), s.path, s.label, str(seed), str(cfg.steps),
-                                     str(float(cfg.guidance)), cfg.sampler,
-                                     str(cfg.order) if cfg.sampler == "dpmpp" else "", str(int(variation)),
-                                     model_name])
-                    journal.append(rows)  # after the images: a listed output always exists
-                    written += len(chunk)
-                advance(len(pending[i:i + cfg.batch]))
+    log(f"stage 2: {len(samples)} source images x {cfg.per_image}; {len(samples) * cfg.per_image - len(pending)} "
+        f"already done, {len(pending)} to generate ({'image variation' if variation else 'class prompt only'})")
+    with progress_bar(len(pending), "generating") as advance:
+        for i in range(0, len(pending), cfg.batch):
+            chunk, sources = _load_sources(pending[i:i + cfg.batch], root, variation, failed)
+            if chunk:
+                seeds = [item_seed(cfg.seed, s.path, k) for s, k in chunk]
+                images = model.generate([s.label for s, _ in chunk], seeds, steps=cfg.steps,
+                                        guidance=cfg.guidance, sampler=cfg.sampler, order=cfg.order,
+                                        sources=sources, strength=cfg.strength)
+                rows = []
+                for img, (s, k), seed in zip(images, chunk, seeds, strict=True):
+                    save_png(img, out / output_for(s.path, k))
+                    rows.append([output_for(s.path, k), s.path, s.label, str(seed), str(cfg.steps),
+                                 str(float(cfg.guidance)), cfg.sampler,
+                                 str(cfg.order) if cfg.sampler == "dpmpp" else "", str(int(variation)),
+                                 model_name])
+                journal.append(rows)  # after the images: a listed output always exists
+                written += len(chunk)
+            advance(len(pending[i:i + cfg.batch]))
     return {"sources": len(samples), "written": written, "skipped": len(samples) * cfg.per_image - len(pending),
-            "errors": sorted(failed.values()), "manifest": str(manifest), "image_variation": variation}
+            "errors": sorted(failed.values()), "manifest": str(journal.path), "image_variation": variation}
 
 
 def _load_sources(chunk: list[tuple[Sample, int]], root: Path, variation: bool,

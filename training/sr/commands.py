@@ -6,35 +6,44 @@ from pathlib import Path
 
 import click
 
-from flare.options import DEVICE
+from flare.options import COUNT, DEVICE, PIXELS, POSITIVE, SEED, InputPath, OutputPath, check_resume
 
 
 @click.command("train-sr")
-@click.argument("data_dir", metavar="DATA", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="RUN folder.")
+@click.argument("data_dir", metavar="DATA", type=InputPath("dir"))
+@click.option("--out", type=OutputPath("dir", made_by="run.json"), required=True, help="RUN folder.")
 @click.option("--arch", default="tiny_x4", show_default=True,
               help="SwinIR configuration: tiny_x4 (CPU-friendly), realsr_l_x4 (the paper's SwinIR-L), "
                    "realsr_m_x4, classical_x2/x3/x4/x8, lightweight_x2/x3/x4.")
-@click.option("--scale", default=4, show_default=True)
-@click.option("--low-res-dir", type=click.Path(path_type=Path), default=None,
+@click.option("--scale", type=click.IntRange(1, 8), default=4, show_default=True)
+@click.option("--low-res-dir", type=InputPath("dir"), default=None,
               help="Real LR images with the HR files' relative paths (default: degrade the HR images).")
-@click.option("--epochs", default=20, show_default=True)
-@click.option("--steps-per-epoch", default=100, show_default=True, help="Training batches per epoch.")
-@click.option("--batch", default=8, show_default=True)
-@click.option("--patch", default=64, show_default=True, help="HR patch side.")
-@click.option("--lr", default=2e-4, show_default=True, help="Adam learning rate.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--epochs", type=COUNT, default=20, show_default=True)
+@click.option("--steps-per-epoch", type=COUNT, default=100, show_default=True, help="Training batches per epoch.")
+@click.option("--batch", type=COUNT, default=8, show_default=True)
+@click.option("--patch", type=PIXELS, default=64, show_default=True, help="HR patch side.")
+@click.option("--lr", type=POSITIVE, default=2e-4, show_default=True, help="Adam learning rate.")
+@SEED
 @click.option("--bicubic-residual/--no-bicubic-residual", default=None,
               help="Learn a correction on top of bicubic upscaling (default: on for tiny_x4 only).")
 @DEVICE
 @click.option("--resume", is_flag=True, help="Continue the run in --out.")
-def train_sr(data_dir: Path, out: Path, arch: str, scale: int, low_res_dir: Path | None, epochs: int,
+@click.pass_context
+def train_sr(ctx: click.Context, data_dir: Path, out: Path, arch: str, scale: int, low_res_dir: Path | None, epochs: int,
              steps_per_epoch: int, batch: int, patch: int, lr: float, seed: int, bicubic_residual: bool | None,
              device: str, resume: bool) -> None:
     """Train SwinIR on LR/HR pairs made from the images in DATA (L1 loss, PSNR/SSIM validation)."""
     from flare.runtime.progress import log
     from flare.runtime.artifacts import SRTraining
     from flare.training.sr.train import train_sr as run
+    from flare.runtime.artifacts import SRRun
+
+    if resume and (out / SRRun.FILE).is_file():
+        kept = SRRun.load(out).train
+        check_resume(ctx, out, {"data_dir": kept.data, "arch": kept.arch, "scale": kept.scale,
+                                "low_res_dir": kept.low_res_dir, "steps_per_epoch": kept.steps_per_epoch,
+                                "batch": kept.batch, "patch": kept.patch, "lr": kept.lr, "seed": kept.seed,
+                                "bicubic_residual": kept.bicubic_residual})
 
     cfg = SRTraining(data=str(Path(data_dir).resolve()), arch=arch, scale=scale, patch=patch, batch=batch,
                         epochs=epochs, steps_per_epoch=steps_per_epoch, lr=lr, seed=seed,

@@ -6,16 +6,16 @@ from pathlib import Path
 
 import click
 
-from flare.options import COUNT, InputPath, OutputPath, input_size
+from flare.options import COUNT, CommandGroup, InputPath, OutputPath, RunOrName, input_size
 
 
-@click.group()
+@click.group(cls=CommandGroup)
 def export() -> None:
     """Export models to checked ONNX / TensorRT bundles (needs the 'export' extra)."""
 
 
 @export.command()
-@click.argument("run_or_name", metavar="RUN_OR_NAME")
+@click.argument("run_or_name", metavar="RUN_OR_NAME", type=RunOrName())
 @click.option("--out", type=OutputPath("dir", made_by="manifest.json"), required=True, help="Bundle folder to write.")
 @click.option("--num-classes", type=click.IntRange(min=2), default=None, help="Classes for a bare model name (default 8).")
 @click.option("--weights", type=InputPath("file"), default=None, help="Local weights for a bare model name.")

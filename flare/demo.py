@@ -22,7 +22,7 @@ from pathlib import Path
 
 import click
 
-from flare.options import COUNT, OutputPath, input_size
+from flare.options import COUNT, FlareCommand, OutputPath, input_size
 
 #: Real astronomical FITS files that ship with astropy's test data (globular cluster M13,
 #: a survey field, an HST raw frame); whichever exist in the installed astropy are used.
@@ -75,7 +75,7 @@ def astropy_fits_files() -> list[Path]:
     return [base / rel for rel in ASTROPY_FITS if (base / rel).is_file()]
 
 
-@click.command()
+@click.command(cls=FlareCommand)
 @click.option("--out", type=OutputPath("dir", made_by="demo.json"), default=Path("flare-demo"), show_default=True,
               help="Folder for everything the demo writes (re-running reuses finished steps).")
 @click.option("--model", "model_name", default="resnet18", show_default=True, help="Backbone to train.")

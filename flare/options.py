@@ -23,6 +23,9 @@ import click
 
 from flare.runtime.paths import Kind, check_apart, check_input, check_output
 
+#: Key in ``ctx.meta`` of the (type, path, label) of every path parsed for the command.
+_PATHS = "flare.paths"
+
 #: At least one: counts of images, epochs, steps, batch sizes, workers' threads.
 COUNT = click.IntRange(min=1)
 #: Zero or more: epochs that may be skipped (``--vae-epochs 0``), worker processes.
@@ -50,11 +53,12 @@ def _label(param: click.Parameter | None) -> str:
 
 
 class _PathType(click.ParamType):
-    """A path checked while the command line is parsed, and remembered for the overlap check.
+    """A path the command reads or writes, remembered in ``ctx.meta`` for :class:`FlareCommand`.
 
-    Every path of a command is kept in ``ctx.meta`` (shared by the command and its parents);
-    each new one is compared with those of the other role, so the order of options does not
-    matter.
+    Inputs are checked at once (an input that does not exist is the first thing to say).
+    Outputs are checked by :meth:`FlareCommand.invoke`, once every path is parsed: click
+    parses arguments after options, and an output that is also an input must be named as
+    such whatever the order of the command line.
     """
 
     role: Literal["input", "output"]
@@ -67,17 +71,11 @@ class _PathType(click.ParamType):
 
     def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> Path:
         what = _label(param)
-        path = self.check(Path(str(value)).expanduser(), what)
+        path = Path(str(value)).expanduser()
+        if self.role == "input":
+            self.check(path, what)
         if ctx is not None:
-            seen: list[tuple[str, Path, str, Kind]] = ctx.meta.setdefault("flare.paths", [])
-            for role, other, other_what, other_kind in seen:
-                if role == self.role:
-                    continue
-                if self.role == "output":
-                    check_apart((path, what), [(other, other_what)], output_is_file=self.kind == "file")
-                else:
-                    check_apart((other, other_what), [(path, what)], output_is_file=other_kind == "file")
-            seen.append((self.role, path, what, self.kind))
+            ctx.meta.setdefault(_PATHS, []).append((self, path, what))
         return path
 
 
@@ -92,6 +90,21 @@ class InputPath(_PathType):
 
     def check(self, path: Path, what: str) -> Path:
         return check_input(path, self.kind, what)
+
+
+class RunOrName(InputPath):
+    """A training RUN folder, or the name of an architecture when no such path exists
+    (``flare export classifier RUN_OR_NAME``): a path is checked and guarded as an input."""
+
+    name = "run or model name"
+
+    def __init__(self) -> None:
+        super().__init__("dir")
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> str:  # type: ignore[override]
+        if Path(str(value)).expanduser().exists():
+            super().convert(value, param, ctx)
+        return str(value)
 
 
 class OutputPath(_PathType):
@@ -132,6 +145,34 @@ class DeviceType(click.ParamType):
             return parse_device(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+
+
+class FlareCommand(click.Command):
+    """Every ``flare`` command: checks all its paths together before it runs.
+
+    Outputs are compared with inputs first (an output that is, contains or lies inside an
+    input is a usage error, exit 2), then each output is checked for creatability
+    (:func:`flare.runtime.paths.check_output`, exit 1). tests/test_cli.py checks that every
+    command is one of these.
+    """
+
+    def invoke(self, ctx: click.Context) -> object:
+        parsed: list[tuple[_PathType, Path, str]] = ctx.meta.get(_PATHS, [])
+        inputs = [(path, what) for kind, path, what in parsed if kind.role == "input"]
+        for kind, path, what in parsed:
+            if kind.role == "output":
+                check_apart((path, what), inputs, output_is_file=kind.kind == "file")
+        for kind, path, what in parsed:
+            if kind.role == "output":
+                kind.check(path, what)
+        return super().invoke(ctx)
+
+
+class CommandGroup(click.Group):
+    """A group of ``flare`` sub-commands (``data``, ``augment``, ``export``): its commands
+    are :class:`FlareCommand` without asking."""
+
+    command_class = FlareCommand
 
 
 DEVICE = click.option("--device", type=DeviceType(), default="auto", show_default=True,

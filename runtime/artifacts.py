@@ -43,6 +43,17 @@ _KINDS: dict[str, type[Artifact]] = {}
 # --- plain JSON <-> typed dataclasses --------------------------------------------------------
 
 
+def quote_error(exc: BaseException, limit: int = 200) -> str:
+    """A library's error as a short clause inside one of ours: one line, capped, never empty.
+
+    Our messages are one line for a person; torch, diffusers and ONNX Runtime write several
+    lines (some with pages of advice, or every key of a state dict), and some raise with no
+    message at all (an ``EOFError`` on an empty file).
+    """
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
 def to_plain(value: Any) -> Any:
     """Dataclasses, tuples and paths as JSON-ready dicts, lists and strings."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -131,6 +142,11 @@ class Artifact:
     def validate(self) -> None:
         """Refuse contents that are well-typed but inconsistent (raise ``ERROR``)."""
 
+    @classmethod
+    def remedy(cls) -> str:
+        """What a person does about a damaged or foreign file of this kind, for the end of a refusal."""
+        return f"re-create it with '{cls.MADE_BY}'"
+
     def to_dict(self) -> dict[str, Any]:
         return {"artifact": self.KIND, self.VERSION_KEY: self.VERSION, **to_plain(self)}
 
@@ -139,7 +155,8 @@ class Artifact:
         """Check kind and version, then build the typed object."""
         where = where or cls.FILE
         if not isinstance(data, dict):
-            raise cls.ERROR(f"{where} must hold a JSON object")
+            raise cls.ERROR(f"{where} must hold a JSON object, not a {type(data).__name__}; the file is damaged: "
+                            f"{cls.remedy()}")
         kind, version = data.get("artifact"), data.get(cls.VERSION_KEY)
         if kind is None and "format" in data:
             raise cls.ERROR(f"{where} was written by an earlier flare-edge (format {data['format']!r}) that this "
@@ -155,15 +172,16 @@ class Artifact:
                             f"({cls.VERSION}); upgrade flare-edge (pip install -U flare-edge)")
         if version < cls.VERSION:
             raise cls.ERROR(f"{where} has format version {version}, older than this flare-edge reads "
-                            f"({cls.VERSION}); re-create it with '{cls.MADE_BY}'")
+                            f"({cls.VERSION}); {cls.remedy()}")
         body = {k: v for k, v in data.items() if k not in ("artifact", cls.VERSION_KEY)}
         try:
             obj = from_plain(cls, body, where)
-        except ArtifactError as exc:
-            raise cls.ERROR(str(exc)) from exc
-        except (TypeError, ValueError) as exc:
-            raise cls.ERROR(f"{where}: {exc}") from exc
-        obj.validate()
+            obj.validate()
+        except (ArtifactError, TypeError, ValueError) as exc:
+            # nested types and validate() say what is wrong but not in which file
+            problem = quote_error(exc, limit=400)
+            problem = problem if problem.startswith(where) else f"{where}: {problem}"
+            raise cls.ERROR(f"{problem}; the file was edited or is damaged: {cls.remedy()}") from exc
         return obj
 
     def save(self, folder: str | Path) -> Path:
@@ -181,14 +199,16 @@ class Artifact:
         if not folder.is_dir():
             raise cls.ERROR(f"{folder} is not a {cls.WHAT} folder (expected a folder with {cls.FILE}); "
                             f"make one with '{cls.MADE_BY}'")
+        if path.exists() and not path.is_file():
+            raise cls.ERROR(f"{path} is a folder or special file, not the {cls.WHAT}'s JSON file; {cls.remedy()}")
         if not path.is_file():
             found = identify(folder)
             raise cls.ERROR(f"{folder} is a {found.WHAT}, not a {cls.WHAT}" if found else
                             f"{folder} has no {cls.FILE}: it is not a {cls.WHAT}; make one with '{cls.MADE_BY}'")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise cls.ERROR(f"{path} is not valid JSON ({exc}); the file is damaged") from exc
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError; absurd nesting
+            raise cls.ERROR(f"{path} is not valid JSON ({quote_error(exc)}); the file is damaged: {cls.remedy()}") from exc
         except OSError as exc:
             raise cls.ERROR(f"cannot read {path}: {exc.strerror}") from exc
         return cls.from_dict(data, str(path))
@@ -200,7 +220,7 @@ def identify(folder: str | Path) -> type[Artifact] | None:
         path = Path(folder) / name
         try:
             kind = json.loads(path.read_text(encoding="utf-8")).get("artifact")
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, RecursionError):
             continue
         if kind in _KINDS:
             return _KINDS[kind]
@@ -256,7 +276,7 @@ class ClassifierRun(Artifact):
     def validate(self) -> None:
         missing = [c for c in self.classes if c not in self.macro_of]
         if not self.classes or missing:
-            raise ArtifactError(f"{self.FILE}: classes {self.classes} need a macro class each (missing {missing})")
+            raise ArtifactError(f"classes {self.classes} need a macro class each (missing {missing})")
 
 
 @dataclass
@@ -358,9 +378,9 @@ class DiffusionRun(Artifact):
 
     def validate(self) -> None:
         if self.conditioner.kind not in ("class_embedding", "prompt_table"):
-            raise ArtifactError(f"{self.FILE}: unknown conditioner kind {self.conditioner.kind!r}")
+            raise ArtifactError(f"unknown conditioner kind {self.conditioner.kind!r}")
         if self.image_mode not in (None, "channels"):
-            raise ArtifactError(f"{self.FILE}: unknown image_mode {self.image_mode!r}")
+            raise ArtifactError(f"unknown image_mode {self.image_mode!r}")
 
 
 # --- bundles ----------------------------------------------------------------------------------
@@ -446,8 +466,19 @@ class Manifest(Artifact):
             raise BundleError(f"manifest precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if not self.files:
             raise BundleError("manifest.json has no 'files' map naming the model files")
-        if self.task == "classify" and self.labels is None:
-            raise BundleError("a classify bundle needs 'labels' in its manifest")
+        outside = [e.path for e in self.files.values() if Path(e.path).is_absolute() or ".." in Path(e.path).parts]
+        if outside:
+            raise BundleError(f"the manifest names files outside the bundle folder ({', '.join(outside)})")
+        if not self.inputs or not self.outputs:
+            raise BundleError("the manifest lists no model inputs or no outputs")
+        if self.task == "classify":
+            if self.labels is None:
+                raise BundleError("a classify bundle needs 'labels' in its manifest")
+            PreprocessSpec.from_dict(self.preprocessing)  # the runtime rebuilds its preprocessing from this
+
+    @classmethod
+    def remedy(cls) -> str:
+        return f"re-export the bundle with '{cls.MADE_BY}'"
 
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -49,8 +50,19 @@ def write_text(path: Path, text: str) -> Path:
 
 
 def write_json(path: Path, data: Any) -> Path:
-    """An indented JSON file, written atomically."""
-    return write_text(path, json.dumps(data, indent=2) + "\n")
+    """An indented JSON file, written atomically. A float that is not finite (a NaN loss)
+    becomes ``null``: NaN is not JSON, and other tools refuse the file."""
+    return write_text(path, json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
+
+
+def _finite(data: Any) -> Any:
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(v) for v in data]
+    return data
 
 
 def touch(path: Path) -> Path:

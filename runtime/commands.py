@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from flare.options import COUNT, FRACTION, InputPath, OutputPath
+from flare.options import COUNT, FRACTION, FlareCommand, InputPath, OutputPath
 
 if TYPE_CHECKING:
     from flare.runtime.classify import Classifier
@@ -18,7 +18,7 @@ BACKEND_OPTION = click.option(
     show_default=True, help="auto tries TensorRT, then CUDA, then CPU, and says which one runs.")
 
 
-@click.command()
+@click.command(cls=FlareCommand)
 @click.argument("bundle", type=InputPath("dir"))
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @BACKEND_OPTION
@@ -62,7 +62,7 @@ def info(bundle: Path, as_json: bool, backend: str) -> None:
     click.echo("\n".join(lines))
 
 
-@click.command()
+@click.command(cls=FlareCommand)
 @click.argument("bundle", type=InputPath("dir"))
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--top", "top_k", type=COUNT, default=3, show_default=True, help="How many classes to show per image.")
@@ -101,7 +101,7 @@ def _classify_each(clf: Classifier, images: tuple[Path, ...], top_k: int, as_jso
         raise FlareError(f"{failed} of {len(images)} images could not be read (see above)")
 
 
-@click.command()
+@click.command(cls=FlareCommand)
 @click.argument("directory", metavar="DIR", type=InputPath("dir"))
 @click.option("--model", "bundle", required=True, type=InputPath("dir"), help="Classify bundle.")
 @click.option("--out", type=OutputPath("file"), required=True, help="Results CSV (appended; re-run resumes).")

@@ -52,10 +52,9 @@ def _update(digest: Any, file: Path) -> None:
 
 
 def record_path(output: Path) -> Path:
-    """Where the record of ``output`` (a file or a folder) is kept: ``<output>.flare.json``
-    beside a file, ``<folder>/flare-step.json`` inside a folder."""
+    """Where the record of the file ``output`` is kept: ``<output>.flare.json`` beside it."""
     output = Path(output)
-    return output / "flare-step.json" if output.is_dir() else output.with_name(output.name + ".flare.json")
+    return output.with_name(output.name + ".flare.json")
 
 
 def check_settings(record: Path, settings: Mapping[str, Any], what: str, remedy: str,

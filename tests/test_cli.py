@@ -155,3 +155,66 @@ def test_cuda_without_a_gpu_names_the_devices_here(sky_data: Path, tmp_path: Pat
                                       str(tmp_path / "r"), "--epochs", "1", "--device", "cuda:1"])
     assert result.exit_code == 2
     assert "no CUDA GPU is usable on this machine (devices here: cpu)" in result.output
+
+
+def leaf_commands() -> dict[str, object]:
+    """Every runnable command of the CLI by its path, e.g. 'augment merge'."""
+    import click
+
+    found: dict[str, object] = {}
+
+    def walk(cmd: click.Command, path: str) -> None:
+        if isinstance(cmd, click.Group):
+            ctx = click.Context(cmd)
+            for name in cmd.list_commands(ctx):
+                walk(cmd.get_command(ctx, name), f"{path} {name}".strip())
+        else:
+            found[path] = cmd
+
+    walk(cli, "")
+    return found
+
+
+def test_every_command_checks_its_paths_and_ranges() -> None:
+    """The mechanisms of flare.options reach every command: a new command that forgets them
+    fails here, not in a user's hands."""
+    import click
+
+    from flare.options import FlareCommand, InputPath, OutputPath
+
+    commands = leaf_commands()
+    assert len(commands) >= 14
+    for path, cmd in commands.items():
+        assert isinstance(cmd, FlareCommand), f"{path}: define it with cls=FlareCommand (or in a CommandGroup)"
+        for param in cmd.params:
+            kind = param.type
+            where = f"flare {path} {param.human_readable_name}"
+            # every number has a declared range: a bare int/float lets 0 or -1 through to torch
+            assert kind not in (click.INT, click.FLOAT), f"{where}: give it a range type from flare.options"
+            # every path is declared as read or written, so existence and overlap are checked
+            # (classify reports each unreadable or missing image on its own line and goes on)
+            if (path, param.name) != ("classify", "images"):
+                assert not isinstance(kind, click.Path), f"{where}: use InputPath or OutputPath"
+            if param.name == "out":
+                assert isinstance(kind, OutputPath), where
+        outputs = [p for p in cmd.params if isinstance(p.type, OutputPath)]
+        inputs = [p for p in cmd.params if isinstance(p.type, InputPath)]
+        assert outputs or inputs, f"flare {path} declares no paths"
+
+
+def test_ctrl_c_prints_the_command_that_resumes(monkeypatch: pytest.MonkeyPatch, sky_data: Path,
+                                                 tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    import flare.training.classifiers.train as training
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "train", interrupted)
+    out = tmp_path / "my run"
+    result = CliRunner().invoke(cli, ["train", str(sky_data / "hr"), "--model", "resnet18", "--out", str(out),
+                                      "--epochs", "2"])
+    assert result.exit_code == 130
+    line = result.stderr.strip().splitlines()[-1]
+    # the exact command, quoted for the shell, with --resume added: re-running it continues
+    assert line.endswith(f"flare train {sky_data / 'hr'} --model resnet18 --out '{out}' --epochs 2 --resume"), line

@@ -6,8 +6,11 @@ takes and returns named numpy arrays, :meth:`Runner.deactivate` frees, and the r
 context manager doing both. Inputs are checked against the bundle's manifest (names, dtype,
 rank, fixed dimensions, a symbolic dimension taking one value across inputs, the batch limit)
 before anything runs, so a wrong feed is a clear error instead of a backend's stack trace.
-What a backend dropped while starting (a CUDA provider that failed to load) is kept in
-:attr:`Runner.notes` for ``flare info`` and the triage summary to show.
+That check is only as good as the manifest, so on activation the model's own inputs and
+outputs are compared with it (:meth:`Runner.check_model_specs`): an edited manifest is
+refused before any feed passes it and then fails inside the backend. What a backend dropped
+while starting (a CUDA provider that failed to load) is kept in :attr:`Runner.notes` for
+``flare info`` and the triage summary to show.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from flare.runtime.artifacts import Manifest, TensorSpec
-from flare.runtime.errors import BackendError, UsageError
+from flare.runtime.errors import BackendError, BundleError, UsageError
 
 BACKENDS = ("auto", "tensorrt", "cuda", "cpu", "trt-engine")
 
@@ -26,8 +29,11 @@ BACKENDS = ("auto", "tensorrt", "cuda", "cpu", "trt-engine")
 class Runner(ABC):
     """One model file of a bundle, run on one backend."""
 
-    def __init__(self, inputs: list[TensorSpec], outputs: list[TensorSpec], max_batch: int | None = None) -> None:
+    def __init__(self, inputs: list[TensorSpec], outputs: list[TensorSpec], max_batch: int | None = None,
+                 specs_from: str = "the manifest") -> None:
         self.inputs, self.outputs = list(inputs), list(outputs)
+        #: Where ``inputs`` and ``outputs`` come from (a bundle's manifest.json), for messages.
+        self.specs_from = specs_from
         #: The largest batch this runner accepts (None: no limit); callers split bigger batches.
         self.max_batch = max_batch
         #: What was dropped or changed while starting, for a person to read.
@@ -92,6 +98,27 @@ class Runner(ABC):
                 raise UsageError(f"input {spec.name} has a batch of {array.shape[0]}, over this model's limit of "
                                  f"{self.max_batch}; split the batch (or rebuild the engine with a larger --max-batch)")
 
+    def check_model_specs(self, model: str, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> None:
+        """Refuse a model whose own inputs or outputs contradict the specs this runner checks feeds with.
+
+        ``inputs`` and ``outputs`` are what the backend reads from the model file ``model``.
+        Names, dtypes and ranks must agree; a fixed dimension of the model must be the same
+        in the specs, where a symbolic one (``"batch"``) may be anything. A fixed dimension
+        in the specs where the model's is symbolic is fine: the specs only narrow it.
+        """
+        for kind, want, have in (("input", self.inputs, inputs), ("output", self.outputs, outputs)):
+            by_name = {t.name: t for t in have}
+            if set(by_name) != {t.name for t in want}:
+                raise BundleError(f"{self.specs_from} lists {kind}s {[t.name for t in want]} but {model} has "
+                                  f"{[t.name for t in have]}; re-export the bundle")
+            for spec in want:
+                found = by_name[spec.name]
+                fits = spec.dtype == found.dtype and len(spec.shape) == len(found.shape) and all(
+                    not isinstance(f, int) or w == f for w, f in zip(spec.shape, found.shape))
+                if not fits:
+                    raise BundleError(f"{self.specs_from} says {kind} '{spec.name}' is {_describe(spec)} but {model} "
+                                      f"has {_describe(found)}; re-export the bundle")
+
     @abstractmethod
     def _activate(self) -> None: ...
 
@@ -100,6 +127,11 @@ class Runner(ABC):
 
     @abstractmethod
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+def _describe(spec: TensorSpec) -> str:
+    """A tensor's shape and dtype as a person reads them: ``[batch,3,64,64] float32``."""
+    return f"[{','.join(str(d) for d in spec.shape)}] {spec.dtype}"
 
 
 def open_runner(bundle: Path, manifest: Manifest, backend: str = "auto", model_key: str = "model") -> Runner:
@@ -125,4 +157,4 @@ def open_runner(bundle: Path, manifest: Manifest, backend: str = "auto", model_k
     entry = manifest.files[model_key]
     return OnnxRuntimeRunner(bundle / entry.path, manifest.inputs, manifest.outputs, backend=backend,
                              cache_dir=bundle / "trt_cache", fp16=manifest.precision == "fp16",
-                             max_batch=entry.max_batch)
+                             max_batch=entry.max_batch, specs_from=str(bundle / Manifest.FILE))

@@ -6,6 +6,9 @@ CUDA). So we ask for the providers in order (TensorRT, CUDA, CPU) and read back 
 session actually uses. A provider that raises while the session starts is dropped and the
 session retried; one that ONNX Runtime silently leaves out is noticed by comparing what was
 asked for with what runs. Both end up in :attr:`Runner.notes`, never swallowed.
+
+Once a session runs, the inputs and outputs it reports are checked against the specs the
+runner was given (a bundle's manifest): see :meth:`Runner.check_model_specs`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from flare.runtime.artifacts import TensorSpec
+from flare.runtime.artifacts import TensorSpec, quote_error
 from flare.runtime.backends.base import Runner
 from flare.runtime.errors import BackendError, MissingExtraError
 
@@ -28,6 +31,11 @@ _PREFERENCE = {
 }
 _SHORT = {"TensorrtExecutionProvider": "tensorrt", "CUDAExecutionProvider": "cuda",
           "CPUExecutionProvider": "cpu"}
+#: ONNX Runtime's element types as numpy dtype names (what manifests record).
+_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+           "tensor(bfloat16)": "bfloat16", "tensor(int8)": "int8", "tensor(int16)": "int16", "tensor(int32)": "int32",
+           "tensor(int64)": "int64", "tensor(uint8)": "uint8", "tensor(uint16)": "uint16", "tensor(uint32)": "uint32",
+           "tensor(uint64)": "uint64", "tensor(bool)": "bool", "tensor(string)": "object"}
 
 
 def import_onnxruntime() -> Any:
@@ -55,8 +63,8 @@ class OnnxRuntimeRunner(Runner):
 
     def __init__(self, model: Path, inputs: list[TensorSpec], outputs: list[TensorSpec], backend: str = "auto",
                  cache_dir: Path | None = None, fp16: bool = False, threads: int | None = None,
-                 max_batch: int | None = None) -> None:
-        super().__init__(inputs, outputs, max_batch)
+                 max_batch: int | None = None, specs_from: str = "the manifest") -> None:
+        super().__init__(inputs, outputs, max_batch, specs_from)
         if backend not in _PREFERENCE:
             raise BackendError(f"ONNX Runtime has no backend {backend!r}; choose one of {', '.join(_PREFERENCE)}")
         self.model, self.backend, self.cache_dir, self.fp16, self.threads = Path(model), backend, cache_dir, fp16, threads
@@ -93,6 +101,8 @@ class OnnxRuntimeRunner(Runner):
         if self.backend != "auto" and _PREFERENCE[self.backend][0] not in active:
             raise BackendError(f"backend {self.backend} could not start here (running on {active[0]}); "
                                + "; ".join(self.notes))
+        self.check_model_specs(self.model.name, [_spec(a) for a in self.session.get_inputs()],
+                               [_spec(a) for a in self.session.get_outputs()])
         self.provider = active[0]
         self.name = f"onnxruntime:{_SHORT.get(self.provider, self.provider)}"
         self._output_names = [o.name for o in self.session.get_outputs()]
@@ -104,7 +114,8 @@ class OnnxRuntimeRunner(Runner):
                 return ort.InferenceSession(str(self.model), sess_options=options, providers=providers)
             except Exception as exc:  # noqa: BLE001 - ORT raises plain RuntimeError/Fail for any provider failure
                 if len(providers) <= 1:
-                    raise BackendError(f"ONNX Runtime cannot load {self.model}: {exc}") from exc
+                    raise BackendError(f"ONNX Runtime cannot load {self.model} ({quote_error(exc)}); the file is damaged "
+                                       "or needs a newer onnxruntime: re-export the bundle or upgrade onnxruntime") from exc
                 dropped = providers.pop(0)
                 name = dropped if isinstance(dropped, str) else dropped[0]
                 self.notes.append(f"{name} failed to start and was dropped: {' '.join(str(exc).split())}")
@@ -114,3 +125,9 @@ class OnnxRuntimeRunner(Runner):
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self._output_names, self.session.run(self._output_names, feeds)))
+
+
+def _spec(arg: Any) -> TensorSpec:
+    """An ONNX Runtime ``NodeArg`` as a spec: unknown dims (None) become ``"?"``, like a symbolic one."""
+    return TensorSpec(name=arg.name, shape=["?" if d is None else d for d in arg.shape],
+                      dtype=_DTYPES.get(arg.type, arg.type))

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import click
 
-from flare.options import COUNT, DEVICE, NON_NEGATIVE, POSITIVE, SEED, InputPath, OutputPath, check_resume, input_size
+from flare.options import (COUNT, DEVICE, NON_NEGATIVE, POSITIVE, SEED, FlareCommand, InputPath, OutputPath,
+                           check_resume, input_size)
 
 
-@click.command()
+@click.command(cls=FlareCommand)
 @click.argument("data_dir", metavar="DATA", type=InputPath("dir"))
 @click.option("--model", "model_name", required=True, help="timm model name or googlenet.")
 @click.option("--out", type=OutputPath("dir", made_by="run.json"), required=True, help="RUN folder.")

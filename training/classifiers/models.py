@@ -8,11 +8,13 @@ differs, so ImageNet weights for 1000 classes can seed an 8-class model.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from flare.runtime.errors import FlareError, UsageError
+from flare.runtime.errors import ArtifactError, UsageError
+from flare.training.checkpoints import load_weights_file, read_torch_file
 
 #: Edge-size backbones that train and run comfortably on a CPU or a Jetson.
 EDGE_MODELS = ("resnet18", "mobilenetv3_small_100", "mobilenetv3_large_100", "efficientnet_b0")
@@ -38,27 +40,29 @@ def create_classifier(name: str, num_classes: int, input_size: int | None = None
     return timm.create_model(name, pretrained=False, num_classes=num_classes)
 
 
+#: The end of every refusal of a ``--weights`` file.
+WEIGHTS_ADVICE = "re-download or re-save the checkpoint (a state dict in safetensors or a .pth/.pt file)"
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Load weights from safetensors or a torch file, unwrapping common containers."""
+    """Load weights from safetensors or a torch file, unwrapping common containers.
+
+    A damaged or foreign file is one ArtifactError naming it (see :mod:`flare.training.checkpoints`).
+    """
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"weights file {path} does not exist")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any reader failure means the same to the user
-        raise FlareError(f"cannot read weights {path}: {exc}") from exc
+    if path.suffix == ".safetensors":
+        state: Any = load_weights_file(path, WEIGHTS_ADVICE)
+    else:
+        state = read_torch_file(path, WEIGHTS_ADVICE)
     for key in ("state_dict", "model", "params_ema", "params", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
             break
     if not isinstance(state, dict):
-        raise FlareError(f"{path} does not hold a state dict")
-    return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+        raise ArtifactError(f"{path} holds a {type(state).__name__}, not a state dict of weights; {WEIGHTS_ADVICE}")
+    return {k.removeprefix("module."): v for k, v in state.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
 
 
 def load_weights(model: nn.Module, path: Path) -> dict[str, int]:
@@ -71,9 +75,9 @@ def load_weights(model: nn.Module, path: Path) -> dict[str, int]:
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if len(usable) < len(own) / 2:
-        raise FlareError(
-            f"{path} matches only {len(usable)} of {len(own)} tensors of this model; "
-            "was it saved from another architecture?"
+        raise ArtifactError(
+            f"{path} matches only {len(usable)} of {len(own)} tensors of this model, so it was saved from another "
+            f"architecture; pass weights of the --model being trained, or {WEIGHTS_ADVICE}"
         )
     model.load_state_dict(usable, strict=False)
     return {"loaded": len(usable), "skipped": len(state) - len(usable), "missing": len(own) - len(usable)}

@@ -30,11 +30,12 @@ from flare.runtime.imageio import load_rgb
 from flare.runtime.preprocess import PreprocessSpec, preprocess
 from flare.runtime.progress import log, progress_bar
 from flare.runtime.taxonomy import FINE_CLASSES, output_labels
-from flare.training.checkpoints import EpochLog, load_state, load_weights_file, save_state, save_weights
+from flare.training.checkpoints import (RESUME_ADVICE, EpochLog, load_model_weights, load_state, restore_parts, save_state,
+                                       save_weights)
 from flare.training.classifiers.metrics import accuracy, confusion_matrix, macro_f1, save_confusion
 from flare.training.classifiers.models import create_classifier, load_weights
 from flare.training.data.folders import resolve_root, scan_image_folder
-from flare.training.data.splits import read_split, split_groups, write_split
+from flare.training.data.splits import check_split, read_split, split_groups, write_split
 from flare.training.devices import autocast, pick_device
 
 #: Cache decoded inputs in memory when they fit in this many bytes (demo-size data).
@@ -66,7 +67,14 @@ class ImageDataset(Dataset):
 
 
 def build_from_run(run: Path, checkpoint: str = "best") -> tuple[nn.Module, ClassifierRun, Path]:
-    """The trained model of a RUN with its config and the weights file used."""
+    """The trained model of a RUN with its config and the weights file used.
+
+    Weights that are damaged, or do not fit the model ``run.json`` describes (another
+    backbone or number of classes), are refused in one line naming the file, not with
+    torch's list of every differing key.
+    """
+    from flare.training.checkpoints import load_model_weights
+
     config = ClassifierRun.load(run)
     weights = Path(run) / f"{checkpoint}.safetensors"
     if not weights.is_file():
@@ -74,7 +82,8 @@ def build_from_run(run: Path, checkpoint: str = "best") -> tuple[nn.Module, Clas
     if not weights.is_file():
         raise FlareError(f"{run} has no checkpoint yet (no best/last.safetensors)")
     model = create_classifier(config.train.model, len(config.classes), config.train.input_size)
-    model.load_state_dict(load_weights_file(weights))
+    load_model_weights(model, weights, f"the {config.train.model} with {len(config.classes)} classes in "
+                       f"{Path(run) / ClassifierRun.FILE}", "re-train with 'flare train'")
     return model.eval(), config, weights
 
 
@@ -97,17 +106,22 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, n: int,
     return {"loss": total_loss / max(cm.sum(), 1), "acc": accuracy(cm), "macro_f1": macro_f1(cm), "cm": cm}
 
 
-def prepare_split(data: Path, split: Path | None, run: Path, seed: int) -> list[dict[str, str]]:
-    """Use the given split file, or make the default grouped split and keep it in the RUN."""
-    root = resolve_root(data)
-    if split is not None:
-        rows = read_split(split, data)
-    else:
-        samples, _ = scan_image_folder(data)
+def prepare_split(data: Path, split: Path | None, seed: int) -> list[dict[str, str]]:
+    """The given split file, or the default grouped split of ``data``, checked to be trainable.
+
+    A split that leaves images of ``data`` out is allowed (a subset on purpose) but said.
+    """
+    samples, _ = scan_image_folder(data)
+    if split is None:
         rows = split_groups(samples, seed=seed)
-    write_split(rows, run / "split.csv")
-    if not any(r["split"] == "train" for r in rows):
-        raise UsageError(f"the split for {root} has no training images")
+        check_split(rows, data)
+        return rows
+    rows = read_split(split, data)
+    check_split(rows, split)
+    unused = len({s.path for s in samples} - {r["path"] for r in rows})
+    if unused:
+        log(f"note: {split} covers {len(rows)} of the {len(samples)} images in {resolve_root(data)}; "
+            f"the other {unused} are not used")
     return rows
 
 
@@ -117,6 +131,7 @@ def train(cfg: ClassifierTraining, out: Path, split: Path | None = None, resume:
     out = Path(out)
     state_path = out / "train_state.pt"
     dev = pick_device(device)
+    state = None
     if resume:
         if not state_path.is_file():
             raise UsageError(f"--resume: {out} has no checkpoint to resume from")
@@ -124,11 +139,13 @@ def train(cfg: ClassifierTraining, out: Path, split: Path | None = None, resume:
         cfg = ClassifierRun.load(out).train
         cfg.epochs = max(cfg.epochs, requested_epochs)
         rows = read_split(out / "split.csv", Path(cfg.data))
+        state = load_state(state_path, dev)  # before anything is written: a damaged state changes nothing
     else:
         if state_path.exists():
             raise UsageError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        rows = prepare_split(Path(cfg.data), split, cfg.seed)  # before anything is written
         out.mkdir(parents=True, exist_ok=True)
-        rows = prepare_split(Path(cfg.data), split, out, cfg.seed)
+        write_split(rows, out / "split.csv")
     root = resolve_root(Path(cfg.data))
     fine_classes = sorted(set(r["label"] for r in rows))
     if all(c in FINE_CLASSES for c in fine_classes):
@@ -148,12 +165,10 @@ def train(cfg: ClassifierTraining, out: Path, split: Path | None = None, resume:
     use_scaler = cfg.amp and dev.type == "cuda" and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     start, best_loss = 0, float("inf")
-    if resume:
-        state = load_state(state_path, dev)
-        model.load_state_dict(load_weights_file(out / "last.safetensors"))
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+    if state is not None:
+        load_model_weights(model, out / "last.safetensors",
+                           f"the {cfg.model} with {len(classes)} classes in {out / ClassifierRun.FILE}", RESUME_ADVICE)
+        restore_parts(state, {"optimizer": optimizer, "scheduler": scheduler, "scaler": scaler})
         start, best_loss = state["epoch"] + 1, state["best_val_loss"]
         log(f"resuming {out} at epoch {start + 1}/{cfg.epochs}")
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from flare.options import COUNT, FRACTION, PIXELS, SEED, InputPath, OutputPath
+from flare.options import COUNT, FRACTION, PIXELS, SEED, CommandGroup, InputPath, OutputPath
 
 
-@click.group()
+@click.group(cls=CommandGroup)
 def data() -> None:
     """Make and split image data sets (no torch needed)."""
 
@@ -44,10 +44,12 @@ def split(data_dir: Path, out: Path, group_regex: str | None, val: float, test: 
 
     from flare.runtime.progress import log
     from flare.training.data.folders import scan_image_folder
-    from flare.training.data.splits import split_groups, write_split
+    from flare.training.data.splits import check_split, split_groups, write_split
 
     samples, _ = scan_image_folder(data_dir)
     rows = split_groups(samples, val=val, test=test, seed=seed, group_regex=group_regex)
+    if val > 0 and test > 0:
+        check_split(rows, data_dir)
     write_split(rows, out)
     counts = Counter(r["split"] for r in rows)
     groups = len(set(r["group"] for r in rows))

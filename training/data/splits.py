@@ -84,6 +84,28 @@ def split_groups(samples: list[Sample], val: float = 0.15, test: float = 0.15, s
     return rows
 
 
+def check_split(rows: list[dict[str, str]], source: str | Path) -> None:
+    """FlareError unless the split can train a classifier and give a meaningful score.
+
+    That needs two classes or more, and every class in train, val and test: a class missing
+    from validation or test makes the best checkpoint or the reported accuracy a number over
+    nothing (0 images, NaN loss), which is worse than no number at all.
+    """
+    classes = sorted({r["label"] for r in rows})
+    if len(classes) < 2:
+        raise FlareError(f"{source} has {len(classes)} class{'es' if len(classes) != 1 else ''} "
+                         f"({', '.join(classes) or 'no images'}); a classifier needs at least two: "
+                         "give one sub-folder of images per class")
+    used = {s: {r["label"] for r in rows if r["split"] == s} for s in SPLITS}
+    for label in classes:
+        missing = [s for s in SPLITS if label not in used[s]]
+        if missing:
+            groups = len({r["group"] for r in rows if r["label"] == label})
+            raise FlareError(f"{source}: class {label!r} has no {' or '.join(missing)} images (it has {groups} "
+                             f"original image{'s' if groups != 1 else ''}; each class needs at least 3 so train, "
+                             "val and test all see it): add images of that class, or remove its folder")
+
+
 def write_split(rows: list[dict[str, str]], out: Path, columns: list[str] = SPLIT_COLUMNS) -> Path:
     """Write a split file atomically (training reads it as the definition of the split).
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from flare.runtime.atomic import save_png
+from flare.runtime.atomic import save_png, write_json
 from flare.runtime.errors import FlareError
 from flare.runtime.taxonomy import FINE_CLASSES, slug
 
@@ -796,8 +796,7 @@ def _record_config(out_dir: Path, config: SynthConfig) -> None:
             )
         if found == wanted:
             return
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(wanted, indent=2) + "\n", encoding="utf-8")
+    write_json(path, wanted)
 
 
 def synthesize(out_dir: Path, config: SynthConfig, progress: Callable[[int], None] | None = None) -> dict:

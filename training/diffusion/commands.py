@@ -10,10 +10,11 @@ from pathlib import Path
 
 import click
 
-from flare.options import COUNT, DEVICE, NON_NEGATIVE, PIXELS, POSITIVE, SEED, InputPath, OutputPath, check_resume
+from flare.options import (COUNT, DEVICE, NON_NEGATIVE, PIXELS, POSITIVE, SEED, FlareCommand, InputPath, OutputPath,
+                           check_resume)
 
 
-@click.command("train-diffusion")
+@click.command("train-diffusion", cls=FlareCommand)
 @click.argument("data_dir", metavar="DATA", type=InputPath("dir"))
 @click.option("--out", type=OutputPath("dir", made_by="run.json"), required=True, help="RUN folder.")
 @click.option("--config", "config_name", type=click.Choice(["tiny", "paper"]), default="tiny", show_default=True,

@@ -39,9 +39,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from flare.runtime.artifacts import Conditioner, DiffusionRun
+from flare.runtime.artifacts import Conditioner, DiffusionRun, quote_error
 from flare.runtime.atomic import publish_folder
-from flare.runtime.errors import FlareError, UsageError
+from flare.runtime.errors import ArtifactError, FlareError, UsageError
 
 #: The conditioner's weights inside ``conditioner/`` of a RUN.
 CONDITIONER_WEIGHTS = "conditioner.safetensors"
@@ -301,8 +301,8 @@ def load_text_encoder(folder: str | Path) -> tuple[Any, nn.Module]:
         tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir), local_files_only=True)
         encoder = CLIPTextModel.from_pretrained(str(enc_dir), local_files_only=True)
     except (OSError, ValueError) as exc:
-        raise FlareError(f"{root} does not hold a CLIP tokenizer and text encoder saved with save_pretrained "
-                         f"({type(exc).__name__}: {exc})") from exc
+        raise ArtifactError(f"{root} does not hold a CLIP tokenizer and text encoder saved with save_pretrained "
+                            f"({type(exc).__name__}: {quote_error(exc)}); save them again with save_pretrained") from exc
     return tokenizer, encoder.eval().requires_grad_(False)
 
 
@@ -574,13 +574,36 @@ def _schedule_kwargs(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k in _SCHEDULER_KEYS and v is not None}
 
 
-def _load_part(cls: Any, folder: Path, name: str) -> Any:
-    """``folder/name`` as a diffusers model, from local files only."""
+def _load_part(cls: Any, folder: Path, name: str, remedy: str) -> Any:
+    """``folder/name`` as a diffusers model, from local files only; ArtifactError if it cannot be used.
+
+    diffusers raises OSError, ValueError, RuntimeError or TypeError for a damaged folder, with
+    messages of many lines, and loads a weights file of another model with only a warning,
+    leaving the model random; both end here in one line naming the folder.
+    """
+    where = folder / name
+    _read_config(where / "config.json", remedy)  # diffusers' own message for a damaged one misleads
     try:
-        return cls.from_pretrained(str(folder / name), local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise FlareError(f"{folder / name} is not a {cls.__name__} saved with save_pretrained "
-                         f"({type(exc).__name__}: {exc})") from exc
+        model, info = cls.from_pretrained(str(where), local_files_only=True, output_loading_info=True)
+    except Exception as exc:  # noqa: BLE001 - every failure here means the same to the user
+        raise ArtifactError(f"cannot load {where} as a {cls.__name__} ({quote_error(exc)}); the folder is damaged "
+                            f"or incomplete: {remedy}") from exc
+    missing = sorted(info["missing_keys"])  # tensors of another shape raise above
+    if missing:
+        raise ArtifactError(f"{where}: its weights file lacks {len(missing)} of the tensors its config.json describes "
+                            f"(e.g. {missing[0]}), so it holds weights of another model: {remedy}")
+    return model
+
+
+def _read_config(path: Path, remedy: str) -> dict[str, Any]:
+    """A JSON object from a diffusers folder; ArtifactError naming the file if it is damaged."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise ArtifactError(f"cannot read {path} ({quote_error(exc)}); {remedy}") from exc
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path} must hold a JSON object, not a {type(data).__name__}; {remedy}")
+    return data
 
 
 def load_diffusion(path: str | Path, device: str | torch.device = "cpu") -> LatentDiffusion:
@@ -599,17 +622,24 @@ def load_diffusion(path: str | Path, device: str | torch.device = "cpu") -> Late
         raise UsageError(f"{folder} is neither a diffusion RUN ({DiffusionRun.FILE} from 'flare train-diffusion') "
                          "nor a diffusers pipeline folder (model_index.json from save_pretrained)")
     run = DiffusionRun.load(folder) if is_run else None
+    remedy = ("re-train it with 'flare train-diffusion'" if run is not None else
+              "save the pipeline again with save_pretrained")
     missing = [p for p in ("unet", "vae", "scheduler") if not (folder / p).is_dir()]
     if run is None:
         missing += [p for p in ("text_encoder", "tokenizer") if not (folder / p).is_dir()]
     if missing:
-        raise FlareError(f"{folder} lacks {', '.join(missing)}: FLARE runs Stable-Diffusion-shaped models "
-                         "(UNet, VAE, scheduler and a CLIP text encoder); other pipelines are not supported")
-    unet = _load_part(UNet2DConditionModel, folder, "unet")
-    vae = _load_part(AutoencoderKL, folder, "vae")
-    scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
+        raise ArtifactError(f"{folder} lacks {', '.join(missing)}: FLARE runs Stable-Diffusion-shaped models "
+                            "(UNet, VAE, scheduler and a CLIP text encoder); other pipelines are not supported")
+    unet = _load_part(UNet2DConditionModel, folder, "unet", remedy)
+    vae = _load_part(AutoencoderKL, folder, "vae", remedy)
+    scheduler_path = folder / "scheduler" / "scheduler_config.json"
+    scheduler = _read_config(scheduler_path, remedy)
+    try:  # sampling builds its schedulers from this config: refuse a broken one now, by name
+        make_scheduler("ddim", scheduler)
+    except Exception as exc:  # noqa: BLE001 - diffusers raises TypeError, ValueError, NotImplementedError...
+        raise ArtifactError(f"{scheduler_path} is not a usable noise schedule ({quote_error(exc)}); {remedy}") from exc
     if run is not None:
-        cond = _load_conditioner(folder, run)
+        cond = _load_conditioner(folder, run, remedy)
         info = ModelInfo(source=str(folder), kind="run", image_mode=run.image_mode, classes=list(cond.classes))
         cells = run.image_cond_cells
     else:
@@ -624,7 +654,7 @@ def load_diffusion(path: str | Path, device: str | torch.device = "cpu") -> Late
     return model.to(torch.device(device)).eval()
 
 
-def _load_conditioner(folder: Path, run: DiffusionRun) -> _ClassTable:
+def _load_conditioner(folder: Path, run: DiffusionRun, remedy: str) -> _ClassTable:
     from safetensors.torch import load_file
 
     spec = run.conditioner
@@ -637,7 +667,7 @@ def _load_conditioner(folder: Path, run: DiffusionRun) -> _ClassTable:
     try:
         cond.load_state_dict(load_file(str(path)))
     except Exception as exc:  # noqa: BLE001 - missing, damaged or mismatched: the same advice
-        raise FlareError(f"cannot load the class conditioning {path} ({exc}); re-run 'flare train-diffusion'") from exc
+        raise ArtifactError(f"cannot load the class conditioning {path} ({quote_error(exc)}); {remedy}") from exc
     return cond
 
 

@@ -34,12 +34,13 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import nn
 
-from flare.runtime.artifacts import DiffusionRun, DiffusionTraining
+from flare.runtime.artifacts import DiffusionRun, DiffusionTraining, quote_error
 from flare.runtime.atomic import publish_folder, write_atomically
-from flare.runtime.errors import FlareError, ImageDecodeError, UsageError
+from flare.runtime.errors import ArtifactError, FlareError, ImageDecodeError, UsageError
 from flare.runtime.imageio import load_rgb
 from flare.runtime.progress import log, progress_bar
-from flare.training.checkpoints import EpochLog, load_state, load_weights_file, save_state, save_weights
+from flare.training.checkpoints import (RESUME_ADVICE, EpochLog, TrainingState, load_model_weights, load_state,
+                                        restore_parts, save_state, save_weights)
 from flare.training.data.folders import resolve_root, scan_image_folder
 from flare.training.devices import pick_device
 from flare.training.diffusion.model import (DiffusionConfig, build_model, condition_dropout, get_config,
@@ -137,7 +138,8 @@ class _Trainer:
         torch.manual_seed(cfg.seed)
         if resume:
             self.model = load_diffusion(out)
-            self.model.load_state_dict(load_weights_file(out / TRAINING_STATE / "last.safetensors"))
+            load_model_weights(self.model, out / TRAINING_STATE / "last.safetensors",
+                               f"the model in {out / DiffusionRun.FILE}", RESUME_ADVICE)
             if self.model.cond.classes != self.classes:
                 raise FlareError(f"{cfg.data} now has classes {self.classes}, but the run in {out} was trained on "
                                  f"{self.model.cond.classes}; start a new run")
@@ -149,7 +151,8 @@ class _Trainer:
                 try:
                     vae = AutoencoderKL.from_pretrained(str(folder), subfolder=sub, local_files_only=True)
                 except (OSError, ValueError) as exc:
-                    raise FlareError(f"{folder} is not an AutoencoderKL saved with save_pretrained ({exc})") from exc
+                    raise ArtifactError(f"{folder} is not an AutoencoderKL saved with save_pretrained "
+                                        f"({quote_error(exc)}); save it again with save_pretrained") from exc
             self.model = build_model(self.dcfg, self.classes, vae=vae, text_encoder=cfg.text_encoder, source=str(out))
         self.model.to(device)
         self.vae_epochs = 0 if cfg.vae else cfg.vae_epochs
@@ -168,11 +171,12 @@ class _Trainer:
         return DiffusionRun(train=self.cfg, conditioner=self.model.cond.describe(), image_mode=self.model.info.image_mode,
                             image_cond_cells=self.model.image_cond_cells, vae_epochs=self.vae_epochs)
 
-    def save(self, epoch: int) -> None:
+    def save(self, epoch: int, loss: float, seconds: float) -> None:
         """The EMA model in the diffusers layout, then the training state as one folder.
 
         ``training/`` (raw weights, optimizers, EMA, epoch) is swapped in whole and last, so
-        a resume always finds one epoch's complete state.
+        a resume always finds one epoch's complete state. It also keeps the epoch's loss and
+        time, so a resume can write the epoch's metrics row if the run stopped before that.
         """
         self.ema.store(self.denoiser)
         self.ema.copy_to(self.denoiser)
@@ -181,18 +185,37 @@ class _Trainer:
         self.run_config().save(self.out)
         stage = self.out / f"{TRAINING_STATE}.partial"
         save_weights(self.model, stage / "last.safetensors")
-        save_state({"epoch": epoch, "vae_opt": self.vae_opt.state_dict(), "opt": self.opt.state_dict(),
-                    "sched": self.sched.state_dict(), "ema": self.ema.state_dict()}, stage / "train_state.pt")
+        save_state({"epoch": epoch, "loss": loss, "seconds": seconds, "vae_opt": self.vae_opt.state_dict(),
+                    "opt": self.opt.state_dict(), "sched": self.sched.state_dict(), "ema": self.ema.state_dict()},
+                   stage / "train_state.pt")
         publish_folder(stage, self.out / TRAINING_STATE)
 
-    def load_state(self) -> int:
+    def load_state(self) -> TrainingState:
+        """Restore the optimizers, schedule and EMA of the last saved epoch; that epoch's state."""
         state = load_state(self.out / TRAINING_STATE / "train_state.pt", self.dev)
-        self.vae_opt.load_state_dict(state["vae_opt"])
-        self.opt.load_state_dict(state["opt"])
-        self.sched.load_state_dict(state["sched"])
-        self.ema.load_state_dict(state["ema"])
+        restore_parts(state, {"vae_opt": self.vae_opt, "opt": self.opt, "sched": self.sched, "ema": self.ema})
         self.ema.to(self.dev)
-        return int(state["epoch"]) + 1
+        return state
+
+    def finish_epoch(self, metrics: EpochLog, epoch: int, total: int, loss: float, seconds: float) -> dict[str, Any]:
+        """What follows a saved epoch: its preview grids (when due) and its metrics row.
+
+        Kept apart from training so a run that stopped here (a full disk while writing the
+        final grid) is finished by ``--resume`` without training the epoch again.
+        """
+        t0 = time.perf_counter()
+        if epoch < self.vae_epochs:
+            phase, previews = "vae", [self.vae_preview(epoch)]
+        else:
+            last = epoch == total - 1
+            due = (epoch + 1 - self.vae_epochs) % self.cfg.sample_every == 0 or last
+            phase, previews = "unet", self.sample_preview(epoch, variations=last) if due else []
+        row = {"epoch": epoch + 1, "phase": phase, "loss": loss, "seconds": round(seconds + time.perf_counter() - t0, 2),
+               "samples": [p.relative_to(self.out).as_posix() for p in previews]}
+        metrics.append(row)
+        log(f"epoch {epoch + 1}/{total} ({phase}): loss {loss:.4f} in {row['seconds']:.1f} s"
+            + (f"; {row['samples'][0]}" if previews else ""))
+        return row
 
     # ----------------------------------------------------------------- phase 1: VAE
 
@@ -243,11 +266,15 @@ class _Trainer:
 
         path = self.out / "latents.safetensors"
         if path.is_file():
-            stored = load_file(str(path))
-            if stored["latents"].shape[0] == len(self.images):
-                self.latents = stored["latents"]
-                self._set_latent_scale()
-                return
+            try:
+                stored = load_file(str(path))["latents"]
+            except Exception as exc:  # noqa: BLE001 - a damaged cache is recomputed, never trusted
+                log(f"recomputing {path}: it cannot be read ({quote_error(exc)})")
+            else:
+                if stored.shape[0] == len(self.images):
+                    self.latents = stored
+                    self._set_latent_scale()
+                    return
         vae = self.model.vae.eval()
         variants = range(8) if self.cfg.dihedral else range(1)
         out = []
@@ -351,32 +378,29 @@ def train_diffusion(cfg: DiffusionTraining, out: Path, resume: bool = False, dev
         out.mkdir(parents=True, exist_ok=True)
     dev = pick_device(device)
     tr = _Trainer(cfg, out, resume, dev)
-    start = tr.load_state() if resume else 0
+    state = tr.load_state() if resume else None
+    start = state["epoch"] + 1 if state is not None else 0
     total = tr.vae_epochs + cfg.epochs
-    if resume:
-        log(f"resuming {out} at epoch {start + 1}/{total}")
     metrics = EpochLog(out / "metrics.jsonl", keep=start)
     t_start = time.perf_counter()
-    row: dict[str, Any] = {}
+    if state is not None and not any(r["epoch"] == start for r in metrics.rows):
+        log(f"finishing epoch {start} of {out}: it was trained and saved, but its previews and metrics were not written")
+        tr.finish_epoch(metrics, start - 1, total, float(state.get("loss", float("nan"))),
+                        float(state.get("seconds", 0.0)))
+    if resume:
+        log(f"resuming {out} at epoch {start + 1}/{total}" if start < total else
+            f"{out} has trained all {total} epochs; nothing left to do")
     for epoch in range(start, total):
         t0 = time.perf_counter()
         g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        phase = "vae" if epoch < tr.vae_epochs else "unet"
-        if phase == "vae":
+        if epoch < tr.vae_epochs:
             loss = tr.vae_epoch(epoch, g, total)
-            previews = [tr.vae_preview(epoch)]
         else:
             if tr.latents is None:
                 tr.prepare_latents()
             loss = tr.unet_epoch(epoch, g, total)
-            last = epoch == total - 1
-            due = (epoch + 1 - tr.vae_epochs) % cfg.sample_every == 0 or last
-            previews = tr.sample_preview(epoch, variations=last) if due else []
-        tr.save(epoch)
-        row = {"epoch": epoch + 1, "phase": phase, "loss": loss, "seconds": round(time.perf_counter() - t0, 2),
-               "samples": [p.relative_to(out).as_posix() for p in previews]}
-        metrics.append(row)
-        log(f"epoch {epoch + 1}/{total} ({phase}): loss {loss:.4f} in {row['seconds']:.1f} s"
-            + (f"; {row['samples'][0]}" if previews else ""))
-    return {"run": str(out), "epochs": total, "last": row, "seconds": round(time.perf_counter() - t_start, 1),
-            "device": str(dev)}
+        seconds = time.perf_counter() - t0
+        tr.save(epoch, loss, seconds)
+        tr.finish_epoch(metrics, epoch, total, loss, seconds)
+    return {"run": str(out), "epochs": total, "last": metrics.rows[-1] if metrics.rows else {},
+            "seconds": round(time.perf_counter() - t_start, 1), "device": str(dev)}

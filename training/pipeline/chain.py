@@ -1,9 +1,9 @@
 """``flare augment all``: stage 1, stage 2 from the stage-1 originals, then the merge.
 
-The chain's settings are recorded in ``OUT/flare-step.json`` and a re-run with other ones is
-refused. Each stage resumes on its own (skipping what its journal lists, after checking its
-own settings), and the merge, which is quick, is redone every time, so the chain can be
-stopped and re-run at any point and never mixes two settings.
+Each stage resumes on its own, skipping what its journal lists after checking that the
+journal was made with the same data, model and settings (a re-run with others is refused),
+and the merge, which is quick, is redone every time. So the chain can be stopped and re-run
+at any point and never mixes two settings.
 """
 
 from __future__ import annotations
@@ -11,10 +11,8 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 
-from flare.runtime.fingerprint import check_settings, fingerprint_path, record_path
 from flare.training.pipeline.merge import MergeConfig, merge
 from flare.training.pipeline.stage1 import Stage1Config, run_stage1
 from flare.training.pipeline.stage2 import Stage2Config, augment_stage2
@@ -46,12 +44,6 @@ def augment_all(data: Path, sr: Path | None, diffusion: str | Path, out: Path,
                 device: str = "auto") -> Path:
     """Run the FLARE chain into ``out/stage1``, ``out/stage2`` and ``out/merged``; returns the last."""
     out = Path(out)
-    settings = {"DATA": str(Path(data).resolve()), "--sr": fingerprint_path(sr) if sr else None,
-                "--diffusion": fingerprint_path(Path(diffusion)), "stage1": asdict(stage1), "stage2": asdict(stage2),
-                "merge": asdict(merge_config), "--split": fingerprint_path(split) if split else None}
-    out.mkdir(parents=True, exist_ok=True)
-    check_settings(record_path(out), settings, str(out), "re-run with the same options to resume, or use another --out",
-                   has_results=(out / "stage1").exists())
     run_stage1(data, sr, out / "stage1", stage1, device=device)
     sources = stage1_originals(out / "stage1", out / "stage1_originals")
     augment_stage2(sources, diffusion, out / "stage2", stage2, device=device)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from flare.options import (COUNT, DEVICE, FRACTION, PIXELS, POSITIVE, SEED, SELECT, InputPath, OutputPath,
-                           input_size)
+from flare.options import (COUNT, DEVICE, FRACTION, PIXELS, POSITIVE, SEED, SELECT, CommandGroup, FlareCommand,
+                           InputPath, OutputPath, input_size)
 
 ALPHA = click.option("--alpha", type=FRACTION, default=0.5, show_default=True, help="Fraction of the stage-1 augmented pool kept.")
 BETA = click.option("--beta", type=FRACTION, default=1.0, show_default=True, help="Fraction of the stage-2 generated pool kept.")
@@ -21,7 +21,7 @@ EMBED = click.option("--embed", "embed_run", type=InputPath("dir"), default=None
 STEPS = click.option("--steps", type=COUNT, default=50, show_default=True, help="Sampler steps per generated image.")
 
 
-@click.group()
+@click.group(cls=CommandGroup)
 def augment() -> None:
     """Build FLARE training sets: stage 1 (SR + standard), stage 2 (diffusion), merge."""
 
@@ -108,7 +108,7 @@ def merge_command(stage1_dir: Path, stage2_dir: Path, out: Path, alpha: float, b
 @click.option("--sr", "sr_checkpoint", type=InputPath("any"), required=True,
               help="Official SwinIR .pth file or a train-sr RUN.")
 @click.option("--diffusion", required=True, type=InputPath("dir"), help="train-diffusion RUN or a local diffusers pipeline folder.")
-@click.option("--out", type=OutputPath("dir", made_by="flare-step.json"), required=True)
+@click.option("--out", type=OutputPath("dir", made_by="stage1/stage1.csv"), required=True)
 @click.option("--size", type=PIXELS, default=512, show_default=True, help="Stage-1 output side.")
 @click.option("--per-image", type=COUNT, default=4, show_default=True, help="Stage-2 samples per original.")
 @STEPS
@@ -135,7 +135,7 @@ def all_command(data_dir: Path, sr_checkpoint: Path, diffusion: str, out: Path, 
     click.echo(f"FLARE training set: {merged} (flare train {merged} --split {merged / 'merge.csv'} ...)")
 
 
-@click.command()
+@click.command(cls=FlareCommand)
 @click.argument("data_dir", metavar="DATA", type=InputPath("dir"))
 @click.option("--out", type=OutputPath("dir", made_by="experiment.json"), required=True, help="Experiment folder (re-running resumes).")
 @click.option("--model", "models", multiple=True, default=("resnet18",), show_default=True,

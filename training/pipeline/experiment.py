@@ -34,7 +34,7 @@ from flare.runtime.errors import UsageError
 from flare.runtime.fingerprint import check_settings, fingerprint_path
 from flare.runtime.progress import log
 from flare.training.data.folders import resolve_root, scan_image_folder
-from flare.training.data.splits import read_split, split_groups, write_split
+from flare.training.data.splits import check_split, read_split, split_groups, write_split
 
 ARMS = ("Raw_LR", "Raw_Aug_LR", "FLARE")
 #: Marks a training step of the experiment as finished (the run folder alone may be half done).
@@ -136,7 +136,9 @@ def run_experiment(data: Path, out: Path, cfg: ExperimentConfig, device: str = "
     split_path = out / "split.csv"
     if not split_path.exists():
         samples, _ = scan_image_folder(raw)
-        write_split(split_groups(samples, seed=cfg.seed), split_path)
+        rows = split_groups(samples, seed=cfg.seed)
+        check_split(rows, raw)
+        write_split(rows, split_path)
     split = read_split(split_path, raw)
     train_rows = [r for r in split if r["split"] == "train"]
     log(f"experiment in {out}: {len(train_rows)} training originals, "

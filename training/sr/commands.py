@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from flare.options import COUNT, DEVICE, PIXELS, POSITIVE, SEED, InputPath, OutputPath, check_resume
+from flare.options import COUNT, DEVICE, PIXELS, POSITIVE, SEED, FlareCommand, InputPath, OutputPath, check_resume
 
 
-@click.command("train-sr")
+@click.command("train-sr", cls=FlareCommand)
 @click.argument("data_dir", metavar="DATA", type=InputPath("dir"))
 @click.option("--out", type=OutputPath("dir", made_by="run.json"), required=True, help="RUN folder.")
 @click.option("--arch", default="tiny_x4", show_default=True,

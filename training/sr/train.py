@@ -12,6 +12,7 @@ validation split is grouped like classifier splits, so no image is in both. A RU
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from flare.runtime.artifacts import SRRun, SRTraining, identify
-from flare.runtime.errors import FlareError, UsageError
+from flare.runtime.artifacts import SRRun, SRTraining, identify, quote_error
+from flare.runtime.errors import ArtifactError, FlareError, UsageError
 from flare.runtime.imageio import list_images, load_rgb
 from flare.runtime.progress import log, progress_bar
-from flare.training.checkpoints import EpochLog, load_state, load_weights_file, save_state, save_weights
+from flare.training.checkpoints import (RESUME_ADVICE, EpochLog, load_model_weights, load_state, read_torch_file,
+                                        restore_parts, save_state, save_weights)
 from flare.training.data.folders import Sample
 from flare.training.data.splits import split_groups
 from flare.training.data.synth import degrade
@@ -137,24 +139,39 @@ def build_sr(config: SwinIRConfig, bicubic_residual: bool) -> nn.Module:
 
 
 def load_sr(checkpoint: str | Path) -> tuple[nn.Module, SwinIRConfig, Path]:
-    """A SwinIR from a ``train-sr`` RUN folder (best weights) or an official ``.pth`` file."""
+    """A SwinIR from a ``train-sr`` RUN folder (best weights) or an official ``.pth`` file.
+
+    A damaged file, or weights for another architecture, is one ArtifactError naming the
+    file and what to do.
+    """
     path = Path(checkpoint)
     if path.is_dir():
         if identify(path) is None:
             raise UsageError(f"{path} is neither a SwinIR .pth file nor a train-sr run (no {SRRun.FILE})")
         run = SRRun.load(path)
-        config = SwinIRConfig.from_dict(run.swinir)
+        retrain = "re-train with 'flare train-sr'"
+        try:
+            config = SwinIRConfig.from_dict(run.swinir)
+        except FlareError as exc:
+            raise ArtifactError(f"{path / SRRun.FILE}: {quote_error(exc)}; {retrain}") from exc
         weights = path / "best.safetensors"
         if not weights.is_file():
             weights = path / "last.safetensors"
         if not weights.is_file():
             raise FlareError(f"{path} has no SR checkpoint yet")
         model = build_sr(config, run.bicubic_residual)
-        model.load_state_dict(load_weights_file(weights))
+        load_model_weights(model, weights, f"the SwinIR in {path / SRRun.FILE}", retrain)
         return model.eval(), config, weights
     if not path.is_file():
         raise UsageError(f"SR checkpoint {path} does not exist")
-    model, config = load_swinir(path)
+    advice = "re-download or re-save the checkpoint (an official SwinIR .pth, or pass a 'flare train-sr' RUN)"
+    state = read_torch_file(path, advice)
+    if not isinstance(state, Mapping):
+        raise ArtifactError(f"{path} holds a {type(state).__name__}, not a SwinIR state dict; {advice}")
+    try:  # given the loaded dict, load_swinir calls it "state dict" in its messages
+        model, config = load_swinir(state)
+    except FlareError as exc:
+        raise ArtifactError(f"{path}: {quote_error(exc, limit=300)}; {advice}") from exc
     return model.eval(), config, path
 
 
@@ -195,9 +212,8 @@ def train_sr(cfg: SRTraining, out: Path, resume: bool = False, device: str = "au
     start, best = 0, -float("inf")
     if resume:
         state = load_state(state_path, dev)
-        model.load_state_dict(load_weights_file(out / "last.safetensors"))
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        load_model_weights(model, out / "last.safetensors", f"the SwinIR in {out / SRRun.FILE}", RESUME_ADVICE)
+        restore_parts(state, {"optimizer": optimizer, "scheduler": scheduler})
         start, best = state["epoch"] + 1, state["best_psnr"]
         log(f"resuming {out} at epoch {start + 1}/{cfg.epochs}")
     metrics = EpochLog(out / "metrics.jsonl", keep=start)

@@ -50,3 +50,20 @@ def test_demo_classifier_passes_the_parity_gate_in_reduced_precision(demo: tuple
         assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in graph.node}
     else:
         assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer)
+
+
+def test_demo_with_other_options_redoes_what_they_change(demo: tuple[Path, str], tmp_path: Path) -> None:
+    """A re-run with another --epochs retrains, re-exports and triages again: no row of the
+    old model is reported under the new settings."""
+    import shutil
+
+    out = tmp_path / "demo"
+    shutil.copytree(demo[0], out)
+    data_files = {p: p.stat().st_mtime_ns for p in (out / "data").rglob("*.png")}
+    result = CliRunner().invoke(cli, ["demo", "--out", str(out), "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    assert "options changed since the last demo" in result.stderr and "--epochs" in result.stderr
+    assert "0 triaged in this run" not in result.stdout and "already done" not in result.stdout
+    assert len([line for line in (out / "run" / "metrics.jsonl").read_text().splitlines() if line]) == 1
+    # the data did not depend on --epochs: kept as it was
+    assert {p: p.stat().st_mtime_ns for p in (out / "data").rglob("*.png")} == data_files

@@ -40,3 +40,12 @@ def test_experiment_runs_all_arms_and_resumes(sky_data: Path, tmp_path: Path) ->
     mtime = (out / "runs" / "resnet18" / "FLARE" / "results.json").stat().st_mtime
     assert json.loads((out / "results.json").read_text())["models"] == run_experiment(sky_data, out, cfg)["models"]
     assert (out / "runs" / "resnet18" / "FLARE" / "results.json").stat().st_mtime == mtime
+    # other settings are refused, naming what changed, and nothing is redone or rewritten
+    from dataclasses import replace
+
+    from flare.runtime.errors import FlareError
+
+    before = (out / "results.json").read_bytes()
+    with pytest.raises(FlareError, match=r"--epochs 1 then, 2 now.*new --out"):
+        run_experiment(sky_data, out, replace(cfg, epochs=2))
+    assert (out / "results.json").read_bytes() == before

@@ -120,3 +120,45 @@ def test_merge_command_writes_a_trainable_split(pools, tmp_path: Path) -> None:
     rows = read_split(out / "merge.csv", out)  # every listed file exists under the merged tree
     assert {r["pool"] for r in rows} == {"original", "stage1", "stage2"}
     assert f"flare train {out}" in result.output
+
+
+def test_merge_never_harms_its_inputs_or_files_it_did_not_write(pools, tmp_path: Path) -> None:
+    """The reported case (--out equal to --stage1 deleted a stage-1 image) and its relatives."""
+    from click.testing import CliRunner
+
+    from flare.cli import cli
+    from flare.runtime.errors import FlareError
+
+    s1, s2, _ = pools
+    before = {p: p.read_bytes() for p in s1.rglob("*") if p.is_file()}
+    for out in (s1, s1 / "merged"):
+        result = CliRunner().invoke(cli, ["augment", "merge", "--stage1", str(s1), "--stage2", str(s2),
+                                          "--out", str(out)])
+        assert result.exit_code == 2 and "--stage1" in result.stderr and "Traceback" not in result.output
+        with pytest.raises(UsageError, match="--stage1"):
+            merge(s1, s2, out)  # the library refuses too
+    assert {p: p.read_bytes() for p in s1.rglob("*") if p.is_file()} == before
+
+    # a file of the user's where a merge would link an image is refused, not replaced
+    out = tmp_path / "merged"
+    merge(s1, s2, out, MergeConfig(alpha=1.0, beta=1.0, select="random"))
+    listed = read_merge(out)
+    mine = out / listed[0]["path"]
+    (out / "merge.csv").unlink()  # the folder's images are no longer known to be the merge's
+    mine.unlink()
+    mine.write_bytes(b"my own file")
+    with pytest.raises(FlareError, match="was not written by a merge"):
+        merge(s1, s2, out, MergeConfig(alpha=1.0, beta=1.0, select="random"))
+    assert mine.read_bytes() == b"my own file"
+
+
+def test_a_smaller_merge_removes_only_its_own_earlier_picks(pools, tmp_path: Path) -> None:
+    s1, s2, _ = pools
+    out = tmp_path / "merged"
+    merge(s1, s2, out, MergeConfig(alpha=1.0, beta=1.0, select="random"))
+    (out / "notes.txt").write_text("mine")
+    merge(s1, s2, out, MergeConfig(alpha=0.2, beta=0.2, select="random"))
+    listed = {r["path"] for r in read_merge(out)}
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*.png")}
+    assert on_disk == listed  # the dropped picks are gone, so the folder is the training set
+    assert (out / "notes.txt").read_text() == "mine"

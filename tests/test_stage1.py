@@ -149,3 +149,18 @@ def test_stage1_records_an_unreadable_image_and_goes_on(sky_data: Path, tmp_path
     assert "broken.png" in errors[0]["error"]
     again = run_stage1(data, None, tmp_path / "s1", Stage1Config(size=32))
     assert again["skipped"] == 7 and again["written"] == 0  # recorded: not retried, not fatal
+
+
+def test_stage1_resume_checks_its_outputs_and_settings(sky_data: Path, tmp_path: Path) -> None:
+    from flare.runtime.errors import FlareError
+    from flare.training.pipeline.stage1 import Stage1Config, run_stage1
+
+    out = tmp_path / "s1"
+    run_stage1(sky_data / "hr", None, out, Stage1Config(size=32))
+    gone = sorted(out.rglob("*.png"))[3]
+    gone.unlink()
+    with pytest.raises(FlareError, match="finished files that are missing"):
+        run_stage1(sky_data / "hr", None, out, Stage1Config(size=32))
+    gone.write_bytes(b"")  # (restored, as far as resume can tell)
+    with pytest.raises(FlareError, match="--size 32 then, 48 now"):
+        run_stage1(sky_data / "hr", None, out, Stage1Config(size=48))

@@ -540,3 +540,33 @@ def test_real_onnx_model(tmp_path: Path) -> None:
         got = np.array([float(by_path[rel][f"p_{label}"]) for label in LABELS])
         np.testing.assert_allclose(got, expected, atol=2e-6)
         assert by_path[rel]["fine_class"] == LABELS[int(np.argmax(expected))]
+
+
+def test_resume_with_another_model_is_refused(tmp_path: Path) -> None:
+    """Rows of one model are never resumed into by another: the CSV's settings record says so."""
+    root = tmp_path / "survey"
+    make_survey(root, 4)
+    out = tmp_path / "out.csv"
+    triage(root, FakePredictor(), out)
+    before = out.read_bytes()
+    other = FakePredictor()
+    other.fingerprint = "another model"
+    with pytest.raises(FlareError, match=r"--model .* then, .* now.*another --out"):
+        triage(root, other, out)
+    with pytest.raises(FlareError, match=r"--threshold 0.5 then, 0.9 now"):
+        triage(root, FakePredictor(), out, threshold=0.9)
+    assert out.read_bytes() == before
+
+
+def test_a_second_run_on_the_same_csv_is_told_to_wait(tmp_path: Path) -> None:
+    from flare.runtime.journal import CsvJournal
+    from flare.runtime.triage import csv_header
+
+    root = tmp_path / "survey"
+    make_survey(root, 2)
+    out = tmp_path / "out.csv"
+    with CsvJournal(out, csv_header(LABELS)):  # another run holds the file
+        with pytest.raises(FlareError) as refused:
+            triage(root, FakePredictor(), out)
+    message = str(refused.value)
+    assert "being written by another flare process" in message and "delete" not in message

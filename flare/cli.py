@@ -18,8 +18,7 @@ from typing import Any
 
 import click
 
-from flare.runtime.errors import FlareError, UsageError
-from flare.runtime.journal import one_line
+from flare.runtime.errors import FlareError, UsageError, one_line
 from flare.runtime.paths import os_error_line
 
 #: name -> (module, attribute). Module import must stay light (click only at top level).

@@ -57,12 +57,14 @@ def _exported_from(bundle: Path) -> str | None:
 
 def _remove(paths: list[Path]) -> None:
     """Remove outputs of earlier demo steps (files, folders, and a CSV's settings record)."""
+    from flare.runtime.fingerprint import record_path
+
     for path in paths:
         if path.is_dir():
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
-            Path(f"{path}.flare.json").unlink(missing_ok=True)
+            record_path(path).unlink(missing_ok=True)
 
 
 def astropy_fits_files() -> list[Path]:

@@ -2,11 +2,11 @@
 
 Every command gets its argument checks from here rather than writing them:
 
-* numbers: a range type (``COUNT``, ``SIZE``, ``FRACTION``...) on every numeric option, so an
+* numbers: a range type (``COUNT``, ``PIXELS``, ``FRACTION``...) on every numeric option, so an
   impossible value is a usage error (exit 2) naming the option before any work;
-* paths: :class:`InputPath` and :class:`OutputPath` check existence, kind, permissions and
-  creatability while the command line is parsed (one line, exit 1), and refuse an output that
-  is, contains or lies inside one of the command's inputs (exit 2);
+* paths: :class:`InputPath` and :class:`OutputPath`, checked by :class:`FlareCommand` before
+  the command runs: existence, kind, permissions and creatability (one line, exit 1), and an
+  output that is, contains or lies inside one of the command's inputs (exit 2);
 * ``--device``: :data:`DEVICE`.
 
 Only click and the torch-free :mod:`flare.runtime.paths` are imported here: ``flare --help``
@@ -16,6 +16,7 @@ and the runtime commands load this module.
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Literal
 
@@ -52,7 +53,7 @@ def _label(param: click.Parameter | None) -> str:
     return param.human_readable_name
 
 
-class _PathType(click.ParamType):
+class _PathType(click.ParamType, ABC):
     """A path the command reads or writes, remembered in ``ctx.meta`` for :class:`FlareCommand`.
 
     Inputs are checked at once (an input that does not exist is the first thing to say).
@@ -66,8 +67,9 @@ class _PathType(click.ParamType):
     def __init__(self, kind: Kind = "any") -> None:
         self.kind = kind
 
+    @abstractmethod
     def check(self, path: Path, what: str) -> Path:
-        raise NotImplementedError
+        """``path`` if it can be used in this role; FlareError naming ``what`` otherwise."""
 
     def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> Path:
         what = _label(param)

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from flare.runtime.atomic import write_json
-from flare.runtime.errors import ArtifactError, BundleError
+from flare.runtime.errors import ArtifactError, BundleError, one_line
 from flare.runtime.preprocess import PreprocessSpec
 
 A = TypeVar("A", bound="Artifact")
@@ -50,7 +50,7 @@ def quote_error(exc: BaseException, limit: int = 200) -> str:
     lines (some with pages of advice, or every key of a state dict), and some raise with no
     message at all (an ``EOFError`` on an empty file).
     """
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = one_line(str(exc)) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
 

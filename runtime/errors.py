@@ -8,6 +8,12 @@ bug and keeps its traceback.
 from __future__ import annotations
 
 
+def one_line(text: str) -> str:
+    """``text`` with every run of white space (line breaks included) folded to one space:
+    our messages, and the CSV cells that quote errors, are one line each."""
+    return " ".join(text.split())
+
+
 class FlareError(Exception):
     """Base class: the message says what went wrong and what to do."""
 

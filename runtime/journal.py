@@ -34,11 +34,6 @@ except ImportError:  # Windows has no flock; keeping to one run per file is then
 _ENCODING, _ENCODING_ERRORS = "utf-8", "surrogateescape"
 
 
-def one_line(text: str) -> str:
-    """``text`` with every run of white space (line breaks included) folded to one space."""
-    return " ".join(text.split())
-
-
 def check_outputs_exist(folder: Path, listed: list[str], journal: Path) -> None:
     """FlareError when files a journal lists as done are gone: resuming would count them as
     made while they are not there."""

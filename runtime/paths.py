@@ -1,9 +1,9 @@
 """Checks on the paths a command was given, made before any work so a mistake costs nothing.
 
 Commands do not call these one by one: they declare each path with the click types in
-:mod:`flare.options` (``InputPath``, ``OutputPath``), which run these checks while the command
-line is parsed. A path that cannot work is then one line naming it, before an hour of
-training finds out. The rules:
+:mod:`flare.options` (``InputPath``, ``OutputPath``), and ``FlareCommand`` runs these checks
+once the command line is parsed, before the command starts. A path that cannot work is then
+one line naming it, before an hour of training finds out. The rules:
 
 * an input must exist and be of the declared kind (file or folder) and readable;
 * an output must be creatable: no path component that is a file, no name over the file
@@ -22,9 +22,6 @@ from typing import Iterable, Literal
 from flare.runtime.errors import FlareError, UsageError
 
 Kind = Literal["file", "dir", "any"]
-
-_KIND_WORD = {"file": "a file", "dir": "a folder", "any": "a file or folder"}
-
 
 def os_error_line(exc: OSError) -> str:
     """An OS error as one line: the path(s) it concerns and the system's reason."""

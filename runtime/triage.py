@@ -30,9 +30,9 @@ from typing import Callable, Iterator, Protocol
 
 import numpy as np
 
-from flare.runtime.errors import FlareError, ImageDecodeError, UsageError
+from flare.runtime.errors import FlareError, ImageDecodeError, UsageError, one_line
 from flare.runtime.imageio import DEFAULT_MAX_PIXELS, list_images, load_rgb
-from flare.runtime.journal import CsvJournal, one_line
+from flare.runtime.journal import CsvJournal
 from flare.runtime.preprocess import PreprocessSpec, preprocess
 from flare.runtime.taxonomy import macro_probabilities
 

@@ -18,10 +18,10 @@ import torch
 from PIL import Image
 
 from flare.runtime.atomic import save_png
-from flare.runtime.errors import ImageDecodeError, UsageError
+from flare.runtime.errors import ImageDecodeError, UsageError, one_line
 from flare.runtime.imageio import load_rgb
 from flare.runtime.fingerprint import fingerprint_path
-from flare.runtime.journal import CsvJournal, check_outputs_exist, one_line
+from flare.runtime.journal import CsvJournal, check_outputs_exist
 from flare.runtime.paths import check_apart
 from flare.runtime.progress import log, progress_bar
 from flare.training.pipeline.augment import AUGMENTATIONS, augment_image

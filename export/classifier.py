@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from flare.runtime.artifacts import ClassifierRun, Labels, Manifest, identify, s
 from flare.runtime.atomic import publish_folder
 from flare.runtime.errors import UsageError
 from flare.runtime.imageio import list_images, load_rgb
-from flare.runtime.preprocess import PreprocessSpec, preprocess
+from flare.runtime.preprocess import PreprocessSpec, normalize, resize
 from flare.runtime.progress import log
 from flare.runtime.taxonomy import FINE_CLASSES, MACRO_OF
 
@@ -102,8 +102,12 @@ def resolve_source(run_or_name: str, num_classes: int | None, weights: Path | No
     return Source(model.eval(), run_or_name, labels, spec, info, [])
 
 
-def parity_inputs(source: Source, calib: Path | None, samples: int, seed: int = 0) -> tuple[np.ndarray, str]:
-    """Preprocessed real images (``--calib`` or the run's split), or random inputs as a last resort."""
+def parity_images(source: Source, calib: Path | None, samples: int, seed: int = 0) -> tuple[np.ndarray, str]:
+    """Resized uint8 NHWC images (``--calib`` or the run's split), or random pixels as a last resort.
+
+    The gate compares models on these: :func:`normalize` makes the float input of PyTorch and
+    of a plain bundle, and a ``--fuse-preprocess`` bundle takes them as they are.
+    """
     paths = source.image_paths
     where = "images from the run's split"
     if calib is not None:
@@ -116,15 +120,34 @@ def parity_inputs(source: Source, calib: Path | None, samples: int, seed: int = 
     if paths:
         chosen = paths[:samples] if len(paths) <= samples else \
             [paths[i] for i in np.linspace(0, len(paths) - 1, samples).astype(int)]
-        arrays = [preprocess(load_rgb(p, stretch=source.spec.stretch), source.spec) for p in chosen]
-        return np.stack(arrays).astype(np.float32), where
+        return np.stack([resize(load_rgb(p, stretch=source.spec.stretch), source.spec) for p in chosen]), where
     rng = np.random.default_rng(seed)
-    return rng.standard_normal((samples, 3, source.spec.size, source.spec.size), dtype=np.float32), \
-        "random normal inputs (no data given: pass --calib DIR to check on real images)"
+    size = source.spec.size
+    return rng.integers(0, 256, (samples, size, size, 3), dtype=np.uint8), \
+        "random pixels (no data given: pass --calib DIR to check on real images)"
+
+
+class FusedPreprocess(nn.Module):
+    """The scaling and normalisation of :func:`normalize` inside the graph: uint8 NHWC in.
+
+    Same arithmetic in the same order (times 1/255, minus mean, over std, in float32), so the
+    fused bundle sees the very pixels the plain one does; the parity gate checks it.
+    """
+
+    def __init__(self, model: nn.Module, spec: PreprocessSpec) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 3, 1, 2).float() * (1.0 / 255.0)
+        return self.model((x - self.mean) / self.std)
 
 
 def quantize_int8(fp32: Path, out: Path, calibration: np.ndarray) -> None:
-    """Static int8 (QDQ, per-channel weights) with ONNX Runtime's quantizer, calibrated on real inputs."""
+    """Static int8 (QDQ, per-channel weights) with ONNX Runtime's quantizer, calibrated on real inputs
+    (``calibration`` as the model takes them: float NCHW, or uint8 NHWC for a fused model)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
@@ -141,33 +164,40 @@ def quantize_int8(fp32: Path, out: Path, calibration: np.ndarray) -> None:
 def export_classifier(run_or_name: str, out: Path, *, num_classes: int | None = None, weights: Path | None = None,
                       precision: str = "fp32", calib: Path | None = None, samples: int = 32,
                       input_size: int | None = None, allow_parity_failure: bool = False,
-                      engine: bool = False) -> tuple[Path, ParityReport]:
-    """Export, check and write the bundle; raises :class:`ParityError` when the gate refuses."""
+                      engine: bool = False, fuse_preprocess: bool = False) -> tuple[Path, ParityReport]:
+    """Export, check and write the bundle; raises :class:`ParityError` when the gate refuses.
+
+    ``fuse_preprocess`` puts the scaling and normalisation into the graph (see
+    :class:`FusedPreprocess`); the gate then feeds the fused model uint8 images and PyTorch
+    the same images normalised on the host.
+    """
     if precision not in ("fp32", "fp16", "int8"):
         raise UsageError(f"--precision must be fp32, fp16 or int8, not {precision!r}")
     if Path(run_or_name).exists():
         check_apart((Path(out), "--out"), [(Path(run_or_name), "RUN")])
     source = resolve_source(run_or_name, num_classes, weights, input_size)
-    inputs, where = parity_inputs(source, calib, samples)
+    images, where = parity_images(source, calib, samples)
+    floats = np.stack([normalize(image, source.spec) for image in images])
     with torch.inference_mode():
-        reference = torch.cat([source.model(torch.from_numpy(inputs[i:i + 16])) for i in range(0, len(inputs), 16)]).numpy()
+        reference = torch.cat([source.model(torch.from_numpy(floats[i:i + 16])) for i in range(0, len(floats), 16)]).numpy()
+    inputs = images if fuse_preprocess else floats
+    spec = replace(source.spec, fused=fuse_preprocess)
     stage = staging_dir(out)
     try:
         model_path = stage / "model.onnx"
         example = (torch.from_numpy(inputs[:2].copy()),)
         dynamic = {INPUT: {0: "batch"}}
-        if precision == "fp16":
-            notes = export_onnx(HalfPrecision(source.model), example, model_path, [INPUT], [OUTPUT], dynamic)
-            notes.update(finalize(model_path))
-        else:
-            notes = export_onnx(source.model, example, model_path, [INPUT], [OUTPUT], dynamic)
-            notes.update(finalize(model_path))
-            if precision == "int8":
-                fp32_path = stage / "model.fp32.onnx"
-                model_path.rename(fp32_path)
-                quantize_int8(fp32_path, model_path, inputs)
-                fp32_path.unlink()
-                notes["quantizer"] = "onnxruntime.quantization static QDQ, per-channel"
+        model = HalfPrecision(source.model) if precision == "fp16" else source.model
+        if fuse_preprocess:
+            model = FusedPreprocess(model, source.spec)
+        notes = export_onnx(model, example, model_path, [INPUT], [OUTPUT], dynamic)
+        notes.update(finalize(model_path))
+        if precision == "int8":
+            fp32_path = stage / "model.fp32.onnx"
+            model_path.rename(fp32_path)
+            quantize_int8(fp32_path, model_path, inputs)
+            fp32_path.unlink()
+            notes["quantizer"] = "onnxruntime.quantization static QDQ, per-channel"
         candidate, backend = run_onnx(model_path, {INPUT: inputs})
         report = compare(reference, candidate, precision, where, backend)
         ins, outs = tensor_specs(model_path)
@@ -180,7 +210,7 @@ def export_classifier(run_or_name: str, out: Path, *, num_classes: int | None = 
             names["engine"] = "model.plan"
         manifest = Manifest(
             task="classify", files=bundle_files(stage, names, limits), inputs=ins, outputs=outs,
-            precision=precision, preprocessing=source.spec.to_dict(), labels=source.labels,
+            precision=precision, preprocessing=spec.to_dict(), labels=source.labels,
             parity=report.to_dict(), source=source.info, versions=library_versions(),
             extra={"output_kind": "logits", "export": notes, "architecture": source.name},
         )

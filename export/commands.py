@@ -25,10 +25,13 @@ def export() -> None:
 @click.option("--samples", type=COUNT, default=32, show_default=True, help="Images compared in the parity check.")
 @input_size(None)
 @click.option("--engine", is_flag=True, help="Also build a TensorRT engine (needs TensorRT on this GPU).")
+@click.option("--fuse-preprocess", is_flag=True,
+              help="The model takes resized uint8 NHWC images and normalises them itself (a quarter of the "
+                   "bytes to a GPU, no float work on the host).")
 @click.option("--allow-parity-failure", is_flag=True,
               help="Write the bundle even if ONNX disagrees with PyTorch (marked failed in the manifest).")
 def classifier(run_or_name: str, out: Path, num_classes: int | None, weights: Path | None, precision: str,
-               calib: Path | None, samples: int, input_size: int | None, engine: bool,
+               calib: Path | None, samples: int, input_size: int | None, engine: bool, fuse_preprocess: bool,
                allow_parity_failure: bool) -> None:
     """Export a training RUN, or a timm/googlenet architecture, as a classify bundle."""
     from flare.export.classifier import export_classifier
@@ -36,6 +39,7 @@ def classifier(run_or_name: str, out: Path, num_classes: int | None, weights: Pa
 
     path, report = export_classifier(run_or_name, out, num_classes=num_classes, weights=weights,
                                      precision=precision, calib=calib, samples=samples, input_size=input_size,
-                                     allow_parity_failure=allow_parity_failure, engine=engine)
+                                     allow_parity_failure=allow_parity_failure, engine=engine,
+                                     fuse_preprocess=fuse_preprocess)
     log(report.summary())
     log(f"bundle written to {path}")

@@ -474,7 +474,11 @@ class Manifest(Artifact):
         if self.task == "classify":
             if self.labels is None:
                 raise BundleError("a classify bundle needs 'labels' in its manifest")
-            PreprocessSpec.from_dict(self.preprocessing)  # the runtime rebuilds its preprocessing from this
+            spec = PreprocessSpec.from_dict(self.preprocessing)  # the runtime rebuilds its preprocessing from this
+            wanted = "uint8" if spec.fused else "float32"
+            if self.inputs[0].dtype != wanted:
+                raise BundleError(f"the preprocessing feeds {wanted} but the model input '{self.inputs[0].name}' "
+                                  f"is {self.inputs[0].dtype}")
 
     @classmethod
     def remedy(cls) -> str:

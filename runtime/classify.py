@@ -86,8 +86,12 @@ class Classifier:
         return list(self.runner.notes)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 3, S, S) float32 -> (N, C) probabilities, in chunks the backend accepts."""
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        """A batch as :func:`preprocess` makes it -> (N, C) probabilities, in chunks the backend accepts.
+
+        That is (N, 3, S, S) float32, or (N, S, S, 3) uint8 for a bundle that normalises
+        inside its model (``--fuse-preprocess``); the runner refuses anything else by name.
+        """
+        batch = np.ascontiguousarray(batch)
         step = self.runner.max_batch or max(len(batch), 1)
         outs = [self.runner.infer({self.input_name: batch[i:i + step]})[self.output_name]
                 for i in range(0, len(batch), step)]

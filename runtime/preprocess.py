@@ -11,6 +11,10 @@ Steps, in order:
 2. resize to ``size`` x ``size`` with Pillow's bilinear filter (as torchvision's ``Resize``
    does on PIL images, which is what the FLARE authors used).
 3. scale to [0, 1], subtract ``mean``, divide by ``std`` (ImageNet's by default), CHW float32.
+
+A bundle exported with ``--fuse-preprocess`` does step 3 inside its graph
+(:attr:`PreprocessSpec.fused`): the host stops after the resize and feeds HxWx3 uint8, a
+quarter of the bytes to copy to a GPU and no float work on a small edge CPU.
 """
 
 from __future__ import annotations
@@ -67,6 +71,8 @@ class PreprocessSpec:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     stretch: StretchSpec = field(default_factory=StretchSpec)
+    #: Scaling and normalisation happen inside the model: it takes resized NHWC uint8.
+    fused: bool = False
 
     def __post_init__(self) -> None:
         if self.interpolation not in _INTERPOLATION:
@@ -84,8 +90,8 @@ class PreprocessSpec:
     def to_dict(self) -> dict[str, Any]:
         """The manifest form (``preprocessing`` in manifest.json)."""
         d = asdict(self)
-        d.update(color="RGB", layout="NCHW", dtype="float32", scale=1.0 / 255.0,
-                 alpha="composite_on_black")
+        d.update(color="RGB", layout="NHWC" if self.fused else "NCHW", dtype="uint8" if self.fused else "float32",
+                 scale=1.0 / 255.0, alpha="composite_on_black")
         d["mean"], d["std"] = list(self.mean), list(self.std)
         return d
 
@@ -93,9 +99,14 @@ class PreprocessSpec:
     def from_dict(cls, d: dict[str, Any]) -> "PreprocessSpec":
         """Read the manifest form; refuse what this runtime cannot reproduce."""
         try:
-            if d.get("color", "RGB") != "RGB" or d.get("layout", "NCHW") != "NCHW":
-                raise BundleError("preprocessing: only RGB NCHW input is supported")
+            fused = bool(d.get("fused", False))
+            layout, dtype = ("NHWC", "uint8") if fused else ("NCHW", "float32")
+            if d.get("color", "RGB") != "RGB" or d.get("layout", layout) != layout or d.get("dtype", dtype) != dtype:
+                raise BundleError(f"preprocessing: this runtime feeds RGB {layout} {dtype} "
+                                  f"{'(normalised inside the model)' if fused else ''}, not "
+                                  f"{d.get('color')} {d.get('layout')} {d.get('dtype')}")
             return cls(
+                fused=fused,
                 size=int(d["size"]),
                 interpolation=str(d.get("interpolation", "bilinear")),
                 mean=tuple(float(v) for v in d["mean"]),  # type: ignore[arg-type]
@@ -201,5 +212,9 @@ def normalize(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 
 
 def preprocess(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """The network input for one decoded image: resize, then normalise."""
-    return normalize(resize(rgb, spec), spec)
+    """The network input for one decoded image: resize, then normalise (unless the model does).
+
+    CHW float32 normally; HWC uint8 for a :attr:`PreprocessSpec.fused` model.
+    """
+    resized = resize(rgb, spec)
+    return np.ascontiguousarray(resized) if spec.fused else normalize(resized, spec)

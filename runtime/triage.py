@@ -71,7 +71,7 @@ class Predictor(Protocol):
     fingerprint: str
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 3, S, S) float32 network input -> (N, len(labels)) probabilities summing to 1."""
+        """A batch of :func:`preprocess` outputs -> (N, len(labels)) probabilities summing to 1."""
         ...
 
 

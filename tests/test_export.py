@@ -120,3 +120,43 @@ def test_runtime_refuses_non_json_and_missing_manifest(tmp_path: Path) -> None:
         Manifest.load(tmp_path)
     with pytest.raises(BundleError, match="no manifest.json"):
         Manifest.load(tmp_path.parent)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_fused_preprocess_bundle_takes_uint8_and_agrees_with_the_plain_one(
+        bundle: Path, trained_run: Path, sky_data: Path, tmp_path: Path, precision: str) -> None:
+    """--fuse-preprocess: uint8 NHWC in, the normalisation in the graph, the same probabilities."""
+    out, report = exporter.export_classifier(str(trained_run), tmp_path / "fused", precision=precision,
+                                             fuse_preprocess=True)
+    manifest = Manifest.load(out)
+    assert manifest.inputs[0].dtype == "uint8" and manifest.inputs[0].shape[1:] == [32, 32, 3]
+    assert manifest.preprocessing["fused"] and manifest.preprocessing["layout"] == "NHWC"
+    assert report.passed and manifest.parity["passed"]
+    files = sorted((sky_data / "hr").rglob("*.png"))[:12]
+    with Classifier(out, backend="cpu") as fused, Classifier(bundle, backend="cpu") as plain:
+        assert fused.spec.fused and not plain.spec.fused
+        got, want = fused.classify_files(files, top_k=8), plain.classify_files(files, top_k=8)
+        # the runner refuses the float input of a plain bundle, by name, instead of casting it
+        from flare.runtime.imageio import load_rgb
+        from flare.runtime.preprocess import preprocess
+        from flare.runtime.errors import UsageError
+
+        with pytest.raises(UsageError, match="must be uint8, not float32"):
+            fused.predict(preprocess(load_rgb(files[0]), plain.spec)[None])
+    tolerance = 1e-5 if precision == "fp32" else 0.1
+    agree = 0
+    for a, b in zip(got, want):
+        pa, pb = dict(a.top), dict(b.top)
+        assert max(abs(pa[c] - pb[c]) for c in pa) < tolerance
+        agree += a.top[0][0] == b.top[0][0]
+    assert agree >= (12 if precision == "fp32" else 10)
+
+
+def test_manifest_whose_preprocessing_contradicts_the_input_is_refused(bundle: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy)
+    data = json.loads((copy / "manifest.json").read_text())
+    data["preprocessing"].update(fused=True, layout="NHWC", dtype="uint8")
+    (copy / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="feeds uint8 but the model input 'image' is float32"):
+        Manifest.load(copy)

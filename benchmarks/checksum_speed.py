@@ -1,6 +1,6 @@
 """What checking a bundle's checksums costs on open: sha256 of a 100 MB model file.
 
-    python -m benchmarks.checksum_speed [--mb 100] [--repeat 5]
+    python -m flare.benchmarks.checksum_speed [--mb 100] [--repeat 5]
 
 Writes ``benchmarks/results/checksum_speed.{json,md}`` with the machine. The file is read
 back from the page cache after the first pass, as it is when a bundle is opened repeatedly;
@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import write_results
+from flare.benchmarks.common import write_results
 from flare.runtime.artifacts import BundleFile, Manifest
 
 

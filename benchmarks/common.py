@@ -5,13 +5,21 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
+import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from flare.export.bundle import library_versions
+
+#: Libraries whose versions change the figures; recorded with every result.
+LIBRARIES = ("flare-edge", "numpy", "torch", "torchvision", "timm", "onnx", "onnxruntime", "onnxruntime-gpu",
+             "openvino", "tensorrt", "pillow")
+
 
 def machine() -> dict[str, Any]:
-    """CPU, core count, memory, GPU (when torch sees one) and the versions that matter."""
+    """CPU, core count, memory, GPU and driver (nvidia-smi), and the library versions."""
     info: dict[str, Any] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "platform": platform.platform(),
@@ -26,22 +34,27 @@ def machine() -> dict[str, Any]:
             info["memory_gib"] = round(int(f.readline().split()[1]) / 1024**2, 1)
     except OSError:
         info["cpu"] = platform.processor()
-    try:
+    info.update(_gpu())
+    versions = library_versions(LIBRARIES)
+    info["versions"] = versions
+    if "torch" in versions:
         import torch
 
-        info["torch"] = torch.__version__
         info["torch_threads"] = torch.get_num_threads()
-        if torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
-    try:
-        import onnxruntime
-
-        info["onnxruntime"] = onnxruntime.__version__
-    except ImportError:
-        pass
     return info
+
+
+def _gpu() -> dict[str, Any]:
+    """The first NVIDIA GPU's name, memory and driver, from nvidia-smi; empty without one."""
+    if shutil.which("nvidia-smi") is None:
+        return {}
+    try:
+        line = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=10, check=True).stdout.splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return {}
+    name, memory, driver = (part.strip() for part in line.split(",")[:3])
+    return {"gpu": name, "gpu_memory": memory, "gpu_driver": driver}
 
 
 def write_results(out: Path, name: str, results: dict[str, Any], markdown: str) -> tuple[Path, Path]:

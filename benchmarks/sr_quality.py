@@ -5,7 +5,7 @@ trained with ``train-sr`` on the training HR images and their own LR twins, and 
 methods are scored on the test split's LR/HR pairs (Y channel, border = scale, as SR papers
 report). Usage::
 
-    python -m benchmarks.sr_quality --work /tmp/srbench --out benchmarks/results
+    python -m flare.benchmarks.sr_quality --work /tmp/srbench --out benchmarks/results
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def main() -> None:
 
     import torch
 
-    from benchmarks.common import write_results
+    from flare.benchmarks.common import write_results
     from flare.runtime.imageio import load_rgb
     from flare.training.data.folders import scan_image_folder
     from flare.training.data.splits import split_groups

@@ -19,9 +19,10 @@ VERSIONED = ("flare-edge", "torch", "torchvision", "timm", "diffusers", "onnx", 
              "onnxruntime", "onnxruntime-gpu", "tensorrt", "numpy", "pillow")
 
 
-def library_versions() -> dict[str, str]:
+def library_versions(names: tuple[str, ...] = VERSIONED) -> dict[str, str]:
+    """Installed versions of ``names`` (distribution names); absent ones are left out."""
     out = {}
-    for name in VERSIONED:
+    for name in names:
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

@@ -33,6 +33,7 @@ COMMANDS = {
     "info": ("flare.runtime.commands", "info"),
     "classify": ("flare.runtime.commands", "classify"),
     "triage": ("flare.runtime.commands", "triage"),
+    "bench": ("flare.benchmarks.commands", "bench"),
     "demo": ("flare.demo", "demo"),
 }
 
@@ -44,6 +45,7 @@ INSTALLED_BY = {
     "transformers": ("transformers", "train"), "matplotlib": ("matplotlib", "train"),
     "onnx": ("onnx", "export"), "onnxscript": ("onnxscript", "export"), "onnxslim": ("onnxslim", "export"),
     "onnxruntime": ("onnxruntime", "cpu"), "tensorrt": ("tensorrt", "gpu"), "cuda": ("cuda-python", "gpu"),
+    "openvino": ("openvino", "openvino"),
     "astropy": ("astropy", None), "numpy": ("numpy", None), "PIL": ("pillow", None),
 }
 

@@ -137,7 +137,7 @@ def demo(out: Path, model_name: str, per_class: int, epochs: int, input_size: in
     for f in fits_files:
         shutil.copyfile(f, real / f.name)
     (survey / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really an image")
-    with Classifier(bundle) as classifier, progress_bar(None, f"triage on {classifier.backend}") as bar:
+    with Classifier(bundle, spin=False) as classifier, progress_bar(None, f"triage on {classifier.backend}") as bar:
         summary = triage(survey, classifier, csv_path, threshold=0.5, progress=bar, on_start=bar.start)
 
     click.echo("")

@@ -149,6 +149,24 @@ class DeviceType(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+class CommaList(click.ParamType):
+    """A comma-separated list (``--batch 1,8,32``), each item checked by ``item`` at parse
+    time, so a bad element is a usage error naming it; duplicates are dropped, order kept."""
+
+    name = "list"
+
+    def __init__(self, item: click.ParamType) -> None:
+        self.item = item
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> list:
+        if isinstance(value, list):
+            return value
+        parts = [part.strip() for part in str(value).split(",")]
+        if not all(parts):
+            self.fail(f"{value!r} is not a comma-separated list (an empty item)", param, ctx)
+        return list(dict.fromkeys(self.item.convert(part, param, ctx) for part in parts))
+
+
 class FlareCommand(click.Command):
     """Every ``flare`` command: checks all its paths together before it runs.
 

@@ -48,7 +48,9 @@ class Prediction:
 class Classifier:
     """A classify bundle opened on the best backend available here; close it (or use ``with``)."""
 
-    def __init__(self, bundle: str | Path, backend: str = "auto") -> None:
+    def __init__(self, bundle: str | Path, backend: str = "auto", spin: bool = True) -> None:
+        """Open ``bundle`` on ``backend``; ``spin=False`` when decoding threads share the CPU
+        with the model, as in triage (see :func:`flare.runtime.backends.open_runner`)."""
         self.bundle = Path(bundle)
         self.manifest: Manifest = Manifest.load(self.bundle)
         if self.manifest.task != "classify" or self.manifest.labels is None:
@@ -59,7 +61,7 @@ class Classifier:
         self.input_name = self.manifest.inputs[0].name
         self.output_name = self.manifest.outputs[0].name
         self.outputs_probabilities = self.manifest.extra.get("output_kind") == "probabilities"
-        self.runner: Runner = open_runner(self.bundle, self.manifest, backend).activate()
+        self.runner: Runner = open_runner(self.bundle, self.manifest, backend, spin=spin).activate()
 
     def __enter__(self) -> Classifier:
         return self

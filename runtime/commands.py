@@ -9,13 +9,15 @@ from typing import TYPE_CHECKING
 import click
 
 from flare.options import COUNT, FRACTION, FlareCommand, InputPath, OutputPath
+from flare.runtime.backends.base import BACKENDS
 
 if TYPE_CHECKING:
     from flare.runtime.classify import Classifier
 
 BACKEND_OPTION = click.option(
-    "--backend", type=click.Choice(["auto", "tensorrt", "cuda", "cpu", "trt-engine"]), default="auto",
-    show_default=True, help="auto tries TensorRT, then CUDA, then CPU, and says which one runs.")
+    "--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+    help="auto tries TensorRT, then CUDA, then CPU (ONNX Runtime), and says which one runs; trt-engine runs the "
+         "bundle's TensorRT engine, openvino the ONNX file on OpenVINO (the 'openvino' extra).")
 
 
 @click.command(cls=FlareCommand)
@@ -120,7 +122,7 @@ def triage(directory: Path, bundle: Path, out: Path, threshold: float, batch: in
     from flare.runtime.progress import log, progress_bar
     from flare.runtime.triage import triage as run_triage
 
-    with Classifier(bundle, backend=backend) as clf, progress_bar(None, "triage") as bar:
+    with Classifier(bundle, backend=backend, spin=False) as clf, progress_bar(None, "triage") as bar:
         log(f"running on {clf.backend}")
         summary = run_triage(directory, clf, out, threshold=threshold, batch_size=batch, workers=workers,
                              max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels, progress=bar, on_start=bar.start)

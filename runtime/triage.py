@@ -41,7 +41,10 @@ __all__ = [
     "FIXED_COLUMNS",
     "Predictor",
     "TriageSummary",
+    "Decoder",
     "csv_header",
+    "decode_ahead",
+    "default_workers",
     "triage",
 ]
 
@@ -169,12 +172,12 @@ def triage(
         if on_start is not None:
             on_start(len(todo))
 
-        n_workers = workers or min(8, os.cpu_count() or 1)
+        n_workers = workers or default_workers()
         window = max(batch_size * PREFETCH_BATCHES, n_workers)
         started = time.perf_counter()
         processed = 0
-        decode = _Decoder(predictor.spec, max_pixels)
-        with closing(_decode_ahead(todo, decode, n_workers, window)) as decoded:
+        decode = Decoder(predictor.spec, max_pixels)
+        with closing(decode_ahead(todo, decode, n_workers, window)) as decoded:
             while batch := list(itertools.islice(decoded, batch_size)):
                 rows = _rows_for(batch, predictor, labels, macro_of, threshold)
                 journal.append(rows)
@@ -199,6 +202,11 @@ def triage(
         unlisted_dirs=tuple(unlisted),
         backend_notes=tuple(predictor.notes),
     )
+
+
+def default_workers() -> int:
+    """Decoding threads when not told: one per core, up to 8 (beyond that inference is the limit)."""
+    return min(8, os.cpu_count() or 1)
 
 
 def _check_arguments(root: Path, threshold: float, batch_size: int, workers: int | None) -> None:
@@ -245,11 +253,11 @@ def _csv_key(rel: str) -> str:
     return rel.replace("\r", "\\r").replace("\n", "\\n")
 
 
-# --- decoding and inference ---------------------------------------------------------------
+# --- decoding and inference (``flare bench`` times the decoding alone with the same pool) ----
 
 
 @dataclass(frozen=True)
-class _Decoded:
+class Decoded:
     """One file, ready for the network (``tensor``) or not (``error``)."""
 
     key: str
@@ -258,29 +266,29 @@ class _Decoded:
 
 
 @dataclass(frozen=True)
-class _Decoder:
+class Decoder:
     """Decode and preprocess one file on a worker thread, turning every failure into a row."""
 
     spec: PreprocessSpec
     max_pixels: int
 
-    def __call__(self, job: tuple[Path, str]) -> _Decoded:
+    def __call__(self, job: tuple[Path, str]) -> Decoded:
         path, key = job
         try:
             rgb = load_rgb(path, max_pixels=self.max_pixels, stretch=self.spec.stretch)
-            return _Decoded(key, preprocess(rgb, self.spec))
+            return Decoded(key, preprocess(rgb, self.spec))
         except ImageDecodeError as exc:
-            return _Decoded(key, None, one_line(str(exc)))
+            return Decoded(key, None, one_line(str(exc)))
         except Exception as exc:  # noqa: BLE001 - one odd file must not end a 100k-file run
-            return _Decoded(key, None, one_line(f"{path}: {type(exc).__name__}: {exc}"))
+            return Decoded(key, None, one_line(f"{path}: {type(exc).__name__}: {exc}"))
 
 
-def _decode_ahead(
+def decode_ahead(
     jobs: list[tuple[Path, str]],
-    decode: Callable[[tuple[Path, str]], _Decoded],
+    decode: Callable[[tuple[Path, str]], Decoded],
     workers: int,
     window: int,
-) -> Iterator[_Decoded]:
+) -> Iterator[Decoded]:
     """Yield decoded files in ``jobs`` order while at most ``window`` are decoded ahead.
 
     Closing the generator (the caller's ``closing``) cancels what was queued, so an error
@@ -288,7 +296,7 @@ def _decode_ahead(
     """
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="flare-decode")
     try:
-        pending: deque[Future[_Decoded]] = deque()
+        pending: deque[Future[Decoded]] = deque()
         remaining = iter(jobs)
         for job in itertools.islice(remaining, window):
             pending.append(pool.submit(decode, job))
@@ -303,7 +311,7 @@ def _decode_ahead(
 
 
 def _rows_for(
-    batch: list[_Decoded],
+    batch: list[Decoded],
     predictor: Predictor,
     labels: list[str],
     macro_of: dict[str, str],

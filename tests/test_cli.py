@@ -180,7 +180,7 @@ def test_every_command_checks_its_paths_and_ranges() -> None:
     fails here, not in a user's hands."""
     import click
 
-    from flare.options import FlareCommand, InputPath, OutputPath
+    from flare.options import CommaList, FlareCommand, InputPath, OutputPath
 
     commands = leaf_commands()
     assert len(commands) >= 14
@@ -191,6 +191,8 @@ def test_every_command_checks_its_paths_and_ranges() -> None:
             where = f"flare {path} {param.human_readable_name}"
             # every number has a declared range: a bare int/float lets 0 or -1 through to torch
             assert kind not in (click.INT, click.FLOAT), f"{where}: give it a range type from flare.options"
+            if isinstance(kind, CommaList):  # each item of a list too
+                assert kind.item not in (click.INT, click.FLOAT), f"{where}: give its items a range type"
             # every path is declared as read or written, so existence and overlap are checked
             # (classify reports each unreadable or missing image on its own line and goes on)
             if (path, param.name) != ("classify", "images"):

@@ -117,3 +117,50 @@ def test_info_reports_checksums_and_backend(bundle: Path) -> None:
     assert "sha256 checked" in result.output and "runs on     onnxruntime:cpu" in result.output
     as_json = json.loads(CliRunner().invoke(cli, ["info", str(bundle), "--json"]).stdout)
     assert len(as_json["files"]["model"]["sha256"]) == 64
+
+
+def test_openvino_runs_the_bundle_like_onnx_runtime(bundle: Path, sky_data: Path) -> None:
+    """The OpenVINO runner behind the same interface: same checks, same probabilities (fp32 kept)."""
+    pytest.importorskip("openvino")
+    files = sorted((sky_data / "hr").rglob("*.png"))[:8]
+    with Classifier(bundle, backend="openvino") as ov, Classifier(bundle, backend="cpu") as ort:
+        assert ov.backend == "openvino:cpu"
+        got, want = ov.classify_files(files, top_k=8), ort.classify_files(files, top_k=8)
+        with pytest.raises(UsageError, match="must be float32, not float64"):
+            ov.runner.infer({"image": np.zeros((1, 3, 32, 32), np.float64)})
+    for a, b in zip(got, want):
+        pa, pb = dict(a.top), dict(b.top)
+        assert max(abs(pa[c] - pb[c]) for c in pa) < 1e-4  # bf16 would differ by ~1e-2
+
+
+def test_openvino_refuses_a_manifest_that_contradicts_the_model(bundle: Path, tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    import shutil
+
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy)
+    data = json.loads((copy / "manifest.json").read_text())
+    data["outputs"][0]["name"] = "scores"
+    (copy / "manifest.json").write_text(json.dumps(data))
+    result = CliRunner().invoke(cli, ["info", str(copy), "--backend", "openvino"])
+    assert result.exit_code == 1 and "lists outputs ['scores'] but model.onnx has ['logits']" in result.output
+
+
+def test_openvino_missing_names_its_extra(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    result = CliRunner().invoke(cli, ["classify", str(bundle), "x.png", "--backend", "openvino"])
+    assert result.exit_code == 1
+    assert "needs the 'openvino' extra: pip install 'flare-edge[openvino]'" in result.output
+
+
+def test_triage_stops_onnx_runtime_spinning_where_decoders_share_the_cores(bundle: Path) -> None:
+    """Spin-waiting threads took the cores triage's decoders need (int8 triage: 410 -> 510
+    images/s on 2 cores); classify keeps ONNX Runtime's default."""
+    key = "session.intra_op.allow_spinning"
+    with Classifier(bundle, backend="cpu", spin=False) as quiet, Classifier(bundle, backend="cpu") as default:
+        assert quiet.runner.session.get_session_options().get_session_config_entry(key) == "0"
+        options = default.runner.session.get_session_options()
+        with pytest.raises(Exception, match=key):  # no such entry: ONNX Runtime's default
+            options.get_session_config_entry(key)

@@ -23,7 +23,9 @@ import numpy as np
 from flare.runtime.artifacts import Manifest, TensorSpec
 from flare.runtime.errors import BackendError, BundleError, UsageError
 
-BACKENDS = ("auto", "tensorrt", "cuda", "cpu", "trt-engine")
+#: What ``--backend`` may name: ONNX Runtime choices (auto picks the best provider that starts),
+#: the bundle's TensorRT engine, or OpenVINO on the ONNX file.
+BACKENDS = ("auto", "tensorrt", "cuda", "cpu", "trt-engine", "openvino")
 
 
 class Runner(ABC):
@@ -134,12 +136,16 @@ def _describe(spec: TensorSpec) -> str:
     return f"[{','.join(str(d) for d in spec.shape)}] {spec.dtype}"
 
 
-def open_runner(bundle: Path, manifest: Manifest, backend: str = "auto", model_key: str = "model") -> Runner:
+def open_runner(bundle: Path, manifest: Manifest, backend: str = "auto", model_key: str = "model",
+                spin: bool = True) -> Runner:
     """An inactive runner for ``manifest.files[model_key]`` on the requested backend.
 
     ``trt-engine`` runs the bundle's serialized TensorRT engine with TensorRT's own Python
-    API; every other choice runs the ONNX file through ONNX Runtime, which then picks
+    API; ``openvino`` compiles the ONNX file with OpenVINO; every other choice runs the ONNX
+    file through ONNX Runtime, which then picks
     TensorRT, CUDA or CPU execution providers (see :mod:`flare.runtime.backends.ort_runner`).
+    ``spin=False`` stops ONNX Runtime's CPU threads spin-waiting between ops, for callers
+    whose own threads share the cores (triage decodes beside the model).
     """
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -152,9 +158,14 @@ def open_runner(bundle: Path, manifest: Manifest, backend: str = "auto", model_k
         if engine is None:
             raise BackendError(f"{bundle} has no TensorRT engine; re-export with --engine on this GPU")
         return TensorRTRunner(bundle / engine.path, manifest.inputs, manifest.outputs, engine.max_batch)
+    entry = manifest.files[model_key]
+    if backend == "openvino":
+        from flare.runtime.backends.openvino_runner import OpenVINORunner
+
+        return OpenVINORunner(bundle / entry.path, manifest.inputs, manifest.outputs, max_batch=entry.max_batch,
+                              specs_from=str(bundle / Manifest.FILE))
     from flare.runtime.backends.ort_runner import OnnxRuntimeRunner
 
-    entry = manifest.files[model_key]
     return OnnxRuntimeRunner(bundle / entry.path, manifest.inputs, manifest.outputs, backend=backend,
                              cache_dir=bundle / "trt_cache", fp16=manifest.precision == "fp16",
-                             max_batch=entry.max_batch, specs_from=str(bundle / Manifest.FILE))
+                             max_batch=entry.max_batch, specs_from=str(bundle / Manifest.FILE), spin=spin)

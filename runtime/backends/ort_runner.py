@@ -63,8 +63,11 @@ class OnnxRuntimeRunner(Runner):
 
     def __init__(self, model: Path, inputs: list[TensorSpec], outputs: list[TensorSpec], backend: str = "auto",
                  cache_dir: Path | None = None, fp16: bool = False, threads: int | None = None,
-                 max_batch: int | None = None, specs_from: str = "the manifest") -> None:
+                 max_batch: int | None = None, specs_from: str = "the manifest", spin: bool = True) -> None:
         super().__init__(inputs, outputs, max_batch, specs_from)
+        #: Whether idle CPU threads spin-wait for the next op (ONNX Runtime's default): fastest
+        #: alone, but it takes the cores that decoding threads running beside it need.
+        self.spin = spin
         if backend not in _PREFERENCE:
             raise BackendError(f"ONNX Runtime has no backend {backend!r}; choose one of {', '.join(_PREFERENCE)}")
         self.model, self.backend, self.cache_dir, self.fp16, self.threads = Path(model), backend, cache_dir, fp16, threads
@@ -83,6 +86,9 @@ class OnnxRuntimeRunner(Runner):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if self.threads:
             options.intra_op_num_threads = self.threads
+        if not self.spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         providers: list[Any] = []
         for p in wanted:
             if p == "TensorrtExecutionProvider":

@@ -1,0 +1,98 @@
+"""``flare bench``: the click command. Heavy imports stay inside it."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from flare.options import COUNT, POSITIVE, CommaList, FlareCommand, InputPath, OutputPath, RunOrName, input_size
+from flare.benchmarks.targets import BENCH_BACKENDS
+from flare.runtime.backends.base import BACKENDS
+
+#: Written first into --out, so a bench that stopped early may run again into the same folder
+#: (reusing its bundles) while a folder of other files is refused.
+STARTED = "bench-started.json"
+
+
+@click.command(cls=FlareCommand)
+@click.argument("bundle_or_name", metavar="BUNDLE_OR_NAME", type=RunOrName())
+@click.option("--out", type=OutputPath("dir", made_by=STARTED), required=True,
+              help="Folder for bench.json, bench.md, the charts and the bundles made on the fly (reused when "
+                   "the bench runs again into it).")
+@click.option("--backends", type=CommaList(click.Choice(BENCH_BACKENDS)), default=None,
+              help=f"Comma list of {', '.join(BENCH_BACKENDS)} (default: all; each one that cannot run here "
+                   "is reported with the reason).")
+@click.option("--batch", "batches", type=CommaList(COUNT), default="1,8", show_default=True,
+              help="Comma list of batch sizes.")
+@click.option("--precision", "precisions", type=CommaList(click.Choice(["fp32", "fp16", "int8"])), default=None,
+              help="Comma list (default: fp32,fp16,int8 for a RUN or name; a bundle's own precision).")
+@click.option("--variants", type=CommaList(click.Choice(["plain", "fused"])), default=None,
+              help="plain (float NCHW input) and/or fused (uint8 NHWC, normalised in the graph; "
+                   "--fuse-preprocess). Default: both for a RUN or name; a bundle's own.")
+@click.option("--iterations", type=COUNT, default=50, show_default=True, help="Timed calls per row (at most).")
+@click.option("--warmup", type=COUNT, default=5, show_default=True, help="Untimed calls before timing.")
+@click.option("--max-seconds", type=POSITIVE, default=30.0, show_default=True,
+              help="Stop timing a row after this long (keeping at least 5 calls): large models on small CPUs.")
+@click.option("--images", type=InputPath("dir"), default=None,
+              help="Real images: int8 calibration, agreement (accuracy too when sub-folders name the classes) and "
+                   "the end-to-end triage. Default: a RUN's test split, else a synthetic sky.")
+@click.option("--weights", type=InputPath("file"), default=None, help="Local weights for a model name.")
+@input_size(None)
+@click.option("--eval-images", type=COUNT, default=256, show_default=True,
+              help="Images for agreement and accuracy (at most).")
+@click.option("--survey", type=COUNT, default=256, show_default=True, help="Images in the end-to-end triage.")
+@click.option("--triage-backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+              help="Backend of the end-to-end triage (as 'flare triage --backend').")
+@click.option("--triage-batch", type=COUNT, default=32, show_default=True,
+              help="Batch of the end-to-end triage (as 'flare triage --batch').")
+def bench(bundle_or_name: str, out: Path, backends: list[str] | None, batches: list[int],
+          precisions: list[str] | None, variants: list[str] | None, iterations: int, warmup: int,
+          max_seconds: float, images: Path | None, weights: Path | None, input_size: int | None,
+          eval_images: int, survey: int, triage_backend: str, triage_batch: int) -> None:
+    """Latency, throughput, memory and agreement of a model on every backend and precision here.
+
+    BUNDLE_OR_NAME is a classify bundle (measured as it is), a training RUN or a timm model
+    name (exported on the fly to each precision and variant). Writes OUT/bench.json,
+    OUT/bench.md, OUT/latency.png and OUT/throughput.png.
+    """
+    from flare.benchmarks.bench import Settings, run
+    from flare.benchmarks.common import machine
+    from flare.benchmarks.report import charts, headlines, markdown, table, e2e_table, headline_table
+    from flare.benchmarks.source import resolve
+    from flare.runtime.atomic import write_json, write_text
+    from flare.runtime.progress import log
+
+    command = shlex.join(["flare", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else f"flare bench {bundle_or_name}"
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / STARTED, {"command": command})
+    source = resolve(bundle_or_name, out, precisions=precisions, variants=variants or ["plain", "fused"],
+                     images=images, input_size=input_size, weights=weights, eval_count=eval_images,
+                     survey_count=survey)
+    held = sorted({p for p, _ in source.bundles}, key=["fp32", "fp16", "int8"].index)
+    settings = Settings(backends=backends or list(BENCH_BACKENDS), precisions=held,
+                        variants=sorted({v for _, v in source.bundles}, key=["plain", "fused"].index),
+                        batches=sorted(batches), iterations=iterations, warmup=warmup, max_seconds=max_seconds,
+                        triage_backend=triage_backend, triage_batch=triage_batch,
+                        explicit_backends=backends is not None)
+    log(f"benchmarking {source.what}: {len(settings.backends)} backends x {', '.join(settings.precisions)} x "
+        f"{', '.join(settings.variants)} x batch {', '.join(map(str, settings.batches))}")
+    results = {"command": command, "machine": machine(), "settings": asdict(settings),
+               **run(source, settings, out / "triage.csv")}
+    results["headlines"] = headlines(results, settings.batches)
+    write_json(out / "bench.json", results)
+    write_text(out / "bench.md", markdown(results))
+    try:
+        drawn = charts(results, out)
+    except ImportError:
+        drawn = []
+        log("charts skipped: matplotlib is not installed (pip install matplotlib)")
+    click.echo(table(results))
+    click.echo("")
+    click.echo(e2e_table(results))
+    click.echo("")
+    click.echo(headline_table(results["headlines"]))
+    click.echo(f"\nwritten: {out / 'bench.json'}, {out / 'bench.md'}" + "".join(f", {p}" for p in drawn))

@@ -1,0 +1,58 @@
+"""The headline table of several ``flare bench`` results, for a results folder's README.
+
+    python -m flare.benchmarks.summary benchmarks/results/<machine>
+
+Reads every ``<model>/bench.json`` under the folder and writes ``README.md`` there: one row
+per model with its headline ratios (each the worst over the batches measured, so a "met" is
+met at every batch) and the machine they were measured on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from flare.benchmarks.report import TARGETS
+from flare.runtime.atomic import write_text
+
+
+def summarize(folder: Path) -> str:
+    """The Markdown table for the bench.json files under ``folder``."""
+    paths = sorted(folder.glob("*/bench.json"))
+    results = [json.loads(p.read_text()) for p in paths]
+    if not results:
+        raise SystemExit(f"no */bench.json under {folder}")
+    names = [n for n in TARGETS if any(h["name"] == n for r in results for h in r["headlines"])]
+    header = ["model", "GFLOP/image", *[f"{TARGETS[n][1]} (target {TARGETS[n][0]:g})" for n in names]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for path, r in zip(paths, results):
+        cells = [f"{path.parent.name} ({r['model']['architecture']}, {r['model']['input_size']} px)",
+                 f"{r['model']['flops_per_image']['gflops']:.2f}"]
+        for n in names:
+            values = [h for h in r["headlines"] if h["name"] == n]
+            if not values:
+                cells.append("-")
+                continue
+            worst = min(values, key=lambda h: h["value"])
+            shown = f"{worst['value']:,.0f}" if worst["value"] >= 100 else f"{worst['value']:.2f}"
+            cells.append(f"{shown} {'met' if all(h['met'] for h in values) else 'MISSED'} ({worst['detail']})")
+        lines.append("| " + " | ".join(cells) + " |")
+    m = results[0]["machine"]
+    machine = (f"{m.get('cpu')}, {m.get('cpus')} cores, {m.get('memory_gib')} GiB, {m.get('gpu') or 'no GPU'}"
+               + (f" (driver {m['gpu_driver']})" if m.get("gpu_driver") else ""))
+    return (f"# flare bench results: {machine}\n\nEach cell is the worst value over the batches measured. "
+            f"Per-model details, every backend row and charts: `<model>/bench.md`, `<model>/*.png`.\n\n"
+            + "\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path)
+    folder = parser.parse_args().folder
+    write_text(folder / "README.md", summarize(folder))
+    print((folder / "README.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -15,11 +15,11 @@ from typing import Callable
 
 import numpy as np
 
+from flare.benchmarks.targets import GPU_RUNNERS
 from flare.runtime.classify import Classifier
 from flare.runtime.imageio import DEFAULT_MAX_PIXELS, list_images
 from flare.runtime.triage import PREFETCH_BATCHES, Decoder, decode_ahead, default_workers, triage
 
-GPU_BACKENDS = ("onnxruntime:cuda", "onnxruntime:tensorrt", "tensorrt:engine")
 
 
 def bound(model_ips: float, decode_ips: float, on_gpu: bool) -> float:
@@ -73,7 +73,7 @@ def measure(bundle: Path, survey: Path, backend: str, batch: int, csv_path: Path
     csv_path.unlink(missing_ok=True)
     # triage's own figure times its decode-and-predict loop, not the listing and CSV opening
     triage_ips = max(s.images_per_second for s in summaries)
-    on_gpu = runs_on in GPU_BACKENDS
+    on_gpu = runs_on in GPU_RUNNERS
     limit = bound(model_ips, decode_ips, on_gpu)
     return {"bundle": str(bundle), "runs_on": runs_on, "images": len(jobs), "batch": batch, "workers": workers,
             "passes": len(summaries), "decode_images_per_second": decode_ips, "model_images_per_second": model_ips,

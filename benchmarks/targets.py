@@ -33,7 +33,8 @@ BENCH_BACKENDS = ("torch", "torch-compile", "cpu", "cuda", "tensorrt", "trt-engi
 #: The library family of each backend: its GEMM peak is measured through the same one.
 LIBRARY = {"torch": "torch", "torch-compile": "torch", "cpu": "onnxruntime", "cuda": "onnxruntime",
            "tensorrt": "onnxruntime", "trt-engine": "tensorrt", "openvino": "openvino"}
-VARIANTS = ("plain", "fused")
+#: Runner names (:attr:`Runner.name`) that execute on a CUDA GPU.
+GPU_RUNNERS = ("onnxruntime:cuda", "onnxruntime:tensorrt", "tensorrt:engine")
 
 
 class Skip(Exception):
@@ -90,7 +91,7 @@ class RunnerSession(Session):
         self.notes = list(runner.notes)
         self.max_batch = runner.max_batch
         self.uint8 = runner.inputs[0].dtype == "uint8"
-        self.device = "cuda" if self.name in ("onnxruntime:cuda", "onnxruntime:tensorrt", "tensorrt") else "cpu"
+        self.device = "cuda" if self.name in GPU_RUNNERS else "cpu"
         self.input_name = runner.inputs[0].name
         self.output_name = runner.outputs[0].name
 

@@ -126,7 +126,7 @@ def _from_run(run: Path, out: Path, precisions: list[str], variants: list[str], 
               eval_count: int, survey_count: int) -> BenchSource:
     from flare.training.classifiers.train import build_from_run
 
-    model, config, checkpoint = build_from_run(run)
+    _, config, checkpoint = build_from_run(run)  # also refuses a damaged or mismatched checkpoint
     digest = sha256(checkpoint)
     bundles = {(p, v): _exported(out, p, v, digest, lambda p=p: (str(run), dict(precision=p)))
                for p in precisions for v in variants}

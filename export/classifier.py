@@ -8,7 +8,6 @@ A failing export is refused unless the user overrides the gate, and then the man
 
 from __future__ import annotations
 
-import copy
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,6 +19,7 @@ from torch import nn
 
 from flare.export.bundle import bundle_files, library_versions, staging_dir
 from flare.export.onnx_export import export_onnx, finalize, tensor_specs
+from flare.export.precision import HalfPrecision
 from flare.export.parity import ParityError, ParityReport, compare, run_onnx
 from flare.runtime.paths import check_apart
 from flare.runtime.artifacts import ClassifierRun, Labels, Manifest, identify, sha256
@@ -45,17 +45,6 @@ class Source:
     spec: PreprocessSpec
     info: dict[str, Any]
     image_paths: list[Path]
-
-
-class HalfPrecision(nn.Module):
-    """fp16 weights and arithmetic inside, fp32 in and out, so callers feed the same arrays."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = copy.deepcopy(model).half()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.half()).float()
 
 
 def resolve_source(run_or_name: str, num_classes: int | None, weights: Path | None,
@@ -207,10 +196,11 @@ def export_classifier(run_or_name: str, out: Path, *, num_classes: int | None = 
         ins, outs = tensor_specs(model_path)
         names, limits = {"model": "model.onnx"}, {}
         if engine:
-            from flare.export.tensorrt import build_engine
+            from flare.export.tensorrt import batch_profile, build_engine
 
             limits["engine"] = ENGINE_MAX_BATCH
-            build_engine(model_path, stage / "model.plan", precision, {INPUT: (1, inputs.shape[1:], ENGINE_MAX_BATCH)})
+            build_engine(model_path, stage / "model.plan", precision,
+                         batch_profile(INPUT, tuple(inputs.shape[1:]), ENGINE_MAX_BATCH))
             names["engine"] = "model.plan"
         manifest = Manifest(
             task="classify", files=bundle_files(stage, names, limits), inputs=ins, outputs=outs,

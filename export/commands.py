@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from flare.options import COUNT, CommandGroup, InputPath, OutputPath, RunOrName, input_size
+from flare.options import (COUNT, NON_NEGATIVE, PIXELS, CommandGroup, InputPath, OutputPath, RunOrName,
+                           input_size)
 
 
 @click.group(cls=CommandGroup)
@@ -41,5 +42,30 @@ def classifier(run_or_name: str, out: Path, num_classes: int | None, weights: Pa
                                      precision=precision, calib=calib, samples=samples, input_size=input_size,
                                      allow_parity_failure=allow_parity_failure, engine=engine,
                                      fuse_preprocess=fuse_preprocess)
+    log(report.summary())
+    log(f"bundle written to {path}")
+
+
+@export.command()
+@click.argument("checkpoint", metavar="CHECKPOINT", type=InputPath("any"))
+@click.option("--out", type=OutputPath("dir", made_by="manifest.json"), required=True, help="Bundle folder to write.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+              help="fp16 keeps fp32 inputs and outputs, LayerNorm and softmax.")
+@click.option("--calib", type=InputPath("dir"), default=None,
+              help="Folder of images for the parity check (default: the RUN's data).")
+@click.option("--tile", type=PIXELS, default=None,
+              help="Tile side to recommend in the manifest (default: picked from the architecture).")
+@click.option("--overlap", type=NON_NEGATIVE, default=None, help="Tile overlap to recommend (input pixels).")
+@click.option("--engine", is_flag=True, help="Also build a TensorRT engine (needs TensorRT on this GPU).")
+@click.option("--allow-parity-failure", is_flag=True,
+              help="Write the bundle even if ONNX disagrees with PyTorch (marked failed in the manifest).")
+def sr(checkpoint: Path, out: Path, precision: str, calib: Path | None, tile: int | None, overlap: int | None,
+       engine: bool, allow_parity_failure: bool) -> None:
+    """Export an official SwinIR .pth or a 'flare train-sr' RUN as an enhance bundle."""
+    from flare.export.sr import export_sr
+    from flare.runtime.progress import log
+
+    path, report = export_sr(checkpoint, out, precision=precision, calib=calib, tile=tile, overlap=overlap,
+                             engine=engine, allow_parity_failure=allow_parity_failure)
     log(report.summary())
     log(f"bundle written to {path}")

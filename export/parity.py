@@ -17,6 +17,10 @@ from flare.runtime.errors import FlareError
 
 #: precision -> (max relative difference, min top-1 agreement)
 TOLERANCES = {"fp32": (1e-3, 1.0), "fp16": (2e-2, 0.97), "int8": (float("inf"), 0.85)}
+#: Images (super-resolution): precision -> (min PSNR in dB, max absolute difference), both on
+#: outputs clipped to the [0, 1] range that is written to files. One 8-bit level is 1/255;
+#: fp32 differs by float rounding only; fp16 must stay well under a visible difference.
+IMAGE_TOLERANCES = {"fp32": (60.0, 2e-3), "fp16": (40.0, 0.1)}
 
 
 class ParityError(FlareError):
@@ -34,12 +38,17 @@ class ParityReport:
     tolerance: dict[str, float]
     passed: bool
     backend: str
+    #: Images only: PSNR of the candidate against the reference (peak 1.0).
+    psnr_db: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def summary(self) -> str:
         top1 = "" if self.top1_agreement is None else f", top-1 agreement {self.top1_agreement:.3f}"
+        if self.psnr_db is not None:
+            return (f"parity on {self.samples} {self.inputs}: PSNR {self.psnr_db:.1f} dB, max abs "
+                    f"{self.max_abs_diff:.2e} -> {'PASS' if self.passed else 'FAIL'}")
         return (f"parity on {self.samples} {self.inputs}: max abs {self.max_abs_diff:.2e}, "
                 f"max rel {self.max_rel_diff:.2e}{top1} -> {'PASS' if self.passed else 'FAIL'}")
 
@@ -61,6 +70,36 @@ def compare(reference: np.ndarray, candidate: np.ndarray, precision: str, inputs
                         samples=int(reference.shape[0]), max_abs_diff=max_abs, max_rel_diff=max_rel,
                         top1_agreement=top1, tolerance={"max_rel_diff": rel_tol, "min_top1_agreement": top1_tol},
                         passed=passed, backend=backend)
+
+
+def psnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """PSNR in dB of ``candidate`` against ``reference``, both in [0, 1] (peak 1); inf when equal."""
+    mse = float(np.mean((reference.astype(np.float64) - candidate.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * float(np.log10(1.0 / mse))
+
+
+def compare_images(pairs: list[tuple[np.ndarray, np.ndarray]], precision: str, inputs: str,
+                   backend: str) -> ParityReport:
+    """Compare PyTorch and ONNX image batches ``(reference, candidate)`` of any sizes.
+
+    Both are clipped to [0, 1], the range an enhanced image is written in; PSNR pools the
+    squared error of every pixel of every batch, max abs is the worst pixel. A NaN or Inf
+    anywhere fails the gate.
+    """
+    finite = all(bool(np.isfinite(c).all()) for _, c in pairs)
+    for ref, cand in pairs:
+        if ref.shape != cand.shape:
+            raise ParityError(f"ONNX output shape {cand.shape} differs from PyTorch {ref.shape}")
+    refs = np.concatenate([np.clip(r, 0, 1).ravel() for r, _ in pairs])
+    cands = np.concatenate([np.clip(np.nan_to_num(c, nan=2.0), 0, 1).ravel() for _, c in pairs])
+    max_abs = float(np.abs(refs - cands).max()) if finite else float("inf")
+    # JSON has no infinity: identical outputs are reported as 200 dB, non-finite ones as 0 dB
+    psnr = min(psnr_db(refs, cands), 200.0) if finite else 0.0
+    min_psnr, abs_tol = IMAGE_TOLERANCES[precision]
+    return ParityReport(compared="pytorch fp32 vs onnxruntime " + precision, inputs=inputs,
+                        samples=sum(r.shape[0] for r, _ in pairs), max_abs_diff=max_abs, max_rel_diff=max_abs,
+                        top1_agreement=None, tolerance={"min_psnr_db": min_psnr, "max_abs_diff": abs_tol},
+                        passed=finite and psnr >= min_psnr and max_abs <= abs_tol, backend=backend, psnr_db=psnr)
 
 
 def run_onnx(path: Path, feeds: dict[str, np.ndarray], batch: int = 16) -> tuple[np.ndarray, str]:

@@ -14,8 +14,13 @@ from pathlib import Path
 
 from flare.runtime.errors import FlareError
 
-#: input name -> (min batch, per-sample shape, max batch); opt batch is max // 2 (at least min).
-Profile = dict[str, tuple[int, tuple[int, ...], int]]
+#: input name -> (min shape, opt shape, max shape) of the optimization profile.
+Profile = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
+
+
+def batch_profile(name: str, sample: tuple[int, ...], max_batch: int) -> Profile:
+    """A profile over the batch only (fixed sample shape); TensorRT tunes for half the maximum."""
+    return {name: ((1, *sample), (max(1, max_batch // 2), *sample), (max_batch, *sample))}
 
 
 def build_engine(onnx_path: Path, plan_path: Path, precision: str, profile: Profile,
@@ -36,9 +41,8 @@ def build_engine(onnx_path: Path, plan_path: Path, precision: str, profile: Prof
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
     opt_profile = builder.create_optimization_profile()
-    for name, (lo, shape, hi) in profile.items():
-        opt = max(lo, hi // 2)
-        opt_profile.set_shape(name, (lo, *shape), (opt, *shape), (hi, *shape))
+    for name, (lo, opt, hi) in profile.items():
+        opt_profile.set_shape(name, lo, opt, hi)
     config.add_optimization_profile(opt_profile)
     if precision == "fp16":
         config.set_flag(trt.BuilderFlag.FP16)

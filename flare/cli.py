@@ -33,6 +33,7 @@ COMMANDS = {
     "info": ("flare.runtime.commands", "info"),
     "classify": ("flare.runtime.commands", "classify"),
     "triage": ("flare.runtime.commands", "triage"),
+    "enhance": ("flare.runtime.commands", "enhance"),
     "bench": ("flare.benchmarks.commands", "bench"),
     "demo": ("flare.demo", "demo"),
 }
@@ -47,6 +48,7 @@ INSTALLED_BY = {
     "onnxruntime": ("onnxruntime", "cpu"), "tensorrt": ("tensorrt", "gpu"), "cuda": ("cuda-python", "gpu"),
     "openvino": ("openvino", "openvino"),
     "astropy": ("astropy", None), "numpy": ("numpy", None), "PIL": ("pillow", None),
+    "png": ("pypng", None), "tifffile": ("tifffile", None),
 }
 
 

@@ -32,7 +32,7 @@ from typing import Any, ClassVar, TypeVar
 
 from flare.runtime.atomic import write_json
 from flare.runtime.errors import ArtifactError, BundleError, one_line
-from flare.runtime.preprocess import PreprocessSpec
+from flare.runtime.preprocess import EnhanceSpec, PreprocessSpec
 
 A = TypeVar("A", bound="Artifact")
 
@@ -479,6 +479,12 @@ class Manifest(Artifact):
             if self.inputs[0].dtype != wanted:
                 raise BundleError(f"the preprocessing feeds {wanted} but the model input '{self.inputs[0].name}' "
                                   f"is {self.inputs[0].dtype}")
+        if self.task == "enhance":
+            enhance = EnhanceSpec.from_dict(self.preprocessing)
+            first = self.inputs[0]
+            if first.dtype != "float32" or len(first.shape) != 4 or first.shape[1] != enhance.channels:
+                raise BundleError(f"the preprocessing feeds float32 (batch, {enhance.channels}, height, width) but "
+                                  f"the model input '{first.name}' is {first.dtype} {first.shape}")
 
     @classmethod
     def remedy(cls) -> str:

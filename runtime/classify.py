@@ -54,7 +54,8 @@ class Classifier:
         self.bundle = Path(bundle)
         self.manifest: Manifest = Manifest.load(self.bundle)
         if self.manifest.task != "classify" or self.manifest.labels is None:
-            raise BundleError(f"{self.bundle} is a {self.manifest.task} bundle, not a classifier")
+            raise BundleError(f"{self.bundle} is a bundle for '{self.manifest.task}', not a classifier; make one "
+                              "with 'flare export classifier'")
         self.labels: list[str] = self.manifest.labels.classes
         self.macro_of: dict[str, str] = self.manifest.labels.macro_of
         self.spec = PreprocessSpec.from_dict(self.manifest.preprocessing)

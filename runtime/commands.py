@@ -1,4 +1,4 @@
-"""Click commands of the torch-free runtime: info, classify, triage."""
+"""Click commands of the torch-free runtime: info, classify, triage, enhance."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from flare.options import COUNT, FRACTION, FlareCommand, InputPath, OutputPath
+from flare.options import COUNT, FRACTION, NON_NEGATIVE, FlareCommand, InputPath, OutputPath
 from flare.runtime.backends.base import BACKENDS
 
 if TYPE_CHECKING:
@@ -127,3 +127,31 @@ def triage(directory: Path, bundle: Path, out: Path, threshold: float, batch: in
         summary = run_triage(directory, clf, out, threshold=threshold, batch_size=batch, workers=workers,
                              max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels, progress=bar, on_start=bar.start)
     click.echo(summary.format())
+
+
+@click.command(cls=FlareCommand)
+@click.argument("bundle", type=InputPath("dir"))
+@click.argument("images", metavar="IMAGE_OR_DIR...", nargs=-1, required=True, type=InputPath("any"))
+@click.option("--out", type=OutputPath("dir", made_by="enhance.csv"), required=True,
+              help="Folder for the enhanced images (re-running skips finished ones).")
+@click.option("--tile", type=NON_NEGATIVE, default=None,
+              help="Tile side in input pixels (default: the bundle's recommendation; 0: whole images).")
+@click.option("--overlap", type=NON_NEGATIVE, default=None,
+              help="Input pixels shared by neighbouring tiles (default: the bundle's recommendation).")
+@click.option("--batch", type=COUNT, default=4, show_default=True, help="Tiles per inference call.")
+@click.option("--png", "display", is_flag=True, help="For FITS inputs, also write a stretched 8-bit PNG to look at.")
+@BACKEND_OPTION
+def enhance(bundle: Path, images: tuple[Path, ...], out: Path, tile: int | None, overlap: int | None, batch: int,
+            display: bool, backend: str) -> None:
+    """Super-resolve images (PNG, TIFF, JPEG, FITS) of any size with an enhance bundle, tile by tile."""
+    from flare.runtime.enhance import Enhancer
+    from flare.runtime.enhance_files import enhance_files, raise_if_failed
+    from flare.runtime.progress import log, progress_bar
+
+    with Enhancer(bundle, backend=backend, tile=tile, overlap=overlap, batch=batch) as enhancer, \
+            progress_bar(None, "enhance (input pixels)") as bar:
+        log(f"running on {enhancer.backend}: x{enhancer.scale}, tiles of {enhancer.tile or 'whole-image'} px "
+            f"overlapping by {enhancer.overlap}, {enhancer.batch} per call")
+        summary = enhance_files(enhancer, list(images), out, display=display, bar=bar)
+    click.echo(summary.format())
+    raise_if_failed(summary)

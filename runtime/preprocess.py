@@ -117,6 +117,99 @@ class PreprocessSpec:
             raise BundleError(f"preprocessing section is malformed: {exc}") from exc
 
 
+#: How enhancement maps scientific data to the network's [0, 1]: no clipping (0th to 100th
+#: percentile, so the inverse restores every value), asinh so faint sky is not crushed to 0.
+ENHANCE_STRETCH = StretchSpec(kind="asinh", lower_percentile=0.0, upper_percentile=100.0, softening=10.0)
+
+
+@dataclass(frozen=True)
+class EnhanceSpec:
+    """How an ``enhance`` bundle is fed, and how its output maps back to pixels.
+
+    The network takes NCHW float32 in [0, 1] (8- and 16-bit images divided by their full
+    scale; FITS and float data through ``stretch``, whose inverse is applied to the output)
+    and returns the same range ``scale`` times larger, which is clipped to [0, 1]. An RGB
+    model (``channels`` 3) sees a grey image as three equal channels and gives back their
+    mean; transparency is composited on black. Inputs need sides of at least
+    ``window // 2 + 1`` pixels (the graph reflect-pads to a multiple of ``window``).
+    ``tile`` and ``overlap`` are the exporter's recommendation for tiled inference.
+    """
+
+    scale: int
+    window: int
+    channels: int = 3
+    tile: int = 128
+    overlap: int = 16
+    stretch: StretchSpec = ENHANCE_STRETCH
+
+    def __post_init__(self) -> None:
+        if self.scale < 1 or self.window < 1 or self.channels not in (1, 3):
+            raise BundleError(f"enhance preprocessing needs scale >= 1, window >= 1 and 1 or 3 channels, "
+                              f"not scale {self.scale}, window {self.window}, channels {self.channels}")
+        if not 0 <= self.overlap < self.tile:
+            raise BundleError(f"enhance preprocessing: overlap {self.overlap} must be below tile {self.tile}")
+        if self.stretch.interval != "percentile":
+            raise BundleError("enhance preprocessing needs a percentile interval (an invertible mapping)")
+
+    @property
+    def min_side(self) -> int:
+        """Smallest image side the graph's reflect padding accepts."""
+        return self.window // 2 + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest form (``preprocessing`` in manifest.json)."""
+        d = asdict(self)
+        d.update(color="RGB" if self.channels == 3 else "grey", layout="NCHW", dtype="float32", range=[0.0, 1.0],
+                 grey="replicated to every channel; output channels averaged",
+                 alpha="composite_on_black", output="clipped to [0, 1]; FITS through the inverse stretch")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EnhanceSpec:
+        """Read the manifest form; refuse what this runtime cannot reproduce."""
+        try:
+            if d.get("layout", "NCHW") != "NCHW" or d.get("dtype", "float32") != "float32":
+                raise BundleError(f"preprocessing: this runtime feeds enhance models NCHW float32, not "
+                                  f"{d.get('layout')} {d.get('dtype')}")
+            return cls(scale=int(d["scale"]), window=int(d["window"]), channels=int(d.get("channels", 3)),
+                       tile=int(d["tile"]), overlap=int(d["overlap"]),
+                       stretch=StretchSpec(**d.get("stretch", asdict(ENHANCE_STRETCH))))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"preprocessing section is malformed: {exc}") from exc
+
+
+class UnitMap:
+    """The invertible map of scientific values to [0, 1] for one image: interval, then stretch.
+
+    Limits come from the whole image's finite values (so every tile of it is mapped the
+    same way); :meth:`inverse` turns network outputs back into the data's own units.
+    """
+
+    def __init__(self, data: np.ndarray, spec: StretchSpec = ENHANCE_STRETCH) -> None:
+        finite = np.isfinite(data)
+        if not finite.any():
+            raise ImageDecodeError("has no finite pixel values (all NaN or infinite)")
+        interval, self.curve = _astropy_parts(spec)
+        if (spec.lower_percentile, spec.upper_percentile) == (0.0, 100.0):  # no copy of a large image
+            self.lo = float(np.min(data, where=finite, initial=np.inf))
+            self.hi = float(np.max(data, where=finite, initial=-np.inf))
+        else:
+            self.lo, self.hi = (float(v) for v in interval.get_limits(data[finite]))
+        if not self.hi > self.lo:
+            self.hi = self.lo + 1.0
+
+    def forward(self, data: np.ndarray) -> np.ndarray:
+        """Values -> [0, 1] float32; NaN and infinities become 0 (the sky floor)."""
+        x = (np.asarray(data, dtype=np.float64) - self.lo) / (self.hi - self.lo)
+        x = np.clip(np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+        return self.curve(x, clip=True).astype(np.float32)
+
+    def inverse(self, unit: np.ndarray) -> np.ndarray:
+        """[0, 1] -> values in the data's units (float32), the exact inverse of :meth:`forward`."""
+        x = self.curve.inverse(np.clip(unit.astype(np.float64), 0.0, 1.0), clip=True)
+        return (self.lo + x * (self.hi - self.lo)).astype(np.float32)
+
+
 def _astropy_parts(spec: StretchSpec) -> tuple[Any, Any]:
     """The astropy.visualization interval and stretch objects a spec names."""
     from astropy.visualization import (AsinhStretch, AsymmetricPercentileInterval, LinearStretch, LogStretch,

@@ -86,3 +86,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(no_gpu)
         if "tensorrt" in item.keywords and not trt:
             item.add_marker(no_trt)
+
+
+@pytest.fixture(scope="session")
+def swinir_checkpoint():
+    """Factory: ``(config, path, seed=0) -> path`` of a SwinIR saved the way the official releases
+    are (``params_ema``), random weights with LayerNorm affines and position biases moved off
+    their initial values so that they matter."""
+    torch = pytest.importorskip("torch")
+    from flare.training.sr.swinir import SwinIR
+
+    def save(cfg, path: Path, seed: int = 0) -> Path:
+        torch.manual_seed(seed)
+        model = SwinIR.from_config(cfg)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if "relative_position_bias_table" in name:
+                    param.normal_(0.0, 1.0)
+                elif "norm" in name:
+                    param.add_(torch.randn_like(param) * 0.1)
+        torch.save({"params_ema": model.state_dict()}, path)
+        return path
+
+    return save
+

@@ -8,7 +8,8 @@ from torch import nn
 
 from flare.runtime.errors import FlareError
 from flare.training.sr.swinir import CONFIGS, SwinIR
-from flare.training.sr.tiling import sr_tiled, tile_starts
+from flare.runtime.tiling import tile_starts
+from flare.training.sr.tiling import sr_tiled
 
 
 class Recorder(nn.Module):

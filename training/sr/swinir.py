@@ -299,7 +299,9 @@ class WindowAttention(nn.Module):
         attn = attn + bias.reshape(n, n, self.num_heads).permute(2, 0, 1)
         if mask is not None:
             attn = attn + mask[:, None]
-        attn = attn.softmax(dim=-1)
+        # Softmax in fp32 whatever the model's dtype: in an fp16 export its exponentials are
+        # what overflows. A no-op for fp32 models.
+        attn = attn.float().softmax(dim=-1).to(v.dtype)
         out = (attn @ v).transpose(2, 3).reshape(b, num_windows, n, self.dim)
         return self.proj(out)
 

@@ -1,73 +1,24 @@
-"""Tiled super-resolution: run a model on overlapping tiles and blend the seams.
+"""Tiled super-resolution in PyTorch: run a model on overlapping tiles and blend the seams.
 
 Transformer SR models need memory that grows with the image area (SwinIR keeps a full feature
 map of ``embed_dim`` channels per RSTB, plus per-window attention), so a large photo does not
 fit on a small GPU or edge device in one pass. Running overlapping tiles bounds the working
 set by the tile size, and blending the overlaps with a smooth ramp hides the seams that a
-plain crop-and-paste would leave.
+plain crop-and-paste would leave. Tile placement and blend weights come from
+:mod:`flare.runtime.tiling`, which the runtime's enhancer uses too.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from flare.runtime.errors import FlareError
+from flare.runtime.tiling import Axis
 
-__all__ = ["sr_tiled", "tile_starts"]
-
-
-def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
-    """Start offsets of tiles of at most ``tile`` pixels covering ``[0, length)``.
-
-    Neighbouring tiles share at least ``overlap`` pixels. Every start is a multiple of
-    ``align``: for a windowed model (SwinIR) an aligned tile cuts the image into the same
-    attention windows as whole-image inference, so it reproduces the whole-image output away
-    from its edges instead of computing a different tiling of windows. Tiles step by the
-    largest multiple of ``align`` not above ``tile - overlap``; the last tile starts at the
-    first aligned offset from which it reaches the border, so it is less than ``align`` pixels
-    short of a full tile (never a sliver) and never longer than ``tile``. An axis no longer
-    than ``tile`` is a single tile.
-    """
-    if length <= tile:
-        return [0]
-    stride = (tile - overlap) // align * align
-    if stride < 1:
-        raise FlareError(
-            f"tile ({tile}) minus overlap ({overlap}) must be at least the model's window size ({align}) "
-            "so that tiles can start on window boundaries; use a larger tile or a smaller overlap"
-        )
-    last = -(-(length - tile) // align) * align  # first aligned start whose tile reaches the border
-    starts = list(range(0, last, stride))
-    starts.append(last)
-    return starts
-
-
-def _ramp(size: int, ramp: int, fade_start: bool, fade_end: bool) -> torch.Tensor:
-    """1-D blending weights for one tile axis of ``size`` output pixels.
-
-    A side that meets a neighbouring tile fades in over ``ramp`` pixels: weight 0 for the
-    first quarter (pixels computed with the most truncated context are discarded), a raised
-    cosine over the middle half, 1 after. With ``t = (i + 0.5) / ramp`` the weight is
-    ``sin(pi/2 * clamp(2t - 1/2, 0, 1))**2``, so the fade-in of one tile and the fade-out of a
-    neighbour overlapping it by exactly ``ramp`` pixels sum to 1, and the seam has no kink.
-    Because tiles overlap by at least ``ramp``, every pixel a tile zeroes lies in a neighbour's
-    weight-1 zone, so the accumulated weight is never 0. Sides on the image border keep
-    weight 1: no other tile covers those pixels.
-    """
-    weights = torch.ones(size)
-    n = min(ramp, size)
-    if n > 0:
-        t = (torch.arange(n, dtype=torch.float32) + 0.5) / ramp
-        rise = torch.sin(math.pi / 2 * (2 * t - 0.5).clamp(0.0, 1.0)) ** 2
-        if fade_start:
-            weights[:n] = torch.minimum(weights[:n], rise)
-        if fade_end:
-            weights[size - n :] = torch.minimum(weights[size - n :], rise.flip(0))
-    return weights
+__all__ = ["sr_tiled"]
 
 
 def _model_device(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], fallback: torch.device) -> torch.device:
@@ -102,8 +53,8 @@ def sr_tiled(
         align: tile starts are multiples of this (see :func:`tile_starts`); default: the
             model's ``window_size`` attribute when it has one, else 1.
 
-    Only one tile and its output live on ``device`` at a time; the float32 output and weight
-    buffers (full output size) live on ``image``'s device.
+    Only one tile and its output live on ``device`` at a time; the float32 output buffer
+    (full output size) lives on ``image``'s device.
 
     Accuracy: the blend weights are normalised, and each tile's outermost ``overlap / 4``
     input pixels along interior edges get weight 0. A model whose receptive field reaches at
@@ -127,8 +78,8 @@ def sr_tiled(
     run_device = torch.device(device) if device is not None else _model_device(model, image.device)
     if align is None:
         align = int(getattr(model, "window_size", 1))
-    ys = tile_starts(height, tile or height, overlap, align)
-    xs = tile_starts(width, tile or width, overlap, align)
+    rows = Axis.plan(height, tile, overlap, align, scale)
+    cols = Axis.plan(width, tile, overlap, align, scale)
 
     def run(y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
         result = model(image[:, :, y0:y1, x0:x1].to(run_device))
@@ -141,26 +92,18 @@ def sr_tiled(
         return result
 
     with torch.inference_mode():
-        if len(ys) == 1 and len(xs) == 1:
+        if len(rows) == 1 and len(cols) == 1:
             return run(0, height, 0, width).to(image.device)
 
         output: torch.Tensor | None = None
-        weight = torch.zeros(1, 1, height * scale, width * scale, device=image.device)
-        ramp = overlap * scale
-        for y0 in ys:
-            y1 = min(y0 + tile, height)
-            wy = _ramp((y1 - y0) * scale, ramp, y0 > 0, y1 < height)
-            for x0 in xs:
-                x1 = min(x0 + tile, width)
+        for y0, y1, wy in zip(rows.starts, rows.ends, rows.weights):
+            for x0, x1, wx in zip(cols.starts, cols.ends, cols.weights):
                 result = run(y0, y1, x0, x1).to(image.device, torch.float32)
                 if output is None:
                     output = torch.zeros(
                         result.shape[0], result.shape[1], height * scale, width * scale, device=image.device
                     )
-                wx = _ramp((x1 - x0) * scale, ramp, x0 > 0, x1 < width)
-                w2d = (wy[:, None] * wx[None, :]).to(image.device)
-                region = (slice(None), slice(None), slice(y0 * scale, y1 * scale), slice(x0 * scale, x1 * scale))
-                output[region] += result * w2d
-                weight[region] += w2d
+                w2d = torch.from_numpy(wy[:, None] * wx[None, :]).to(image.device)
+                output[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] += result * w2d
         assert output is not None  # more than one tile was run
-        return output / weight
+        return output

@@ -164,3 +164,31 @@ def test_stage1_resume_checks_its_outputs_and_settings(sky_data: Path, tmp_path:
     gone.write_bytes(b"")  # (restored, as far as resume can tell)
     with pytest.raises(FlareError, match="--size 32 then, 48 now"):
         run_stage1(sky_data / "hr", None, out, Stage1Config(size=48))
+
+
+def test_stage1_runs_an_sr_bundle_on_the_runtime_like_its_checkpoint(sky_data: Path, tmp_path: Path,
+                                                                    swinir_checkpoint) -> None:
+    pytest.importorskip("onnx")
+    from flare.export.sr import export_sr
+    from flare.training.pipeline.stage1 import Stage1Config, run_stage1
+    from flare.training.sr.swinir import CONFIGS
+
+    pth = swinir_checkpoint(CONFIGS["tiny_x4"], tmp_path / "tiny.pth")
+    bundle = export_sr(pth, tmp_path / "bundle")[0]
+    data = tmp_path / "data" / "star"
+    data.mkdir(parents=True)
+    for p in sorted((sky_data / "lr" / "star").glob("*.png"))[:2]:
+        (data / p.name).write_bytes(p.read_bytes())
+    config = Stage1Config(size=48, tile=24, overlap=8, augmentations=())
+    by_torch = run_stage1(tmp_path / "data", pth, tmp_path / "torch", config)
+    result = CliRunner().invoke(cli, ["augment", "stage1", str(tmp_path / "data"), "--sr", str(bundle), "--out",
+                                      str(tmp_path / "runtime"), "--size", "48", "--tile", "24", "--overlap", "8"])
+    assert result.exit_code == 0, result.output
+    assert by_torch["written"] == 2
+    with open(tmp_path / "runtime" / "stage1.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["sr"] for r in rows} == {"bundle bundle (x4, onnxruntime:cpu)"}
+    for p in sorted(data.glob("*.png")):
+        a = np.asarray(Image.open(tmp_path / "torch" / "star" / p.name), dtype=np.int16)
+        b = np.asarray(Image.open(tmp_path / "runtime" / "star" / p.name), dtype=np.int16)
+        assert np.abs(a - b).max() <= 1, p.name

@@ -29,7 +29,8 @@ def augment() -> None:
 @augment.command("stage1")
 @click.argument("data_dir", metavar="DATA", type=InputPath("dir"))
 @click.option("--sr", "sr_checkpoint", type=InputPath("any"), required=True,
-              help="Official SwinIR .pth file or a train-sr RUN.")
+              help="An enhance bundle ('flare export sr': the fast runtime), an official SwinIR .pth or a "
+                   "train-sr RUN.")
 @click.option("--out", type=OutputPath("dir", made_by="stage1.csv"), required=True)
 @click.option("--size", type=PIXELS, default=512, show_default=True, help="Output side (the paper: 512).")
 @click.option("--tile", type=click.IntRange(min=0), default=256, show_default=True,
@@ -106,7 +107,8 @@ def merge_command(stage1_dir: Path, stage2_dir: Path, out: Path, alpha: float, b
 @augment.command("all")
 @click.argument("data_dir", metavar="DATA", type=InputPath("dir"))
 @click.option("--sr", "sr_checkpoint", type=InputPath("any"), required=True,
-              help="Official SwinIR .pth file or a train-sr RUN.")
+              help="An enhance bundle ('flare export sr': the fast runtime), an official SwinIR .pth or a "
+                   "train-sr RUN.")
 @click.option("--diffusion", required=True, type=InputPath("dir"), help="train-diffusion RUN or a local diffusers pipeline folder.")
 @click.option("--out", type=OutputPath("dir", made_by="stage1/stage1.csv"), required=True)
 @click.option("--size", type=PIXELS, default=512, show_default=True, help="Stage-1 output side.")

@@ -1,6 +1,7 @@
 """``flare augment stage1``: super-resolve every image, then the five standard augmentations.
 
-For each source image: SwinIR (tiled, so large images fit in memory) upscales it, the result
+For each source image: SwinIR (tiled, so large images fit in memory; an ``enhance`` bundle
+runs on the torch-free runtime, a checkpoint in PyTorch) upscales it, the result
 is resized to ``size`` (512 in the paper) and written with its five augmented copies as
 ``<class>/<stem>.png`` and ``<class>/<stem>__<augmentation>.png``; the ``__`` suffix keeps the
 original's identity, so ``flare data split`` puts all six in one split. ``stage1.csv`` maps
@@ -11,13 +12,18 @@ is logged and recorded as an ``error`` row, and the run goes on.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
+from flare.runtime.artifacts import Manifest
 from flare.runtime.atomic import save_png
+from flare.runtime.enhance import ArraySource, Enhancer
 from flare.runtime.errors import ImageDecodeError, UsageError, one_line
 from flare.runtime.imageio import load_rgb
 from flare.runtime.fingerprint import fingerprint_path
@@ -45,6 +51,43 @@ class Stage1Config:
     augmentations: tuple[str, ...] = AUGMENTATIONS
 
 
+@contextlib.contextmanager
+def open_sr(sr: Path, config: Stage1Config,
+            device: str) -> Iterator[tuple[Callable[[np.ndarray], np.ndarray], str]]:
+    """``(upscale, name)``: HxWx3 uint8 -> super-resolved HxWx3 uint8, tiled.
+
+    An enhance bundle (``flare export sr``) runs on the torch-free runtime, the fast path; an
+    official ``.pth`` or a ``train-sr`` RUN runs in PyTorch on ``device``. Both tile and blend
+    the same way (:mod:`flare.runtime.tiling`).
+    """
+    if (Path(sr) / Manifest.FILE).is_file():
+        backend = {"auto": "auto", "cpu": "cpu"}.get(device, "cuda")
+        with Enhancer(sr, backend=backend, tile=config.tile, overlap=config.overlap) as enhancer:
+            s = enhancer.scale
+
+            def run_bundle(rgb: np.ndarray) -> np.ndarray:
+                out = np.empty((rgb.shape[0] * s, rgb.shape[1] * s, 3), dtype=np.uint8)
+
+                def sink(first: int, rows: np.ndarray) -> None:
+                    rows = np.round(np.clip(rows, 0.0, 1.0) * 255.0).astype(np.uint8).transpose(1, 2, 0)
+                    out[first:first + rows.shape[0]] = rows if rows.shape[2] == 3 else rows.repeat(3, axis=2)
+
+                enhancer.run(ArraySource(rgb, enhancer.spec.channels), sink)
+                return out
+
+            yield run_bundle, f"{Path(sr).name} bundle (x{s}, {enhancer.backend})"
+        return
+    dev = pick_device(device)
+    model, sr_config, weights = load_sr(sr)
+    model = model.to(dev)
+
+    def run_torch(rgb: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return to_image(sr_tiled(model, to_tensor(rgb), sr_config.scale, config.tile, config.overlap, device=dev))
+
+    yield run_torch, f"{weights.name} (x{sr_config.scale})"
+
+
 def run_stage1(data: Path, sr_checkpoint: Path | None, out: Path, config: Stage1Config = Stage1Config(),
                device: str = "auto") -> dict[str, int]:
     """Process every image of the ImageFolder ``data`` into ``out``; returns counts."""
@@ -53,25 +96,23 @@ def run_stage1(data: Path, sr_checkpoint: Path | None, out: Path, config: Stage1
     unknown = set(config.augmentations) - set(AUGMENTATIONS)
     if unknown:
         raise UsageError(f"unknown augmentations {sorted(unknown)}; choose from {', '.join(AUGMENTATIONS)}")
-    dev = pick_device(device)
     out = Path(out)
     check_apart((out, "--out"), [(root, "DATA")])
     settings = {"DATA": str(root.resolve()), "--sr": fingerprint_path(sr_checkpoint) if sr_checkpoint else None,
                 "--size": config.size, "--tile": config.tile, "--overlap": config.overlap, "--seed": config.seed,
                 "augmentations": list(config.augmentations)}
     written = skipped = failed = 0
-    with CsvJournal(out / "stage1.csv", STAGE1_COLUMNS, "write stage 1 into another --out", settings) as journal:
+    with contextlib.ExitStack() as stack, \
+            CsvJournal(out / "stage1.csv", STAGE1_COLUMNS, "write stage 1 into another --out", settings) as journal:
         check_outputs_exist(out, [row[2] for row in journal.rows if row[3] != ERROR_KIND], journal.path)
         done = {row[0] for row in journal.rows}
         todo = [s for s in samples if s.path not in done]
         skipped = len(samples) - len(todo)
         if skipped:
             log(f"resuming: {skipped} of {len(samples)} images already done")
-        model, sr_name = None, "none"
+        upscale, sr_name = None, "none"
         if sr_checkpoint is not None and todo:
-            model, sr_config, weights = load_sr(sr_checkpoint)
-            model = model.to(dev)
-            sr_name = f"{weights.name} (x{sr_config.scale})"
+            upscale, sr_name = stack.enter_context(open_sr(sr_checkpoint, config, device))
         with progress_bar(len(todo), "stage 1") as advance:
             for sample in todo:
                 try:
@@ -83,10 +124,8 @@ def run_stage1(data: Path, sr_checkpoint: Path | None, out: Path, config: Stage1
                     failed += 1
                     advance(1)
                     continue
-                if model is not None:
-                    with torch.inference_mode():
-                        rgb = to_image(sr_tiled(model, to_tensor(rgb), sr_config.scale, config.tile,
-                                                config.overlap, device=dev))
+                if upscale is not None:
+                    rgb = upscale(rgb)
                 rel = Path(sample.path)
                 stem = rel.name.rsplit(".", 1)[0]
                 images = augment_image(Image.fromarray(rgb), config.size, config.seed, sample.path,

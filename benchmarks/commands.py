@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from flare.options import COUNT, POSITIVE, CommaList, FlareCommand, InputPath, OutputPath, RunOrName, input_size
+from flare.options import COUNT, PIXELS, POSITIVE, CommaList, FlareCommand, InputPath, OutputPath, RunOrName, input_size
 from flare.benchmarks.targets import BENCH_BACKENDS
 from flare.runtime.backends.base import BACKENDS
 
@@ -42,6 +42,9 @@ STARTED = "bench-started.json"
                    "the end-to-end triage. Default: a RUN's test split, else a synthetic sky.")
 @click.option("--weights", type=InputPath("file"), default=None, help="Local weights for a model name.")
 @input_size(None)
+@click.option("--tile", type=PIXELS, default=None,
+              help="Super-resolution only: tile side (default: the bundle's recommendation; the test image is "
+                   "--input-size, default two tiles).")
 @click.option("--eval-images", type=COUNT, default=256, show_default=True,
               help="Images for agreement and accuracy (at most).")
 @click.option("--survey", type=COUNT, default=256, show_default=True, help="Images in the end-to-end triage.")
@@ -52,11 +55,14 @@ STARTED = "bench-started.json"
 def bench(bundle_or_name: str, out: Path, backends: list[str] | None, batches: list[int],
           precisions: list[str] | None, variants: list[str] | None, iterations: int, warmup: int,
           max_seconds: float, images: Path | None, weights: Path | None, input_size: int | None,
-          eval_images: int, survey: int, triage_backend: str, triage_batch: int) -> None:
+          eval_images: int, survey: int, triage_backend: str, triage_batch: int, tile: int | None) -> None:
     """Latency, throughput, memory and agreement of a model on every backend and precision here.
 
     BUNDLE_OR_NAME is a classify bundle (measured as it is), a training RUN or a timm model
-    name (exported on the fly to each precision and variant). Writes OUT/bench.json,
+    name (exported on the fly to each precision and variant). For super-resolution it is an
+    enhance bundle, a train-sr RUN or a SwinIR configuration name (tiny_x4, realsr_l_x4, ...):
+    tiled enhancement in megapixels per second, runtime against PyTorch on the same tiles
+    (--batch is tiles per call, --input-size the test image's side). Writes OUT/bench.json,
     OUT/bench.md, OUT/latency.png and OUT/throughput.png.
     """
     from flare.benchmarks.bench import Settings, run
@@ -69,6 +75,13 @@ def bench(bundle_or_name: str, out: Path, backends: list[str] | None, batches: l
     command = shlex.join(["flare", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else f"flare bench {bundle_or_name}"
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / STARTED, {"command": command})
+    from flare.benchmarks.sr_bench import is_sr_source
+
+    if is_sr_source(bundle_or_name):
+        _bench_sr(bundle_or_name, out, command, backends=backends or list(BENCH_BACKENDS),
+                  precisions=precisions or ["fp32", "fp16"], batches=sorted(batches), iterations=iterations,
+                  warmup=warmup, max_seconds=max_seconds, side=input_size, tile=tile)
+        return
     source = resolve(bundle_or_name, out, precisions=precisions, variants=variants or ["plain", "fused"],
                      images=images, input_size=input_size, weights=weights, eval_count=eval_images,
                      survey_count=survey)
@@ -96,3 +109,18 @@ def bench(bundle_or_name: str, out: Path, backends: list[str] | None, batches: l
     click.echo("")
     click.echo(headline_table(results["headlines"]))
     click.echo(f"\nwritten: {out / 'bench.json'}, {out / 'bench.md'}" + "".join(f", {p}" for p in drawn))
+
+
+def _bench_sr(bundle_or_name: str, out: Path, command: str, **settings: object) -> None:
+    """The super-resolution bench: tiled enhancement MP/s (see :mod:`flare.benchmarks.sr_bench`)."""
+    from flare.benchmarks.common import machine
+    from flare.benchmarks.sr_bench import markdown, run_sr_bench
+    from flare.runtime.atomic import write_json, write_text
+
+    results = run_sr_bench(bundle_or_name, out, **settings)  # type: ignore[arg-type]
+    host = machine()
+    write_json(out / "bench.json", {"command": command, "machine": host, "settings": settings, **results})
+    text = markdown(results, command, host)
+    write_text(out / "bench.md", text)
+    click.echo(text)
+    click.echo(f"written: {out / 'bench.json'}, {out / 'bench.md'}")

@@ -299,3 +299,30 @@ def test_results_summary_takes_the_worst_batch(tmp_path: Path) -> None:
     assert "Test CPU, 2 cores, 8 GiB, no GPU" in table
     assert "| resnet50 (resnet50, 224 px) | 4.10 | 2.00 MISSED (batch 8) |" in table
     assert "| densenet121 (densenet121, 224 px) | 4.10 | 2.60 met (batch 1) |" in table
+
+
+def test_sr_bench_measures_tiled_enhancement_against_pytorch(tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    out = tmp_path / "sr"
+    result = CliRunner().invoke(cli, ["bench", "tiny_x4", "--out", str(out), "--backends", "torch,cpu,torch-compile",
+                                      "--precision", "fp32,fp16,int8", "--batch", "1,3", "--tile", "32",
+                                      "--input-size", "72", "--iterations", "2", "--warmup", "1"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "bench.json").read_text())
+    rows = {(r["backend"], r["precision"], r["batch"]): r for r in data["rows"]}
+    assert set(rows) == {("torch", "fp32", 1), ("onnxruntime:cpu", "fp32", 1), ("onnxruntime:cpu", "fp32", 3),
+                         ("onnxruntime:cpu", "fp16", 1), ("onnxruntime:cpu", "fp16", 3)}
+    assert data["tile"] == 32 and data["image"].startswith("72x72")
+    for row in rows.values():
+        assert row["megapixels_per_second"] == pytest.approx(72 * 72 / 1e6 / (row["p50_ms"] / 1e3))
+        assert row["speedup_vs_torch_fp32"] == pytest.approx(
+            row["megapixels_per_second"] / rows[("torch", "fp32", 1)]["megapixels_per_second"])
+    assert rows[("onnxruntime:cpu", "fp32", 3)]["psnr_vs_torch_db"] > 100  # the same picture as PyTorch's tiles
+    assert 40 < rows[("onnxruntime:cpu", "fp16", 3)]["psnr_vs_torch_db"] < 100
+    reasons = {s["target"]: s["reason"] for s in data["skipped"]}
+    assert "fp32 or fp16" in reasons["int8"] and "fp16 on CPU" in reasons["torch fp16"]
+    assert "not a super-resolution backend" in reasons["torch-compile"]
+    assert data["headlines"][0]["target"] == 1.3 and "| onnxruntime:cpu | fp16 | 3 |" in (out / "bench.md").read_text()
+    again = CliRunner().invoke(cli, ["bench", "tiny_x4", "--out", str(out), "--backends", "cpu", "--precision", "fp32",
+                                     "--tile", "32", "--input-size", "72", "--iterations", "2", "--warmup", "1"])
+    assert again.exit_code == 0 and "exporting" not in again.output  # the bundle of the same weights is reused

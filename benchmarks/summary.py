@@ -19,10 +19,12 @@ from flare.runtime.atomic import write_text
 
 def summarize(folder: Path) -> str:
     """The Markdown table for the bench.json files under ``folder``."""
-    paths = sorted(folder.glob("*/bench.json"))
-    results = [json.loads(p.read_text()) for p in paths]
-    if not results:
+    loaded = [(p, json.loads(p.read_text())) for p in sorted(folder.glob("*/bench.json"))]
+    if not loaded:
         raise SystemExit(f"no */bench.json under {folder}")
+    sr = [(p, r) for p, r in loaded if r.get("task") == "enhance"]
+    paths = [p for p, r in loaded if r.get("task") != "enhance"]
+    results = [r for p, r in loaded if r.get("task") != "enhance"]
     names = [n for n in TARGETS if any(h["name"] == n for r in results for h in r["headlines"])]
     header = ["model", "GFLOP/image", *[f"{TARGETS[n][1]} (target {TARGETS[n][0]:g})" for n in names]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -38,7 +40,19 @@ def summarize(folder: Path) -> str:
             shown = f"{worst['value']:,.0f}" if worst["value"] >= 100 else f"{worst['value']:.2f}"
             cells.append(f"{shown} {'met' if all(h['met'] for h in values) else 'MISSED'} ({worst['detail']})")
         lines.append("| " + " | ".join(cells) + " |")
-    m = results[0]["machine"]
+    if sr:
+        lines += ["", "| super-resolution model | image, tile | best runtime fp32 MP/s | PyTorch fp32 MP/s "
+                  "| runtime / PyTorch (target 1.3) |", "|---|---|---|---|---|"]
+        for path, r in sr:
+            torch_rows = [x for x in r["rows"] if x["backend"] == "torch" and x["precision"] == "fp32"]
+            runtime = [x for x in r["rows"] if x["backend"] != "torch" and x["precision"] == "fp32"]
+            best = max(runtime, key=lambda x: x["megapixels_per_second"]) if runtime else None
+            head = r["headlines"][0] if r["headlines"] else None
+            lines.append(f"| {path.parent.name} | {r['image']}, {r['tile']} px | "
+                         + (f"{best['megapixels_per_second']:.4f} ({best['backend']})" if best else "-") + " | "
+                         + (f"{torch_rows[0]['megapixels_per_second']:.4f}" if torch_rows else "-") + " | "
+                         + (f"{head['value']:.2f} {'met' if head['met'] else 'MISSED'}" if head else "-") + " |")
+    m = (results or [r for _, r in sr])[0]["machine"]
     machine = (f"{m.get('cpu')}, {m.get('cpus')} cores, {m.get('memory_gib')} GiB, {m.get('gpu') or 'no GPU'}"
                + (f" (driver {m['gpu_driver']})" if m.get("gpu_driver") else ""))
     return (f"# flare bench results: {machine}\n\nEach cell is the worst value over the batches measured. "

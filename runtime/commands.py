@@ -43,11 +43,17 @@ def info(bundle: Path, as_json: bool, backend: str) -> None:
     if manifest.labels:
         lines.append(f"classes     {manifest.labels.level}: {', '.join(manifest.labels.classes)}")
     pre = manifest.preprocessing
-    if pre:
+    if manifest.task == "enhance":
+        lines.append(f"enhance     x{pre.get('scale')} {pre.get('color')}, window {pre.get('window')}, recommended tiles "
+                     f"{pre.get('tile')} px overlapping by {pre.get('overlap')}")
+    elif pre:
         lines.append(f"preprocess  {pre.get('size')} px {pre.get('interpolation')}, mean {pre.get('mean')}, "
                      f"std {pre.get('std')}, FITS {pre.get('stretch', {}).get('kind')} stretch")
     parity = manifest.parity
-    if parity:
+    if parity and parity.get("psnr_db") is not None:
+        lines.append(f"parity      {'PASS' if parity.get('passed') else 'FAIL'}: PSNR {parity['psnr_db']:.1f} dB, max abs "
+                     f"{parity.get('max_abs_diff'):.2e} on {parity.get('samples')} {parity.get('inputs')}")
+    elif parity:
         lines.append(f"parity      {'PASS' if parity.get('passed') else 'FAIL'}: max abs {parity.get('max_abs_diff'):.2e}, "
                      f"top-1 agreement {parity.get('top1_agreement')} on {parity.get('samples')} {parity.get('inputs')}")
     src = manifest.source

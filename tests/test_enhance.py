@@ -262,6 +262,13 @@ def test_unreadable_file_is_one_line_and_the_run_goes_on(sr_bundle: Path, tmp_pa
     assert status == {"good.png": "ok", "broken.png": "error", "tiny.png": "error"}
 
 
+def test_info_describes_an_enhance_bundle(sr_bundle: Path) -> None:
+    result = CliRunner().invoke(cli, ["info", str(sr_bundle)])
+    assert result.exit_code == 0, result.output
+    assert "task        enhance (fp32)" in result.output and "x4 RGB, window 8" in result.output
+    assert "parity      PASS: PSNR" in result.output
+
+
 def test_enhance_mistakes_are_one_line(sr_bundle: Path, bundle: Path, tmp_path: Path) -> None:
     image = tmp_path / "a.png"
     Image.fromarray(_sky(20, 20)).save(image)

@@ -12,8 +12,11 @@ import importlib.metadata
 import shutil
 from pathlib import Path
 
+from flare.export.parity import ParityError, ParityReport
 from flare.runtime.artifacts import BundleFile, Manifest
+from flare.runtime.atomic import publish_folder
 from flare.runtime.errors import UsageError
+from flare.runtime.progress import log
 
 VERSIONED = ("flare-edge", "torch", "torchvision", "timm", "diffusers", "onnx", "onnxscript", "onnxslim",
              "onnxruntime", "onnxruntime-gpu", "tensorrt", "numpy", "pillow")
@@ -45,4 +48,16 @@ def bundle_files(stage: Path, names: dict[str, str], max_batch: dict[str, int] |
     """Manifest entries (sha256, size, batch limit) for the files written into ``stage``."""
     limits = max_batch or {}
     return {role: BundleFile.describe(stage, name, limits.get(role)) for role, name in names.items()}
+
+
+def publish_checked(stage: Path, out: Path, report: ParityReport, allow_parity_failure: bool) -> Path:
+    """Swap the staged bundle in when the parity gate passed (or the user overrode it, which
+    the manifest already records); otherwise remove it and raise :class:`ParityError`."""
+    if not report.passed:
+        if not allow_parity_failure:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise ParityError(f"refusing to write {out}: {report.summary()}; tolerance {report.tolerance}. "
+                              "Pass --allow-parity-failure to write it anyway (marked as failed)")
+        log(f"WARNING: writing {out} although the parity check FAILED ({report.summary()})")
+    return publish_folder(stage, out)
 

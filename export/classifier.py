@@ -17,17 +17,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from flare.export.bundle import bundle_files, library_versions, staging_dir
+from flare.export.bundle import bundle_files, library_versions, publish_checked, staging_dir
 from flare.export.onnx_export import export_onnx, finalize, tensor_specs
 from flare.export.precision import HalfPrecision
-from flare.export.parity import ParityError, ParityReport, compare, run_onnx
+from flare.export.parity import ParityReport, compare, run_onnx
 from flare.runtime.paths import check_apart
 from flare.runtime.artifacts import ClassifierRun, Labels, Manifest, identify, sha256
-from flare.runtime.atomic import publish_folder
 from flare.runtime.errors import UsageError
 from flare.runtime.imageio import list_images, load_rgb
 from flare.runtime.preprocess import PreprocessSpec, normalize, resize
-from flare.runtime.progress import log
 from flare.runtime.taxonomy import FINE_CLASSES, MACRO_OF
 
 INPUT, OUTPUT = "image", "logits"
@@ -212,11 +210,4 @@ def export_classifier(run_or_name: str, out: Path, *, num_classes: int | None = 
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    if not report.passed:
-        if not allow_parity_failure:
-            shutil.rmtree(stage, ignore_errors=True)
-            raise ParityError(f"refusing to write {out}: {report.summary()}; tolerance {report.tolerance}. "
-                              "Pass --allow-parity-failure to write it anyway (marked as failed)")
-        log(f"WARNING: writing {out} although the parity check FAILED ({report.summary()})")
-    publish_folder(stage, Path(out))
-    return Path(out), report
+    return publish_checked(stage, Path(out), report, allow_parity_failure), report

@@ -23,12 +23,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from flare.export.bundle import bundle_files, library_versions, staging_dir
+from flare.export.bundle import bundle_files, library_versions, publish_checked, staging_dir
 from flare.export.onnx_export import export_onnx, finalize, tensor_specs
-from flare.export.parity import ParityError, ParityReport, compare_images, run_onnx
+from flare.export.parity import ParityReport, compare_images, run_onnx
 from flare.export.precision import HalfPrecision
 from flare.runtime.artifacts import Manifest, SRRun, identify, sha256
-from flare.runtime.atomic import publish_folder
 from flare.runtime.errors import UsageError
 from flare.runtime.imageio import list_images, load_rgb
 from flare.runtime.paths import check_apart
@@ -194,11 +193,4 @@ def export_sr(checkpoint: Path, out: Path, *, precision: str = "fp32", calib: Pa
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    if not report.passed:
-        if not allow_parity_failure:
-            shutil.rmtree(stage, ignore_errors=True)
-            raise ParityError(f"refusing to write {out}: {report.summary()}; tolerance {report.tolerance}. "
-                              "Pass --allow-parity-failure to write it anyway (marked as failed)")
-        log(f"WARNING: writing {out} although the parity check FAILED ({report.summary()})")
-    publish_folder(stage, Path(out))
-    return Path(out), report
+    return publish_checked(stage, Path(out), report, allow_parity_failure), report

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from flare.runtime.errors import ImageDecodeError
-from flare.runtime.imageio import DEFAULT_MAX_PIXELS, _check_pixels, is_fits
+from flare.runtime.imageio import DEFAULT_MAX_PIXELS, _check_pixels, decode_named, is_fits, read_fits_image
 from flare.runtime.pngwrite import PngWriter
 from flare.runtime.preprocess import ENHANCE_STRETCH, StretchSpec, UnitMap, to_rgb
 
@@ -91,19 +91,8 @@ class Picture:
 def read_picture(path: Path, model_channels: int, stretch: StretchSpec = ENHANCE_STRETCH,
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
     """Decode ``path`` for enhancement or raise :class:`ImageDecodeError` naming it."""
-    path = Path(path)
-    try:
-        if not path.is_file():
-            raise ImageDecodeError("does not exist or is not a file")
-        if path.stat().st_size == 0:
-            raise ImageDecodeError("is empty (0 bytes)")
-        if is_fits(path):
-            return _read_fits(path, model_channels, stretch, max_pixels)
-        return _read_raster(path, model_channels, stretch, max_pixels)
-    except ImageDecodeError as exc:
-        raise ImageDecodeError(f"{path}: {exc}") from exc.__cause__
-    except OSError as exc:
-        raise ImageDecodeError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    return decode_named(Path(path), lambda p: _read_fits(p, model_channels, stretch, max_pixels) if is_fits(p)
+                        else _read_raster(p, model_channels, stretch, max_pixels))
 
 
 def _read_raster(path: Path, channels: int, stretch: StretchSpec, max_pixels: int) -> Picture:
@@ -164,32 +153,8 @@ def _read_16bit_colour(path: Path, kind: str) -> np.ndarray:
 
 
 def _read_fits(path: Path, channels: int, stretch: StretchSpec, max_pixels: int) -> Picture:
-    from astropy.io import fits
-
-    try:
-        with fits.open(path, memmap=False) as hdul:
-            for hdu in hdul:
-                shape = tuple(int(n) for n in (getattr(hdu, "shape", ()) or ()))
-                if not (hdu.is_image and len(shape) >= 2) or hdu.data is None:
-                    continue
-                planes = shape[:-2]
-                while planes and planes[0] == 1:
-                    planes = planes[1:]
-                if planes not in ((), (3,)):
-                    raise ImageDecodeError(f"has data of shape {shape}; expected a 2-D image or a cube of 3 planes")
-                _check_pixels(shape[-1], shape[-2], max_pixels)
-                if not np.issubdtype(hdu.data.dtype, np.number):
-                    raise ImageDecodeError(f"has non-numeric pixels ({hdu.data.dtype})")
-                # float32 in native byte order: one copy the size of the input (the output is float32 too)
-                data = np.asarray(hdu.data, dtype=np.float32).reshape((-1, *shape[-2:]))
-                header = hdu.header.copy()
-                break
-            else:
-                raise ImageDecodeError("is FITS but holds no 2-D image")
-    except ImageDecodeError:
-        raise
-    except (OSError, ValueError, TypeError, IndexError, EOFError) as exc:
-        raise ImageDecodeError(f"is not a readable FITS file ({type(exc).__name__}: {exc})") from exc
+    # float32 in native byte order: one copy the size of the input (the output is float32 too)
+    data, header = read_fits_image(path, max_pixels, np.float32)
     blank = ~np.isfinite(data).all(axis=0)
     return Picture(path, "fits", data, data.shape[0], channels, [UnitMap(p, stretch) for p in data], header,
                    blank if blank.any() else None)

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from flare.runtime.errors import ImageDecodeError
 from flare.runtime.preprocess import StretchSpec, planes_to_rgb, to_rgb
+
+T = TypeVar("T")
 
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
@@ -81,17 +85,22 @@ def load_rgb(
     stretch: StretchSpec = StretchSpec(),
 ) -> np.ndarray:
     """Decode ``path`` to HxWx3 uint8 or raise :class:`ImageDecodeError` naming the file."""
-    path = Path(path)
+    return decode_named(Path(path), lambda p: _load_fits(p, max_pixels, stretch) if is_fits(p)
+                        else _load_pil(p, max_pixels, stretch))
+
+
+def decode_named(path: Path, decode: Callable[[Path], T]) -> T:
+    """``decode(path)`` after refusing a missing or empty file; every decode error names ``path``."""
     try:
         if not path.is_file():
             raise ImageDecodeError("does not exist or is not a file")
         if path.stat().st_size == 0:
             raise ImageDecodeError("is empty (0 bytes)")
-        if is_fits(path):
-            return _load_fits(path, max_pixels, stretch)
-        return _load_pil(path, max_pixels, stretch)
+        return decode(path)
     except ImageDecodeError as exc:
         raise ImageDecodeError(f"{path}: {exc}") from exc.__cause__
+    except OSError as exc:
+        raise ImageDecodeError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
 
 
 def _check_pixels(width: int, height: int, max_pixels: int) -> None:
@@ -120,7 +129,13 @@ def _load_pil(path: Path, max_pixels: int, stretch: StretchSpec) -> np.ndarray:
         raise ImageDecodeError(f"could not be decoded ({type(exc).__name__}: {exc})") from exc
 
 
-def _load_fits(path: Path, max_pixels: int, stretch: StretchSpec) -> np.ndarray:
+def read_fits_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS,
+                    dtype: type = np.float64) -> tuple[np.ndarray, object]:
+    """The first image of a FITS file as ``(planes, H, W)`` of ``dtype`` (1 or 3 planes), and its header.
+
+    Leading length-1 axes are dropped; any other cube is refused before its data is read (a
+    spectral cube can be far larger than one image). Errors are :class:`ImageDecodeError`.
+    """
     global _fits_warnings_silenced
     try:
         from astropy.io import fits
@@ -141,7 +156,6 @@ def _load_fits(path: Path, max_pixels: int, stretch: StretchSpec) -> np.ndarray:
                 while planes and planes[0] == 1:
                     planes = planes[1:]
                 if planes not in ((), (3,)):
-                    # refuse before reading: a spectral cube can be far larger than one image
                     raise ImageDecodeError(
                         f"has data of shape {shape}; expected a 2-D image or a cube of 3 planes")
                 _check_pixels(shape[-1], shape[-2], max_pixels)
@@ -150,9 +164,13 @@ def _load_fits(path: Path, max_pixels: int, stretch: StretchSpec) -> np.ndarray:
                     continue
                 if not np.issubdtype(data.dtype, np.number):
                     raise ImageDecodeError(f"has non-numeric pixels ({data.dtype})")
-                return planes_to_rgb(np.asarray(data, dtype=np.float64), stretch)
+                return np.asarray(data, dtype=dtype).reshape((-1, *shape[-2:])), hdu.header.copy()
     except ImageDecodeError:
         raise
     except (OSError, ValueError, TypeError, IndexError, EOFError) as exc:
         raise ImageDecodeError(f"is not a readable FITS file ({type(exc).__name__}: {exc})") from exc
     raise ImageDecodeError("is FITS but holds no 2-D image")
+
+
+def _load_fits(path: Path, max_pixels: int, stretch: StretchSpec) -> np.ndarray:
+    return planes_to_rgb(read_fits_image(path, max_pixels)[0], stretch)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from flare.runtime.errors import FlareError
+from flare.runtime.errors import FlareError, UsageError
 
 #: precision -> (max relative difference, min top-1 agreement)
 TOLERANCES = {"fp32": (1e-3, 1.0), "fp16": (2e-2, 0.97), "int8": (float("inf"), 0.85)}
@@ -51,6 +51,29 @@ class ParityReport:
                     f"{self.max_abs_diff:.2e} -> {'PASS' if self.passed else 'FAIL'}")
         return (f"parity on {self.samples} {self.inputs}: max abs {self.max_abs_diff:.2e}, "
                 f"max rel {self.max_rel_diff:.2e}{top1} -> {'PASS' if self.passed else 'FAIL'}")
+
+
+@dataclass
+class GateReport:
+    """The gate of a bundle of several models: it passes when every part passes."""
+
+    parts: dict[str, ParityReport]
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.parts.values())
+
+    @property
+    def tolerance(self) -> dict[str, dict[str, float]]:
+        return {name: r.tolerance for name, r in self.parts.items()}
+
+    def summary(self) -> str:
+        failed = [name for name, r in self.parts.items() if not r.passed]
+        verdict = "PASS" if not failed else f"FAIL ({', '.join(failed)})"
+        return f"parity of {len(self.parts)} parts ({', '.join(self.parts)}) -> {verdict}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "parts": {name: r.to_dict() for name, r in self.parts.items()}}
 
 
 def compare(reference: np.ndarray, candidate: np.ndarray, precision: str, inputs: str,
@@ -113,3 +136,29 @@ def run_onnx(path: Path, feeds: dict[str, np.ndarray], batch: int = 16) -> tuple
         first = outputs[0].name
         results = [runner.infer({k: v[i:i + batch] for k, v in feeds.items()})[first] for i in range(0, n, batch)]
         return np.concatenate(results), runner.name
+
+
+def sample_images(calib: Path | None, data: Path | None, samples: int) -> tuple[list[np.ndarray], str]:
+    """Up to ``samples`` real images (HxWx3 uint8) spread over ``--calib`` or else the run's
+    ``data`` folder, and a phrase saying where they came from.
+
+    Synthetic sky is the last resort, and the phrase says so: a gate on made-up images
+    proves less than one on the user's own.
+    """
+    from flare.runtime.imageio import list_images, load_rgb
+
+    folder, where = (calib, f"images from {calib}") if calib is not None else \
+        (data, f"images from the run's data {data}")
+    if folder is not None:
+        if not Path(folder).is_dir():
+            raise UsageError(f"{folder} is not a folder of images; pass --calib DIR")
+        files = list_images(Path(folder))[0]
+        if not files:
+            raise UsageError(f"{folder} holds no images; pass --calib DIR")
+        chosen = [files[i] for i in np.linspace(0, len(files) - 1, min(samples, len(files))).astype(int)]
+        return [load_rgb(Path(folder) / f) for f in chosen], where
+    from flare.training.data.synth import render
+
+    rng = np.random.default_rng(0)
+    return [render(name, rng, 256) for name in ("galaxy", "nebula", "star")], \
+        "synthetic sky images (no data given: pass --calib DIR to check on real images)"

@@ -50,5 +50,6 @@ class HalfPrecision(nn.Module):
         if fp32_layernorm:
             _keep_layernorms_fp32(self.model)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.half()).float()
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        half = [x.half() if x.is_floating_point() else x for x in inputs]
+        return self.model(*half).float()

@@ -25,11 +25,10 @@ from torch import nn
 
 from flare.export.bundle import bundle_files, library_versions, publish_checked, staging_dir
 from flare.export.onnx_export import export_onnx, finalize, tensor_specs
-from flare.export.parity import ParityReport, compare_images, run_onnx
+from flare.export.parity import ParityReport, compare_images, run_onnx, sample_images
 from flare.export.precision import HalfPrecision
 from flare.runtime.artifacts import Manifest, SRRun, identify, sha256
 from flare.runtime.errors import UsageError
-from flare.runtime.imageio import list_images, load_rgb
 from flare.runtime.paths import check_apart
 from flare.runtime.preprocess import EnhanceSpec
 from flare.runtime.progress import log
@@ -114,21 +113,8 @@ def parity_cases(images: list[np.ndarray], config: SwinIRConfig, tile: int) -> l
 
 def parity_images(source: SRSource, calib: Path | None, samples: int = 6) -> tuple[list[np.ndarray], str]:
     """Real images from ``--calib`` or the RUN's data; synthetic sky as a last resort (said so)."""
-    folder, where = (calib, f"crops of images from {calib}") if calib is not None else \
-        (source.data, f"crops of images from the run's data {source.data}")
-    if folder is not None:
-        if not Path(folder).is_dir():
-            raise UsageError(f"{folder} is not a folder of images; pass --calib DIR")
-        files = list_images(Path(folder))[0]
-        if not files:
-            raise UsageError(f"{folder} holds no images; pass --calib DIR")
-        chosen = [files[i] for i in np.linspace(0, len(files) - 1, min(samples, len(files))).astype(int)]
-        return [load_rgb(Path(folder) / f) for f in chosen], where
-    from flare.training.data.synth import render
-
-    rng = np.random.default_rng(0)
-    return [render(name, rng, 256) for name in ("galaxy", "nebula", "star")], \
-        "crops of synthetic sky images (no data given: pass --calib DIR to check on real images)"
+    images, where = sample_images(calib, source.data, samples)
+    return images, f"crops of {where}"
 
 
 def _torch_outputs(model: nn.Module, cases: list[np.ndarray]) -> list[np.ndarray]:

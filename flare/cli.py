@@ -49,6 +49,7 @@ INSTALLED_BY = {
     "openvino": ("openvino", "openvino"),
     "astropy": ("astropy", None), "numpy": ("numpy", None), "PIL": ("pillow", None),
     "png": ("pypng", None), "tifffile": ("tifffile", None),
+    "tokenizers": ("tokenizers", None),
 }
 
 

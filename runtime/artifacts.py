@@ -32,6 +32,7 @@ from typing import Any, ClassVar, TypeVar
 
 from flare.runtime.atomic import write_json
 from flare.runtime.errors import ArtifactError, BundleError, one_line
+from flare.runtime.generation_spec import GenerationSpec
 from flare.runtime.preprocess import EnhanceSpec, PreprocessSpec
 
 A = TypeVar("A", bound="Artifact")
@@ -399,6 +400,18 @@ class TensorSpec:
 
 
 @dataclass
+class ModelIO:
+    """The inputs and outputs of one model file of a bundle that holds several (generate)."""
+
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+
+#: The model files of a generate bundle: the first two always, the rest when the source has them.
+GENERATE_MODELS = ("unet", "vae_decoder", "vae_encoder", "text_encoder")
+
+
+@dataclass
 class Labels:
     """Output order of a classifier and how it rolls up to macro classes.
 
@@ -458,6 +471,13 @@ class Manifest(Artifact):
     source: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Per model file (generate bundles hold several); ``inputs`` / ``outputs`` are the UNet's.
+    models: dict[str, ModelIO] = field(default_factory=dict)
+
+    def specs_of(self, model_key: str) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        """The inputs and outputs of the model file ``model_key``."""
+        io = self.models.get(model_key)
+        return (io.inputs, io.outputs) if io is not None else (self.inputs, self.outputs)
 
     def validate(self) -> None:
         if self.task not in TASKS:
@@ -485,6 +505,17 @@ class Manifest(Artifact):
             if first.dtype != "float32" or len(first.shape) != 4 or first.shape[1] != enhance.channels:
                 raise BundleError(f"the preprocessing feeds float32 (batch, {enhance.channels}, height, width) but "
                                   f"the model input '{first.name}' is {first.dtype} {first.shape}")
+        if self.task == "generate":
+            spec = GenerationSpec.from_dict(self.preprocessing)
+            missing = [k for k in ("unet", "vae_decoder", "class_embeddings") if k not in self.files]
+            if missing:
+                raise BundleError(f"a generate bundle needs the files {', '.join(missing)} in its manifest")
+            unknown = sorted(set(self.models) - set(GENERATE_MODELS))
+            if unknown or any(k not in self.models for k in GENERATE_MODELS if k in self.files):
+                raise BundleError(f"the manifest's 'models' must describe each of {', '.join(GENERATE_MODELS)} "
+                                  "it holds, and nothing else")
+            if spec.text is not None and not {"text_encoder", "tokenizer"} <= set(self.files):
+                raise BundleError("the manifest describes a tokenizer but names no text_encoder and tokenizer files")
 
     @classmethod
     def remedy(cls) -> str:
@@ -494,6 +525,8 @@ class Manifest(Artifact):
         d = super().to_dict()
         if self.labels is None:
             d.pop("labels")
+        if not self.models:
+            d.pop("models")
         return d
 
     @classmethod

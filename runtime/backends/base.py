@@ -157,15 +157,15 @@ def open_runner(bundle: Path, manifest: Manifest, backend: str = "auto", model_k
         engine = manifest.files.get(f"engine_{model_key}") or manifest.files.get("engine")
         if engine is None:
             raise BackendError(f"{bundle} has no TensorRT engine; re-export with --engine on this GPU")
-        return TensorRTRunner(bundle / engine.path, manifest.inputs, manifest.outputs, engine.max_batch)
+        return TensorRTRunner(bundle / engine.path, *manifest.specs_of(model_key), engine.max_batch)
     entry = manifest.files[model_key]
     if backend == "openvino":
         from flare.runtime.backends.openvino_runner import OpenVINORunner
 
-        return OpenVINORunner(bundle / entry.path, manifest.inputs, manifest.outputs, max_batch=entry.max_batch,
+        return OpenVINORunner(bundle / entry.path, *manifest.specs_of(model_key), max_batch=entry.max_batch,
                               specs_from=str(bundle / Manifest.FILE))
     from flare.runtime.backends.ort_runner import OnnxRuntimeRunner
 
-    return OnnxRuntimeRunner(bundle / entry.path, manifest.inputs, manifest.outputs, backend=backend,
+    return OnnxRuntimeRunner(bundle / entry.path, *manifest.specs_of(model_key), backend=backend,
                              cache_dir=bundle / "trt_cache", fp16=manifest.precision == "fp16",
                              max_batch=entry.max_batch, specs_from=str(bundle / Manifest.FILE), spin=spin)

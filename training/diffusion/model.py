@@ -36,16 +36,16 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
 from flare.runtime.artifacts import Conditioner, DiffusionRun, quote_error
 from flare.runtime.atomic import publish_folder
 from flare.runtime.errors import ArtifactError, FlareError, UsageError
+from flare.runtime.generation_spec import initial_noise, prompt_for, source_input
+from flare.runtime.generation_spec import to_uint8 as _to_uint8
 
 #: The conditioner's weights inside ``conditioner/`` of a RUN.
 CONDITIONER_WEIGHTS = "conditioner.safetensors"
-PROMPT_TEMPLATE = "An image of {cls} in space"
 SAMPLERS = ("dpmpp", "ddim")
 PREDICTIONS = ("epsilon", "v_prediction")
 #: Scheduler settings a pipeline's own scheduler config may carry and ours honour.
@@ -160,11 +160,6 @@ def get_config(name: str, **overrides: Any) -> DiffusionConfig:
     cfg = replace(CONFIGS[name], **{k: v for k, v in overrides.items() if v is not None})
     cfg.validate()
     return cfg
-
-
-def prompt_for(cls: str) -> str:
-    """The authors' class-concatenated prompt."""
-    return PROMPT_TEMPLATE.format(cls=cls)
 
 
 def condition_dropout(labels: torch.Tensor, null_index: int, cond_drop: float, image_drop: float,
@@ -325,21 +320,13 @@ def local_folder(path: str | Path, what: str) -> Path:
 
 
 def to_model_input(image: np.ndarray, size: int) -> torch.Tensor:
-    """HxWx3 uint8 -> 3 x size x size in [-1, 1]: centre square crop, then bicubic resize."""
-    h, w = image.shape[:2]
-    s = min(h, w)
-    top, left = (h - s) // 2, (w - s) // 2
-    img = Image.fromarray(np.ascontiguousarray(image[top:top + s, left:left + s]))
-    if s != size:
-        img = img.resize((size, size), Image.Resampling.BICUBIC)
-    x = torch.from_numpy(np.asarray(img, dtype=np.float32)).permute(2, 0, 1)
-    return x / 127.5 - 1.0
+    """HxWx3 uint8 -> 3 x size x size in [-1, 1], as the runtime prepares a source image."""
+    return torch.from_numpy(source_input(image, size))
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """B x 3 x H x W in [-1, 1] -> B x H x W x 3 uint8."""
-    x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
+    """B x 3 x H x W in [-1, 1] -> B x H x W x 3 uint8, as the runtime writes images."""
+    return _to_uint8(x.detach().float().cpu().numpy())
 
 
 def make_scheduler(sampler: str, config: dict[str, Any], order: int = 3) -> Any:
@@ -454,8 +441,7 @@ class LatentDiffusion(nn.Module):
         self.eval()
         dev, n = self.device, len(names)
         shape = (self.latent_channels, self.latent_size, self.latent_size)
-        noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
-        noise = noise.to(dev, self.unet.dtype)
+        noise = torch.from_numpy(np.stack([initial_noise(s, shape) for s in seeds])).to(dev, self.unet.dtype)
         scheduler = make_scheduler(sampler, self.scheduler_config, order)
         scheduler.set_timesteps(steps, device=dev)
         timesteps = scheduler.timesteps

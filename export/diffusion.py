@@ -1,0 +1,307 @@
+"""``flare export diffusion``: a ``train-diffusion`` RUN or a local Stable-Diffusion-shaped
+pipeline folder to a checked ``generate`` bundle.
+
+The bundle holds one ONNX graph per part, each with a dynamic batch:
+
+* ``unet.onnx``: ``sample``, ``timestep``, ``encoder_hidden_states`` (and ``source_latent``
+  for our image-variation models, pooled inside the graph exactly as in training) ->
+  ``noise_pred``. Guidance runs it once per step at twice the batch.
+* ``vae_decoder.onnx``: ``latent`` (scaled, as the sampler holds it) -> ``images`` in [-1, 1].
+* ``vae_encoder.onnx``: ``images`` -> ``latent`` (the scaled posterior mean), for ``--source``.
+* ``text_encoder.onnx`` + ``tokenizer.json`` when the source has a CLIP text encoder, so
+  free-text prompts work without torch (the ``tokenizers`` package is torch-free).
+* ``class_embeddings.npy``: the encoded class prompts ("An image of {class} in space") and
+  last the null prompt, so class-prompted generation needs no text encoder at all.
+
+Every part passes its own parity gate on real data: the user's images (``--calib`` or the
+RUN's data) through the VAE encoder give real latents, which are noised at timesteps across
+the schedule for the UNet and decoded for the decoder, at batches 1 to 3. A failing part
+refuses the whole bundle.
+
+fp16 puts the UNet in half precision with fp32 inputs and outputs. The VAE decoder is known
+to overflow in fp16 (NaN or black images, diffusers #1083 / #7188), so it is only kept in
+fp16 when it stays finite and within the fp16 image tolerance on the real latents; otherwise
+it stays fp32 and the manifest says why. The encoder and text encoder stay fp32 (they run
+once per image, not once per step).
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from flare.export.bundle import bundle_files, library_versions, publish_checked, staging_dir
+from flare.export.onnx_export import export_onnx, finalize, tensor_specs
+from flare.export.parity import GateReport, ParityReport, compare, compare_images, sample_images
+from flare.export.precision import HalfPrecision
+from flare.runtime.artifacts import DiffusionRun, Manifest, ModelIO, identify, sha256
+from flare.runtime.errors import FlareError, UsageError
+from flare.runtime.generation_spec import GenerationSpec, TextSpec, prompt_for, source_input
+from flare.runtime.paths import check_apart
+from flare.runtime.progress import log
+from flare.runtime.tokenizer import PromptTokenizer
+
+#: The largest UNet batch (guided: twice the images) a TensorRT engine built here accepts.
+ENGINE_MAX_BATCH = 16
+#: Timesteps the UNet gate checks, across the whole schedule (noisy to nearly clean).
+GATE_TIMESTEPS = (999, 700, 400, 100, 10, 1)
+#: Free-text prompts the text-encoder gate checks beside the class prompts and "".
+GATE_PROMPTS = ("a faint spiral galaxy seen edge on with a dust lane", "star")
+
+
+class UNetGraph(nn.Module):
+    """The UNet as the runtime calls it; ``source_latent`` only for image-variation models."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                source_latent: torch.Tensor | None = None) -> torch.Tensor:
+        cond = None if source_latent is None else self.model.image_condition(source_latent)
+        return self.model.predict(sample, timestep, encoder_hidden_states, cond)
+
+
+class DecoderGraph(nn.Module):
+    """Scaled latents -> images in [-1, 1] (the scaling factor is inside the graph)."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(latent)
+
+
+class EncoderGraph(nn.Module):
+    """Images in [-1, 1] -> scaled latents (the posterior mean: deterministic)."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.encode(images)
+
+
+class TextGraph(nn.Module):
+    """Token ids -> the text encoder's last hidden state (the UNet's context)."""
+
+    def __init__(self, text_encoder: nn.Module) -> None:
+        super().__init__()
+        self.text_encoder = text_encoder
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.text_encoder(input_ids)[0]
+
+
+@dataclass
+class Part:
+    """One ONNX file of the bundle: how to build it and what to check it on."""
+
+    name: str
+    graph: nn.Module
+    inputs: list[str]
+    output: str
+    dynamic: dict[str, dict[int, str]]
+    cases: list[dict[str, np.ndarray]]
+    images: bool = False  # outputs are images in [-1, 1]: judged by PSNR
+
+
+def _reference(graph: nn.Module, case: dict[str, np.ndarray]) -> np.ndarray:
+    with torch.inference_mode():
+        return graph(*(torch.from_numpy(v) for v in case.values())).float().numpy()
+
+
+def _gate(part: Part, path: Path, precision: str, where: str) -> ParityReport:
+    """Compare ONNX Runtime with PyTorch fp32 on every case of ``part``."""
+    from flare.export.parity import run_onnx
+
+    refs, cands, backend = [], [], ""
+    for case in part.cases:
+        refs.append(_reference(part.graph, case))
+        got, backend = run_onnx(path, case)
+        cands.append(got)
+    if part.images:
+        pairs = [((r + 1) / 2, (c + 1) / 2) for r, c in zip(refs, cands)]
+        return compare_images(pairs, precision, where, backend)
+    return compare(np.concatenate(refs), np.concatenate(cands), precision, where, backend, classify=False)
+
+
+def _export_part(part: Part, stage: Path, precision: str, where: str) -> tuple[ParityReport, dict[str, str]]:
+    path = stage / f"{part.name}.onnx"
+    graph = HalfPrecision(part.graph) if precision == "fp16" else part.graph
+    example = tuple(torch.from_numpy(v) for v in part.cases[min(1, len(part.cases) - 1)].values())
+    log(f"exporting {part.name} ({precision})")
+    notes = export_onnx(graph, example, path, part.inputs, [part.output], part.dynamic)
+    notes.update(finalize(path))
+    return _gate(part, path, precision, where), notes
+
+
+def _batches(rows: np.ndarray, sizes: tuple[int, ...] = (1, 2, 3)) -> list[np.ndarray]:
+    """Consecutive batches of the given sizes, cycling through ``rows``."""
+    out, k = [], 0
+    for b in sizes:
+        out.append(np.stack([rows[(k + i) % len(rows)] for i in range(b)]))
+        k += b
+    return out
+
+
+def _alphas_cumprod(config: dict[str, Any]) -> np.ndarray:
+    from flare.runtime.schedulers import beta_schedule
+
+    return np.cumprod(1.0 - beta_schedule(config))
+
+
+def export_diffusion(source: Path, out: Path, *, precision: str = "fp32", calib: Path | None = None,
+                     classes: list[str] | None = None, engine: bool = False,
+                     allow_parity_failure: bool = False) -> tuple[Path, GateReport]:
+    """Export, check and write the bundle; raises :class:`ParityError` when a part fails its gate."""
+    from flare.training.diffusion.model import TextPromptEncoder, _schedule_kwargs, load_diffusion
+
+    if precision not in ("fp32", "fp16"):
+        raise UsageError(f"--precision must be fp32 or fp16 for diffusion, not {precision!r}")
+    check_apart((Path(out), "--out"), [(Path(source), "RUN_OR_PIPELINE")])
+    model = load_diffusion(source, "cpu").float().eval()
+    is_run = model.info.kind == "run"
+    if is_run and classes:
+        raise UsageError("--classes is for pipelines; a RUN generates the classes it was trained on "
+                         f"({', '.join(model.info.classes or [])})")
+    names = list(model.info.classes or []) if is_run else list(dict.fromkeys(classes or []))
+    text = model.cond if isinstance(model.cond, TextPromptEncoder) else None
+
+    data = Path(DiffusionRun.load(source).train.data) if is_run and identify(source) is DiffusionRun else None
+    pictures, where = sample_images(calib, data, 6)
+    images = np.stack([source_input(p, model.image_size) for p in pictures])
+    with torch.inference_mode():
+        latents = model.encode(torch.from_numpy(images)).float().numpy()
+        table = model.cond.encode([*names, None]).float().numpy()
+    log(f"parity data: {len(pictures)} {where}, encoded to real latents {tuple(latents.shape[1:])}")
+
+    rng = np.random.default_rng(0)
+    ac = _alphas_cumprod(_schedule_kwargs(model.scheduler_config))
+    unet_cases = []
+    for k, x0 in enumerate(_batches(latents)):
+        b = len(x0)
+        t = np.array([GATE_TIMESTEPS[(k + i) % len(GATE_TIMESTEPS)] for i in range(b)])
+        a = ac[t].astype(np.float32).reshape(-1, 1, 1, 1)
+        noise = rng.standard_normal(x0.shape, dtype=np.float32)
+        case = {"sample": np.sqrt(a) * x0 + np.sqrt(1 - a) * noise, "timestep": t.astype(np.float32),
+                "encoder_hidden_states": table[[(k + i) % len(table) for i in range(b)]]}
+        if model.info.image_mode == "channels":
+            src = x0[::-1].copy()
+            src[0] = 0.0  # the unconditional half of a guided batch: no source image
+            case["source_latent"] = src
+        unet_cases.append(case)
+    batch = {0: "batch"}
+    unet_inputs = list(unet_cases[0])
+    parts = [
+        Part("unet", UNetGraph(model), unet_inputs, "noise_pred", {n: batch for n in unet_inputs}, unet_cases),
+        Part("vae_decoder", DecoderGraph(model), ["latent"], "images", {"latent": batch},
+             [{"latent": x} for x in _batches(latents)], images=True),
+    ]
+    if model.supports_image_variation:
+        parts.append(Part("vae_encoder", EncoderGraph(model), ["images"], "latent", {"images": batch},
+                          [{"images": x} for x in _batches(images)]))
+    tokenizer_spec = None
+    if text is not None:
+        ids = text.tokenizer([prompt_for(n) for n in names] + ["", *GATE_PROMPTS], padding="max_length",
+                             max_length=text.tokenizer.model_max_length, truncation=True,
+                             return_tensors="np").input_ids.astype(np.int64)
+        parts.append(Part("text_encoder", TextGraph(text.text_encoder), ["input_ids"], "last_hidden_state",
+                          {"input_ids": batch}, [{"input_ids": x} for x in _batches(ids)]))
+        tokenizer_spec = TextSpec(max_length=int(text.tokenizer.model_max_length),
+                                  pad_id=int(text.tokenizer.pad_token_id))
+
+    stage = staging_dir(out)
+    try:
+        reports: dict[str, ParityReport] = {}
+        notes: dict[str, Any] = {}
+        for part in parts:
+            half = precision == "fp16" and part.name in ("unet", "vae_decoder")
+            report, part_notes = _export_part(part, stage, "fp16" if half else "fp32", where)
+            if part.name == "vae_decoder" and half and not report.passed:
+                log(f"the fp16 VAE decoder fails on real latents ({report.summary()}); keeping it in fp32")
+                part_notes["fp32_reason"] = f"fp16 failed its gate on real latents: {report.summary()}"
+                report, more = _export_part(part, stage, "fp32", where)
+                part_notes.update(more)
+                half = False
+            part_notes["precision"] = "fp16 (fp32 inputs and outputs)" if half else "fp32"
+            reports[part.name], notes[part.name] = report, part_notes
+            log(f"{part.name}: {report.summary()}")
+        files = {p.name: f"{p.name}.onnx" for p in parts}
+        np.save(stage / "class_embeddings.npy", table.astype(np.float32), allow_pickle=False)
+        files["class_embeddings"] = "class_embeddings.npy"
+        if text is not None:
+            reports["tokenizer"] = _save_tokenizer(text.tokenizer, stage / "tokenizer.json", tokenizer_spec,
+                                                   [prompt_for(n) for n in names] + ["", *GATE_PROMPTS])
+            files["tokenizer"] = "tokenizer.json"
+        limits = {}
+        if engine:
+            limits = _build_engines(stage, parts, files, precision)
+        gate = GateReport(reports)
+        models = {p.name: ModelIO(*tensor_specs(stage / f"{p.name}.onnx")) for p in parts}
+        spec = GenerationSpec(image_size=model.image_size, latent_channels=model.latent_channels,
+                              latent_size=model.latent_size, classes=names,
+                              image_mode=model.info.image_mode if model.supports_image_variation else None,
+                              scheduler=_schedule_kwargs(model.scheduler_config), text=tokenizer_spec)
+        weights = Path(source) / "unet" / "diffusion_pytorch_model.safetensors"
+        manifest = Manifest(
+            task="generate", files=bundle_files(stage, files, limits), inputs=models["unet"].inputs,
+            outputs=models["unet"].outputs, models=models, precision=precision, preprocessing=spec.to_dict(),
+            parity=gate.to_dict(),
+            source={"model": f"diffusion {model.info.kind}", "checkpoint": str(Path(source).resolve()),
+                    "sha256": sha256(weights) if weights.is_file() else None, **model.info.extra},
+            versions=library_versions(), extra={"export": notes})
+        manifest.save(stage)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return publish_checked(stage, Path(out), gate, allow_parity_failure), gate
+
+
+def _save_tokenizer(tokenizer: Any, path: Path, spec: TextSpec, prompts: list[str]) -> ParityReport:
+    """Write the fast-tokenizer file and check the runtime's tokenisation gives the same ids."""
+    from transformers import CLIPTokenizerFast
+
+    folder = Path(tokenizer.name_or_path)
+    try:
+        fast = tokenizer if tokenizer.is_fast else CLIPTokenizerFast.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise FlareError(f"cannot convert the tokenizer in {folder} for the runtime ({exc}); "
+                         "save it with save_pretrained from transformers") from exc
+    fast.backend_tokenizer.save(str(path))
+    want = tokenizer(prompts, padding="max_length", max_length=spec.max_length, truncation=True,
+                     return_tensors="np").input_ids
+    got = PromptTokenizer(path, spec).encode(prompts)
+    same = float((got == want).all(axis=1).mean())
+    return ParityReport(compared="transformers tokenizer vs runtime tokenizer", inputs=f"{len(prompts)} prompts",
+                        samples=len(prompts), max_abs_diff=float(np.abs(got - want).max()), max_rel_diff=0.0,
+                        top1_agreement=same, tolerance={"min_exact_agreement": 1.0}, passed=same == 1.0,
+                        backend="tokenizers")
+
+
+def _build_engines(stage: Path, parts: list[Part], files: dict[str, str], precision: str) -> dict[str, int]:
+    """TensorRT engines for the UNet and the VAE decoder (the per-step and per-image parts)."""
+    from flare.export.tensorrt import build_engine
+
+    limits = {}
+    for part in parts:
+        if part.name not in ("unet", "vae_decoder"):
+            continue
+        top = ENGINE_MAX_BATCH if part.name == "unet" else ENGINE_MAX_BATCH // 2
+        profile = {}
+        for name, value in part.cases[0].items():
+            rest = tuple(value.shape[1:])
+            profile[name] = ((1, *rest), (2, *rest), (top, *rest))
+        plan = f"{part.name}.plan"
+        build_engine(stage / files[part.name], stage / plan, precision, profile)
+        files[f"engine_{part.name}"] = plan
+        limits[f"engine_{part.name}"] = top
+    return limits

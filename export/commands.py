@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from flare.options import (COUNT, NON_NEGATIVE, PIXELS, CommandGroup, InputPath, OutputPath, RunOrName,
+from flare.options import (COUNT, NON_NEGATIVE, PIXELS, CommandGroup, CommaList, InputPath, OutputPath, RunOrName,
                            input_size)
 
 
@@ -67,5 +67,30 @@ def sr(checkpoint: Path, out: Path, precision: str, calib: Path | None, tile: in
 
     path, report = export_sr(checkpoint, out, precision=precision, calib=calib, tile=tile, overlap=overlap,
                              engine=engine, allow_parity_failure=allow_parity_failure)
+    log(report.summary())
+    log(f"bundle written to {path}")
+
+
+@export.command()
+@click.argument("source", metavar="RUN_OR_PIPELINE", type=InputPath("dir"))
+@click.option("--out", type=OutputPath("dir", made_by="manifest.json"), required=True, help="Bundle folder to write.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+              help="fp16 puts the UNet in half precision (fp32 inputs and outputs); the VAE decoder only when it "
+                   "passes on real latents.")
+@click.option("--calib", type=InputPath("dir"), default=None,
+              help="Folder of images whose latents the parity check uses (default: the RUN's data).")
+@click.option("--classes", type=CommaList(click.STRING), default=None,
+              help="For a pipeline: class names whose prompts are encoded into the bundle (comma-separated).")
+@click.option("--engine", is_flag=True, help="Also build TensorRT engines for the UNet and VAE decoder.")
+@click.option("--allow-parity-failure", is_flag=True,
+              help="Write the bundle even if a part disagrees with PyTorch (marked failed in the manifest).")
+def diffusion(source: Path, out: Path, precision: str, calib: Path | None, classes: list[str] | None, engine: bool,
+              allow_parity_failure: bool) -> None:
+    """Export a 'flare train-diffusion' RUN or a local Stable-Diffusion pipeline folder as a generate bundle."""
+    from flare.export.diffusion import export_diffusion
+    from flare.runtime.progress import log
+
+    path, report = export_diffusion(source, out, precision=precision, calib=calib, classes=classes, engine=engine,
+                                    allow_parity_failure=allow_parity_failure)
     log(report.summary())
     log(f"bundle written to {path}")

@@ -34,6 +34,7 @@ COMMANDS = {
     "classify": ("flare.runtime.commands", "classify"),
     "triage": ("flare.runtime.commands", "triage"),
     "enhance": ("flare.runtime.commands", "enhance"),
+    "generate": ("flare.runtime.commands", "generate"),
     "bench": ("flare.benchmarks.commands", "bench"),
     "demo": ("flare.demo", "demo"),
 }

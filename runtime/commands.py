@@ -1,4 +1,4 @@
-"""Click commands of the torch-free runtime: info, classify, triage, enhance."""
+"""Click commands of the torch-free runtime: info, classify, triage, enhance, generate."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from flare.options import COUNT, FRACTION, NON_NEGATIVE, FlareCommand, InputPath, OutputPath
+from flare.options import COUNT, FRACTION, NON_NEGATIVE, SEED_RANGE, FlareCommand, InputPath, OutputPath
 from flare.runtime.backends.base import BACKENDS
 
 if TYPE_CHECKING:
@@ -46,28 +46,43 @@ def info(bundle: Path, as_json: bool, backend: str) -> None:
     if manifest.task == "enhance":
         lines.append(f"enhance     x{pre.get('scale')} {pre.get('color')}, window {pre.get('window')}, recommended tiles "
                      f"{pre.get('tile')} px overlapping by {pre.get('overlap')}")
-    elif pre:
+    elif pre and manifest.task == "classify":
         lines.append(f"preprocess  {pre.get('size')} px {pre.get('interpolation')}, mean {pre.get('mean')}, "
                      f"std {pre.get('std')}, FITS {pre.get('stretch', {}).get('kind')} stretch")
-    parity = manifest.parity
-    if parity and parity.get("psnr_db") is not None:
-        lines.append(f"parity      {'PASS' if parity.get('passed') else 'FAIL'}: PSNR {parity['psnr_db']:.1f} dB, max abs "
-                     f"{parity.get('max_abs_diff'):.2e} on {parity.get('samples')} {parity.get('inputs')}")
-    elif parity:
-        lines.append(f"parity      {'PASS' if parity.get('passed') else 'FAIL'}: max abs {parity.get('max_abs_diff'):.2e}, "
-                     f"top-1 agreement {parity.get('top1_agreement')} on {parity.get('samples')} {parity.get('inputs')}")
+    if manifest.task == "generate":
+        lines.append(f"generate    {pre.get('image_size')} px images from {pre.get('latent_channels')}x{pre.get('latent_size')}"
+                     f"x{pre.get('latent_size')} latents; classes {', '.join(pre.get('classes') or []) or '(none tabled)'}; "
+                     f"{'free-text prompts' if pre.get('text') else 'no text encoder'}; source images: "
+                     f"{pre.get('image_mode') or 'no'}")
+    parts = manifest.parity.get("parts") if manifest.task == "generate" else {"model": manifest.parity}
+    for name, parity in (parts or {}).items():
+        if parity:
+            lines.append(f"parity      {'' if name == 'model' else name + ' '}{_parity_text(parity)}")
     src = manifest.source
     lines.append(f"source      {src.get('model')} {src.get('checkpoint') or '(random weights)'}")
     lines.append(f"made with   {', '.join(f'{k} {v}' for k, v in manifest.versions.items())}")
     packages = installed_onnxruntime_packages()
     lines.append(f"onnxruntime {', '.join(packages) or 'not installed'}"
                  + ("  WARNING: more than one ONNX Runtime package; uninstall all and install one" if len(packages) > 1 else ""))
-    model_key = "model" if "model" in manifest.files else next(iter(manifest.files))
+    model_key = "model" if "model" in manifest.files else "unet" if "unet" in manifest.files else next(iter(manifest.files))
     with open_runner(bundle, manifest, backend, model_key) as runner:
         lines.append(f"runs on     {runner.name}"
                      + (f" (batches up to {runner.max_batch})" if runner.max_batch else ""))
         lines.extend(f"dropped     {note}" for note in runner.notes)
     click.echo("\n".join(lines))
+
+
+def _parity_text(parity: dict) -> str:
+    """One part's parity figures as a person reads them."""
+    verdict = "PASS" if parity.get("passed") else "FAIL"
+    if parity.get("psnr_db") is not None:
+        figures = f"PSNR {parity['psnr_db']:.1f} dB, max abs {parity.get('max_abs_diff'):.2e}"
+    elif parity.get("max_abs_diff") is not None:
+        top1 = parity.get("top1_agreement")
+        figures = f"max abs {parity['max_abs_diff']:.2e}" + ("" if top1 is None else f", top-1 agreement {top1}")
+    else:
+        figures = "no figures"
+    return f"{verdict}: {figures} on {parity.get('samples')} {parity.get('inputs')}"
 
 
 @click.command(cls=FlareCommand)
@@ -161,3 +176,61 @@ def enhance(bundle: Path, images: tuple[Path, ...], out: Path, tile: int | None,
         summary = enhance_files(enhancer, list(images), out, display=display, bar=bar)
     click.echo(summary.format())
     raise_if_failed(summary)
+
+
+@click.command(cls=FlareCommand)
+@click.argument("bundle", type=InputPath("dir"))
+@click.option("--class", "class_name", default=None, help="Class to generate (the prompt 'An image of {class} in space').")
+@click.option("--prompt", default=None, help="Free-text prompt instead of a class (needs a bundle with a text encoder).")
+@click.option("-n", "count", type=COUNT, default=1, show_default=True, help="Images to generate; image j has seed SEED+j.")
+@click.option("--out", type=OutputPath("dir"), required=True,
+              help="Folder for the PNGs (re-running skips images already made with the same settings).")
+@click.option("--steps", type=COUNT, default=None, help="Sampler steps (default: the bundle's, 50).")
+@click.option("--guidance", type=click.FloatRange(min=0.0), default=None,
+              help="Classifier-free guidance scale; 1 turns guidance off (default: the bundle's, 8).")
+@click.option("--seed", type=SEED_RANGE, default=0, show_default=True,
+              help="Seed of the first image (each file name carries its image's seed).")
+@click.option("--sampler", type=click.Choice(["ddim", "dpmpp"]), default=None,
+              help="DDIM or DPM-Solver++ multistep (default: the bundle's, dpmpp).")
+@click.option("--order", type=click.IntRange(1, 3), default=None, help="DPM-Solver++ order (default: the bundle's, 3).")
+@click.option("--source", type=InputPath("file"), default=None,
+              help="Source image for image variation (the model keeps its layout and colours).")
+@click.option("--strength", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
+              help="With --source on a text-to-image pipeline: how far the source is re-noised (default 0.75).")
+@click.option("--batch", type=COUNT, default=4, show_default=True, help="Images sampled together.")
+@BACKEND_OPTION
+def generate(bundle: Path, class_name: str | None, prompt: str | None, count: int, out: Path, steps: int | None,
+             guidance: float | None, seed: int, sampler: str | None, order: int | None, source: Path | None,
+             strength: float | None, batch: int, backend: str) -> None:
+    """Generate images of a class (or a prompt) with a generate bundle, without torch."""
+    from flare.runtime.errors import UsageError
+    from flare.runtime.generate import Generator
+    from flare.runtime.generate_files import Request, generate_files
+    from flare.runtime.imageio import load_rgb
+    from flare.runtime.progress import log, progress_bar
+
+    if (class_name is None) == (prompt is None):
+        raise UsageError("give either --class NAME or --prompt TEXT")
+    with Generator(bundle, backend=backend, batch=batch) as generator:
+        defaults = generator.spec.defaults
+        request = Request(name=class_name, prompt=prompt, n=count, seed=seed,
+                          steps=steps or int(defaults.get("steps", 50)),
+                          guidance=float(defaults.get("guidance", 8.0)) if guidance is None else guidance,
+                          sampler=sampler or str(defaults.get("sampler", "dpmpp")),
+                          order=order or int(defaults.get("order", 3)),
+                          strength=float(defaults.get("strength", 0.75)) if strength is None else strength,
+                          source=source)
+        # an unknown class, or a prompt for a bundle without a text encoder, fails before any work
+        generator.contexts(names=[class_name]) if prompt is None else generator.contexts(prompts=[prompt])
+        picture = None
+        if source is not None:
+            if not generator.supports_image_variation:
+                raise UsageError(f"{bundle} cannot take --source: its model has no source-image condition "
+                                 "(or the bundle has no VAE encoder)")
+            picture = load_rgb(source)
+        with progress_bar(None, "sampling (image steps)") as bar:
+            log(f"running on {generator.backend}: {request.steps} {request.sampler} steps, guidance "
+                f"{request.guidance}, {batch} images per batch")
+            summary = generate_files(generator, request, out, source=picture, bar=bar)
+    click.echo(summary.format())
+    click.echo(f"images in {out}")

@@ -23,7 +23,7 @@ from flare.runtime.artifacts import Manifest
 from flare.runtime.backends.base import Runner, open_runner
 from flare.runtime.errors import BundleError, FlareError, UsageError
 from flare.runtime.fingerprint import fingerprint_path
-from flare.runtime.generation_spec import GenerationSpec, initial_noise, prompt_for, source_input, to_uint8
+from flare.runtime.generation_spec import GenerationSpec, initial_noise, source_input, to_uint8
 from flare.runtime.schedulers import SAMPLERS, make_sampler
 
 
@@ -146,6 +146,18 @@ class Generator:
 
     # --- sampling -----------------------------------------------------------------------------
 
+    def first_step(self, steps: int, strength: float, with_source: bool) -> int:
+        """Where sampling starts: img2img skips the noisiest ``1 - strength`` of the steps."""
+        if with_source and self.spec.image_mode == "img2img":
+            if not 0.0 < strength <= 1.0:
+                raise UsageError(f"--strength must be in (0, 1], not {strength}")
+            return max(0, steps - max(1, round(steps * strength)))
+        return 0
+
+    def steps_run(self, steps: int, strength: float, with_source: bool) -> int:
+        """How many UNet steps one image takes (for progress)."""
+        return steps - self.first_step(steps, strength, with_source)
+
     def sample(self, contexts: np.ndarray, seeds: Sequence[int], *, steps: int, guidance: float, sampler: str,
                order: int = 3, source_latents: np.ndarray | None = None, strength: float = 0.75,
                on_step: Callable[[int], None] | None = None) -> np.ndarray:
@@ -167,9 +179,7 @@ class Generator:
         first = 0
         extra: dict[str, np.ndarray] = {}
         if source_latents is not None and self.spec.image_mode == "img2img":
-            if not 0.0 < strength <= 1.0:
-                raise UsageError(f"--strength must be in (0, 1], not {strength}")
-            first = max(0, steps - max(1, round(steps * strength)))
+            first = self.first_step(steps, strength, True)
             scheduler.start_at(first)
             latents = scheduler.add_noise(source_latents, noise, first)
         else:
@@ -220,7 +230,3 @@ class Generator:
             raise FlareError("nothing to generate")
         return np.concatenate(out)
 
-
-def describe(name: str | None, prompt: str | None) -> str:
-    """What an image was asked for, as its provenance records it."""
-    return f"prompt: {prompt}" if prompt is not None else f"class: {name} ({prompt_for(str(name))})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -110,3 +111,69 @@ def swinir_checkpoint():
 
     return save
 
+
+
+# ---------------------------------------------------------------------- diffusion pipelines
+
+
+def _tiny_clip(folder: Path) -> tuple[object, object]:
+    """A random CLIP tokenizer + text encoder small enough for a unit test, saved to ``folder``."""
+    transformers = pytest.importorskip("transformers", reason="CLIP text encoders need transformers")
+    torch = pytest.importorskip("torch")
+    from flare.runtime.taxonomy import FINE_CLASSES
+
+    # a word-level BPE: letters, then merges that build each word of the class prompts
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in "abcdefghijklmnopqrstuvwxyz":
+        vocab.update({c: len(vocab), c + "</w>": len(vocab) + 1})
+    merges: list[str] = []
+    for word in sorted({w for c in FINE_CLASSES for w in f"an image of {c} in space".split()}):
+        parts, cur = list(word[:-1]) + [word[-1] + "</w>"], word[0]
+        for part in parts[1:]:
+            merges.append(f"{cur} {part}")
+            cur += part
+            vocab.setdefault(cur, len(vocab))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{m}\n" for m in dict.fromkeys(merges)))
+    tokenizer = transformers.CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"),
+                                           model_max_length=16)
+    config = transformers.CLIPTextConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=37,
+                                         num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=16,
+                                         bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    torch.manual_seed(0)
+    encoder = transformers.CLIPTextModel(config)
+    tokenizer.save_pretrained(str(folder))
+    encoder.save_pretrained(str(folder))
+    return tokenizer, encoder
+
+
+def _tiny_sd_pipeline(folder: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+    tokenizer, encoder = _tiny_clip(folder / "clip")
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 32),
+                                layers_per_block=1, norm_num_groups=8, cross_attention_dim=32, attention_head_dim=4,
+                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"))
+    vae = AutoencoderKL(block_out_channels=(16, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=8)
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(str(folder / "pipe"))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip():
+    """Factory: ``folder -> (tokenizer, encoder)``, a random CLIP tokenizer + text encoder saved there."""
+    return _tiny_clip
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_pipeline():
+    """Factory: ``folder -> None``, a random Stable-Diffusion-shaped pipeline saved in ``folder/pipe``
+    (its CLIP parts also in ``folder/clip``)."""
+    return _tiny_sd_pipeline

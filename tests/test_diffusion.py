@@ -218,54 +218,8 @@ def test_hub_id_is_refused_without_download(monkeypatch: pytest.MonkeyPatch, tmp
 # ---------------------------------------------------------------------------- pretrained pipelines
 
 
-def _tiny_clip(folder: Path) -> tuple[object, object]:
-    """A random CLIP tokenizer + text encoder small enough for a unit test, saved to ``folder``."""
-    transformers = pytest.importorskip("transformers", reason="CLIP text encoders need transformers")
-    # a word-level BPE: letters, then merges that build each word of the class prompts
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for c in "abcdefghijklmnopqrstuvwxyz":
-        vocab.update({c: len(vocab), c + "</w>": len(vocab) + 1})
-    merges: list[str] = []
-    for word in sorted({w for c in FINE_CLASSES for w in f"an image of {c} in space".split()}):
-        parts, cur = list(word[:-1]) + [word[-1] + "</w>"], word[0]
-        for part in parts[1:]:
-            merges.append(f"{cur} {part}")
-            cur += part
-            vocab.setdefault(cur, len(vocab))
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{m}\n" for m in dict.fromkeys(merges)))
-    tokenizer = transformers.CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"),
-                                           model_max_length=16)
-    config = transformers.CLIPTextConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=37,
-                                         num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=16,
-                                         bos_token_id=0, eos_token_id=1, pad_token_id=1)
-    torch.manual_seed(0)
-    encoder = transformers.CLIPTextModel(config)
-    tokenizer.save_pretrained(str(folder))
-    encoder.save_pretrained(str(folder))
-    return tokenizer, encoder
-
-
-def _tiny_sd_pipeline(folder: Path) -> None:
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-
-    tokenizer, encoder = _tiny_clip(folder / "clip")
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 32),
-                                layers_per_block=1, norm_num_groups=8, cross_attention_dim=32, attention_head_dim=4,
-                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"))
-    vae = AutoencoderKL(block_out_channels=(16, 16), down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=8)
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.save_pretrained(str(folder / "pipe"))
-
-
-def test_local_stable_diffusion_pipeline(tmp_path: Path) -> None:
-    _tiny_sd_pipeline(tmp_path)
+def test_local_stable_diffusion_pipeline(tmp_path: Path, tiny_sd_pipeline) -> None:
+    tiny_sd_pipeline(tmp_path)
     model = load_diffusion(tmp_path / "pipe")
     assert isinstance(model, LatentDiffusion) and model.info.kind == "pipeline" and model.info.classes is None
     assert model.image_size == 16
@@ -297,8 +251,8 @@ def test_one_loader_reads_a_run_and_a_pipeline_alike(trained: dict[str, Path]) -
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_text_encoder_prompts_are_tabled(tmp_path: Path) -> None:
-    _tiny_clip(tmp_path / "clip")
+def test_text_encoder_prompts_are_tabled(tmp_path: Path, tiny_clip) -> None:
+    tiny_clip(tmp_path / "clip")
     model = build_model(get_config("tiny", image_size=32), CLASSES, text_encoder=tmp_path / "clip")
     assert isinstance(model.cond, PromptTable) and model.cond.table.shape == (4, 16, 32)
     assert not torch.equal(model.cond.table[0], model.cond.table[1])
@@ -311,8 +265,8 @@ def test_learned_prompts_without_text_encoder(model: LatentDiffusion) -> None:
     assert isinstance(model.cond, ClassPromptEmbedding) and model.cond.null_index == len(CLASSES)
 
 
-def test_train_with_a_local_vae_skips_the_vae_phase(trained: dict[str, Path], tmp_path: Path) -> None:
-    _tiny_sd_pipeline(tmp_path)  # its vae/ subfolder is reused
+def test_train_with_a_local_vae_skips_the_vae_phase(trained: dict[str, Path], tmp_path: Path, tiny_sd_pipeline) -> None:
+    tiny_sd_pipeline(tmp_path)  # its vae/ subfolder is reused
     cfg = _train_cfg(trained["data"], 1)
     cfg.vae = str(tmp_path / "pipe")
     run_training(cfg, tmp_path / "run")

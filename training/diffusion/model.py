@@ -393,6 +393,11 @@ class LatentDiffusion(nn.Module):
     def supports_image_variation(self) -> bool:
         return self.info.image_mode is not None
 
+    @property
+    def known_classes(self) -> list[str] | None:
+        """The classes this model can generate; None when a text encoder takes any name."""
+        return self.info.classes
+
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [-1, 1] -> scaled latents (the posterior mean: deterministic)."""
         mean = self.vae.encode(images.to(self.device)).latent_dist.mean

@@ -54,7 +54,8 @@ def stage1(data_dir: Path, sr_checkpoint: Path, out: Path, size: int, tile: int,
 @augment.command("stage2")
 @click.argument("data_dir", metavar="DATA", type=InputPath("dir"))
 @click.option("--diffusion", required=True, type=InputPath("dir"),
-              help="A train-diffusion RUN folder or a local diffusers pipeline folder (never a hub id).")
+              help="A train-diffusion RUN, a local diffusers pipeline folder (never a hub id) or a generate bundle "
+                   "from 'flare export diffusion' (runs without torch).")
 @click.option("--out", type=OutputPath("dir", made_by="stage2.csv"), required=True, help="Folder for generated images.")
 @click.option("--per-image", type=COUNT, default=4, show_default=True, help="Generated images per source image (K).")
 @STEPS

@@ -1,5 +1,8 @@
 """``flare augment stage2``: K diffusion-generated images per source image, resumable.
 
+The model is a ``train-diffusion`` RUN or pipeline folder (PyTorch), or a generate bundle
+(``flare export diffusion``), which runs on the torch-free runtime.
+
 Outputs go to ``OUT/<source's folder>/<source stem>__gen<k>.png``: the ``__`` variant suffix
 (:data:`flare.training.data.folders.VARIANT_SEP`) makes every generated image belong to its original's
 group, so a split never puts a generated twin of a test image in training.
@@ -21,7 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from flare.runtime.artifacts import Manifest
 from flare.runtime.atomic import save_png
+from flare.runtime.generate import Generator
 from flare.runtime.errors import FlareError, ImageDecodeError, UsageError
 from flare.runtime.imageio import SUPPORTED_SUFFIXES, load_rgb
 from flare.runtime.fingerprint import fingerprint_path
@@ -82,7 +87,6 @@ def augment_stage2(data: Path, diffusion: str | Path, out: Path, cfg: Stage2Conf
         raise UsageError(f"--out {out} is inside the data folder {root}; generated images would become sources "
                          "on the next run. Choose a folder outside it")
     samples, _ = scan_image_folder(data)
-    dev = pick_device(device)
     settings = {"DATA": str(root.resolve()), "--diffusion": fingerprint_path(Path(diffusion)), "--steps": cfg.steps,
                 "--guidance": float(cfg.guidance), "--sampler": cfg.sampler,
                 "--order": cfg.order if cfg.sampler == "dpmpp" else None, "--seed": cfg.seed,
@@ -91,13 +95,22 @@ def augment_stage2(data: Path, diffusion: str | Path, out: Path, cfg: Stage2Conf
         check_outputs_exist(out, [row[0] for row in journal.rows], journal.path)
         done = {row[0] for row in journal.rows}
         pending = [(s, k) for s in samples for k in range(cfg.per_image) if output_for(s.path, k) not in done]
-        return _generate(samples, pending, load_diffusion(diffusion, dev), diffusion, data, root, out, cfg, journal)
+        if (Path(diffusion) / Manifest.FILE).is_file():  # a generate bundle: the torch-free runtime
+            backend = {"auto": "auto", "cpu": "cpu"}.get(device, "cuda")
+            with Generator(diffusion, backend=backend, batch=cfg.batch) as generator:
+                return _generate(samples, pending, generator, diffusion, data, root, out, cfg, journal)
+        model = load_diffusion(diffusion, pick_device(device))
+        return _generate(samples, pending, model, diffusion, data, root, out, cfg, journal)
 
 
 def _generate(samples: list[Sample], pending: list[tuple[Sample, int]], model: Any, diffusion: str | Path,
               data: Path, root: Path, out: Path, cfg: Stage2Config, journal: CsvJournal) -> dict[str, Any]:
-    """Generate the ``pending`` outputs with ``model`` and record each batch in ``journal``."""
-    known = model.info.classes
+    """Generate the ``pending`` outputs with ``model`` and record each batch in ``journal``.
+
+    ``model`` is a PyTorch :class:`~flare.training.diffusion.model.LatentDiffusion` or the
+    runtime's :class:`~flare.runtime.generate.Generator`: both take the same ``generate`` call.
+    """
+    known = model.known_classes
     if known is not None:
         unknown = sorted({s.label for s in samples} - set(known))
         if unknown:

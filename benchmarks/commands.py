@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -45,6 +46,8 @@ STARTED = "bench-started.json"
 @click.option("--tile", type=PIXELS, default=None,
               help="Super-resolution only: tile side (default: the bundle's recommendation; the test image is "
                    "--input-size, default two tiles).")
+@click.option("--steps", type=COUNT, default=20, show_default=True,
+              help="Generation only: sampler steps per image (DPM-Solver++ order 3, guidance 8).")
 @click.option("--eval-images", type=COUNT, default=256, show_default=True,
               help="Images for agreement and accuracy (at most).")
 @click.option("--survey", type=COUNT, default=256, show_default=True, help="Images in the end-to-end triage.")
@@ -55,14 +58,18 @@ STARTED = "bench-started.json"
 def bench(bundle_or_name: str, out: Path, backends: list[str] | None, batches: list[int],
           precisions: list[str] | None, variants: list[str] | None, iterations: int, warmup: int,
           max_seconds: float, images: Path | None, weights: Path | None, input_size: int | None,
-          eval_images: int, survey: int, triage_backend: str, triage_batch: int, tile: int | None) -> None:
+          eval_images: int, survey: int, triage_backend: str, triage_batch: int, tile: int | None,
+          steps: int) -> None:
     """Latency, throughput, memory and agreement of a model on every backend and precision here.
 
     BUNDLE_OR_NAME is a classify bundle (measured as it is), a training RUN or a timm model
     name (exported on the fly to each precision and variant). For super-resolution it is an
     enhance bundle, a train-sr RUN or a SwinIR configuration name (tiny_x4, realsr_l_x4, ...):
     tiled enhancement in megapixels per second, runtime against PyTorch on the same tiles
-    (--batch is tiles per call, --input-size the test image's side). Writes OUT/bench.json,
+    (--batch is tiles per call, --input-size the test image's side). For generation it is a
+    generate bundle, a train-diffusion RUN, a pipeline folder, or diffusion-tiny /
+    diffusion-paper (random weights): seconds per image at --steps, runtime against the
+    PyTorch pipeline (--batch is images per call). Writes OUT/bench.json,
     OUT/bench.md, OUT/latency.png and OUT/throughput.png.
     """
     from flare.benchmarks.bench import Settings, run
@@ -75,12 +82,17 @@ def bench(bundle_or_name: str, out: Path, backends: list[str] | None, batches: l
     command = shlex.join(["flare", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else f"flare bench {bundle_or_name}"
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / STARTED, {"command": command})
-    from flare.benchmarks.sr_bench import is_sr_source
+    from flare.benchmarks import generate_bench, sr_bench
 
-    if is_sr_source(bundle_or_name):
-        _bench_sr(bundle_or_name, out, command, backends=backends or list(BENCH_BACKENDS),
-                  precisions=precisions or ["fp32", "fp16"], batches=sorted(batches), iterations=iterations,
-                  warmup=warmup, max_seconds=max_seconds, side=input_size, tile=tile)
+    family = dict(backends=backends or list(BENCH_BACKENDS), precisions=precisions or ["fp32", "fp16"],
+                  batches=sorted(batches), iterations=iterations, warmup=warmup, max_seconds=max_seconds)
+    if sr_bench.is_sr_source(bundle_or_name):
+        _bench_family(sr_bench.run_sr_bench, sr_bench.markdown, bundle_or_name, out, command,
+                      **family, side=input_size, tile=tile)
+        return
+    if generate_bench.is_generate_source(bundle_or_name):
+        _bench_family(generate_bench.run_generate_bench, generate_bench.markdown, bundle_or_name, out, command,
+                      **family, steps=steps)
         return
     source = resolve(bundle_or_name, out, precisions=precisions, variants=variants or ["plain", "fused"],
                      images=images, input_size=input_size, weights=weights, eval_count=eval_images,
@@ -111,13 +123,14 @@ def bench(bundle_or_name: str, out: Path, backends: list[str] | None, batches: l
     click.echo(f"\nwritten: {out / 'bench.json'}, {out / 'bench.md'}" + "".join(f", {p}" for p in drawn))
 
 
-def _bench_sr(bundle_or_name: str, out: Path, command: str, **settings: object) -> None:
-    """The super-resolution bench: tiled enhancement MP/s (see :mod:`flare.benchmarks.sr_bench`)."""
+def _bench_family(run: Callable[..., dict], markdown: Callable[..., str], bundle_or_name: str, out: Path,
+                  command: str, **settings: object) -> None:
+    """The super-resolution or generation bench (:mod:`flare.benchmarks.sr_bench`,
+    :mod:`flare.benchmarks.generate_bench`): run it, write bench.json and bench.md, show the table."""
     from flare.benchmarks.common import machine
-    from flare.benchmarks.sr_bench import markdown, run_sr_bench
     from flare.runtime.atomic import write_json, write_text
 
-    results = run_sr_bench(bundle_or_name, out, **settings)  # type: ignore[arg-type]
+    results = run(bundle_or_name, out, **settings)
     host = machine()
     write_json(out / "bench.json", {"command": command, "machine": host, "settings": settings, **results})
     text = markdown(results, command, host)

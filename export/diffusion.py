@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from flare.export.bundle import bundle_files, library_versions, publish_checked, staging_dir
-from flare.export.onnx_export import export_onnx, finalize, tensor_specs
+from flare.export.onnx_export import export_onnx, external_data_files, finalize, tensor_specs
 from flare.export.parity import GateReport, ParityReport, compare, compare_images, sample_images
 from flare.export.precision import HalfPrecision
 from flare.runtime.artifacts import DiffusionRun, Manifest, ModelIO, identify, sha256
@@ -45,6 +45,7 @@ from flare.runtime.errors import FlareError, UsageError
 from flare.runtime.generation_spec import GenerationSpec, TextSpec, prompt_for, source_input
 from flare.runtime.paths import check_apart
 from flare.runtime.progress import log
+from flare.runtime.schedulers import alphas_cumprod, beta_schedule
 from flare.runtime.tokenizer import PromptTokenizer
 
 #: The largest UNet batch (guided: twice the images) a TensorRT engine built here accepts.
@@ -153,12 +154,6 @@ def _batches(rows: np.ndarray, sizes: tuple[int, ...] = (1, 2, 3)) -> list[np.nd
     return out
 
 
-def _alphas_cumprod(config: dict[str, Any]) -> np.ndarray:
-    from flare.runtime.schedulers import beta_schedule
-
-    return np.cumprod(1.0 - beta_schedule(config))
-
-
 def export_diffusion(source: Path, out: Path, *, precision: str = "fp32", calib: Path | None = None,
                      classes: list[str] | None = None, engine: bool = False,
                      allow_parity_failure: bool = False) -> tuple[Path, GateReport]:
@@ -176,7 +171,8 @@ def export_diffusion(source: Path, out: Path, *, precision: str = "fp32", calib:
     names = list(model.info.classes or []) if is_run else list(dict.fromkeys(classes or []))
     text = model.cond if isinstance(model.cond, TextPromptEncoder) else None
 
-    data = Path(DiffusionRun.load(source).train.data) if is_run and identify(source) is DiffusionRun else None
+    recorded = DiffusionRun.load(source).train.data if is_run and identify(source) is DiffusionRun else ""
+    data = Path(recorded) if recorded else None
     pictures, where = sample_images(calib, data, 6)
     images = np.stack([source_input(p, model.image_size) for p in pictures])
     with torch.inference_mode():
@@ -185,7 +181,7 @@ def export_diffusion(source: Path, out: Path, *, precision: str = "fp32", calib:
     log(f"parity data: {len(pictures)} {where}, encoded to real latents {tuple(latents.shape[1:])}")
 
     rng = np.random.default_rng(0)
-    ac = _alphas_cumprod(_schedule_kwargs(model.scheduler_config))
+    ac = alphas_cumprod(beta_schedule(_schedule_kwargs(model.scheduler_config)))
     unet_cases = []
     for k, x0 in enumerate(_batches(latents)):
         b = len(x0)
@@ -236,6 +232,9 @@ def export_diffusion(source: Path, out: Path, *, precision: str = "fp32", calib:
             reports[part.name], notes[part.name] = report, part_notes
             log(f"{part.name}: {report.summary()}")
         files = {p.name: f"{p.name}.onnx" for p in parts}
+        for p in parts:  # a model over 2 GiB keeps its weights beside it: checksummed like the rest
+            files.update({f"{p.name}_weights{i or ''}": name
+                          for i, name in enumerate(external_data_files(stage / f"{p.name}.onnx"))})
         np.save(stage / "class_embeddings.npy", table.astype(np.float32), allow_pickle=False)
         files["class_embeddings"] = "class_embeddings.npy"
         if text is not None:

@@ -62,6 +62,9 @@ def finalize(path: Path, simplify: bool = True) -> dict[str, str]:
     import onnx
 
     notes = {}
+    if external_data_files(path):  # over 2 GiB: onnxslim and in-memory checks cannot hold it
+        simplify = False
+        notes["simplifier"] = "none (weights in an external data file)"
     if simplify:
         try:
             import onnxslim
@@ -90,3 +93,13 @@ def tensor_specs(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
         return TensorSpec(name=v.name, shape=shape, dtype=helper.tensor_dtype_to_np_dtype(t.elem_type).name)
 
     return [spec(v) for v in model.graph.input], [spec(v) for v in model.graph.output]
+
+
+def external_data_files(path: Path) -> list[str]:
+    """Names of the external weight files an ONNX model refers to (beside it), for the manifest."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    model = onnx.load(str(path), load_external_data=False)
+    names = {ExternalDataInfo(t).location for t in model.graph.initializer if uses_external_data(t)}
+    return sorted(names)

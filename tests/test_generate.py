@@ -281,3 +281,20 @@ def test_pipeline_img2img_equals_torch(sd: dict[str, Path]) -> None:
     with Generator(sd["bundle"], backend="cpu") as gen:
         got = gen.generate(["comet"], [4], steps=10, guidance=4.0, sources=[source], strength=0.6)
     _close(got, want)
+
+
+def test_bench_measures_generation_against_torch(made: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(cli, ["bench", str(made["run"]), "--out", str(out), "--steps", "3", "--batch", "2",
+                                      "--iterations", "2", "--warmup", "1", "--backends", "torch,cpu",
+                                      "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    bench = json.loads((out / "bench.json").read_text())
+    assert bench["task"] == "generate" and bench["steps"] == 3
+    rows = {r["backend"]: r for r in bench["rows"]}
+    assert set(rows) == {"torch", "onnxruntime:cpu"}
+    runtime = rows["onnxruntime:cpu"]
+    assert runtime["max_levels_vs_torch"] <= LEVEL_MAX and runtime["seconds_per_image"] > 0
+    assert runtime["speedup_vs_torch_fp32"] == pytest.approx(rows["torch"]["seconds_per_image"]
+                                                             / runtime["seconds_per_image"])
+    assert bench["headlines"][0]["target"] == 1.2 and "s/image" in (out / "bench.md").read_text()

@@ -67,3 +67,31 @@ def write_results(out: Path, name: str, results: dict[str, Any], markdown: str) 
     md.write_text(markdown.rstrip() + f"\n\nMachine: {m.get('cpu')}, {m['cpus']} cores"
                   + (f", GPU {m['gpu']}" if "gpu" in m else ", no GPU") + f"; {m['platform']}; {m['date']}.\n")
     return js, md
+
+
+def cpu_speedup_headline(rows: list[dict[str, Any]], metric: str, target: float) -> list[dict[str, Any]]:
+    """The best runtime fp32 row's speed-up over PyTorch fp32 on the CPU, against ``target``
+    (the SR and generation benches' headline); empty when there is nothing to compare."""
+    cpu = [r for r in rows if r["device"] == "cpu" and r["precision"] == "fp32" and r["backend"] != "torch"
+           and r.get("speedup_vs_torch_fp32")]
+    if not cpu:
+        return []
+    best = max(cpu, key=lambda r: r["speedup_vs_torch_fp32"])
+    return [{"metric": metric, "value": best["speedup_vs_torch_fp32"], "target": target,
+             "met": best["speedup_vs_torch_fp32"] >= target, "at": f"{best['backend']} batch {best['batch']}"}]
+
+
+def markdown_footer(results: dict[str, Any], host: dict[str, Any]) -> list[str]:
+    """Headlines, skipped targets and the machine, as the last lines of a bench.md."""
+    import time
+
+    lines = []
+    for h in results["headlines"]:
+        lines += ["", f"**{h['metric']}**: {h['value']:.2f}x at {h['at']} (target {h['target']}x: "
+                  f"{'met' if h['met'] else 'missed'})"]
+    if results["skipped"]:
+        lines += ["", "Skipped: " + "; ".join(f"{s['target']} ({s['reason']})" for s in results["skipped"])]
+    lines += ["", f"Machine: {host.get('cpu')}, {host.get('cpus')} cores"
+              + (f", GPU {host['gpu']}" if "gpu" in host else ", no GPU") + f"; {host.get('platform')}; "
+              f"{time.strftime('%Y-%m-%d')}."]
+    return lines

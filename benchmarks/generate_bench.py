@@ -16,13 +16,13 @@ sized) configurations with seeded random weights, which do not change the speed.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from flare.benchmarks.common import cpu_speedup_headline, markdown_footer
 from flare.benchmarks.memory import peak_rss_mib, reset_peak_rss
 from flare.benchmarks.stats import time_calls
 from flare.runtime.artifacts import DiffusionRun, Manifest, identify
@@ -129,7 +129,7 @@ def run_generate_bench(bundle_or_name: str, out: Path, *, backends: list[str], p
     return {"task": "generate", "source": source.what, "steps": steps, "sampler": "dpmpp order 3, guidance 8",
             "image": f"{spec['image_size']} px from {spec['latent_channels']}x{spec['latent_size']}x"
                      f"{spec['latent_size']} latents", "rows": rows, "skipped": skipped,
-            "headlines": _headlines(rows)}
+            "headlines": cpu_speedup_headline(rows, "runtime fp32 / PyTorch fp32, CPU, s per image", CPU_TARGET)}
 
 
 def _row(backend: str, precision: str, batch: int, latencies: list[float], first: float, **extra: Any) -> dict[str, Any]:
@@ -200,18 +200,6 @@ def _runtime_row(bundle: Path, backend: str, precision: str, batch: int, steps: 
     return row
 
 
-def _headlines(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Best runtime fp32 row against PyTorch fp32 at the same batch on the CPU, with the 1.2x target."""
-    cpu = [r for r in rows if r["device"] == "cpu" and r["precision"] == "fp32" and r["backend"] != "torch"
-           and r.get("speedup_vs_torch_fp32")]
-    if not cpu:
-        return []
-    best = max(cpu, key=lambda r: r["speedup_vs_torch_fp32"])
-    return [{"metric": "runtime fp32 / PyTorch fp32, CPU, s per image", "value": best["speedup_vs_torch_fp32"],
-             "target": CPU_TARGET, "met": best["speedup_vs_torch_fp32"] >= CPU_TARGET,
-             "at": f"{best['backend']} batch {best['batch']}"}]
-
-
 def markdown(results: dict[str, Any], command: str, machine: dict[str, Any]) -> str:
     """bench.md for a generation run."""
     lines = [f"# flare bench: {results['source']}", "", f"`{command}`", "",
@@ -226,12 +214,5 @@ def markdown(results: dict[str, Any], command: str, machine: dict[str, Any]) -> 
         lines.append(f"| {r['backend']} | {r['precision']} | {r['batch']} | {r['seconds_per_image']:.3f} | "
                      f"{r['p50_call_s']:.3f} | {r['p90_call_s']:.3f} | {r['first_call_s']:.3f} | "
                      f"{r['peak_rss_mib']:.0f} | {speed} | {diff} |")
-    for h in results["headlines"]:
-        lines += ["", f"**{h['metric']}**: {h['value']:.2f}x at {h['at']} (target {h['target']}x: "
-                  f"{'met' if h['met'] else 'missed'})"]
-    if results["skipped"]:
-        lines += ["", "Skipped: " + "; ".join(f"{s['target']} ({s['reason']})" for s in results["skipped"])]
-    lines += ["", f"Machine: {machine.get('cpu')}, {machine.get('cpus')} cores"
-              + (f", GPU {machine['gpu']}" if "gpu" in machine else ", no GPU") + f"; {machine.get('platform')}; "
-              f"{time.strftime('%Y-%m-%d')}."]
+    lines += markdown_footer(results, machine)
     return "\n".join(lines) + "\n"

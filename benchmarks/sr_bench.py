@@ -15,13 +15,13 @@ enhance bundle is measured as it is, PyTorch from its source checkpoint when tha
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from flare.benchmarks.common import cpu_speedup_headline, markdown_footer
 from flare.benchmarks.memory import peak_rss_mib, reset_peak_rss
 from flare.benchmarks.stats import summarize, time_calls
 from flare.runtime.artifacts import Manifest, SRRun, identify, sha256
@@ -149,7 +149,7 @@ def run_sr_bench(bundle_or_name: str, out: Path, *, backends: list[str], precisi
         row["speedup_vs_torch_fp32"] = row["megapixels_per_second"] / base["megapixels_per_second"] if base else None
     return {"task": "enhance", "source": source.what, "image": f"{side}x{side} synthetic sky",
             "tile": tile, "overlap": overlap, "scale": int(spec["scale"]), "rows": rows, "skipped": skipped,
-            "headlines": _headlines(rows)}
+            "headlines": cpu_speedup_headline(rows, "runtime fp32 / PyTorch fp32, CPU, tiled MP/s", CPU_TARGET)}
 
 
 def _torch_row(source: SRSource, precision: str, image: np.ndarray, tile: int, overlap: int, iterations: int,
@@ -219,18 +219,6 @@ def _runtime_row(bundle: Path, backend: str, precision: str, batch: int, image: 
     return row
 
 
-def _headlines(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Best runtime fp32 row against PyTorch fp32 on the CPU, with the 1.3x target."""
-    cpu = [r for r in rows if r["device"] == "cpu" and r["precision"] == "fp32" and r["backend"] != "torch"
-           and r.get("speedup_vs_torch_fp32")]
-    if not cpu:
-        return []
-    best = max(cpu, key=lambda r: r["speedup_vs_torch_fp32"])
-    return [{"metric": "runtime fp32 / PyTorch fp32, CPU, tiled MP/s", "value": best["speedup_vs_torch_fp32"],
-             "target": CPU_TARGET, "met": best["speedup_vs_torch_fp32"] >= CPU_TARGET,
-             "at": f"{best['backend']} batch {best['batch']}"}]
-
-
 def markdown(results: dict[str, Any], command: str, machine: dict[str, Any]) -> str:
     """bench.md for an SR run."""
     lines = [f"# flare bench: {results['source']}", "", f"`{command}`", "",
@@ -244,12 +232,5 @@ def markdown(results: dict[str, Any], command: str, machine: dict[str, Any]) -> 
         lines.append(f"| {r['backend']} | {r['precision']} | {r['batch']} | {r['megapixels_per_second']:.4f} | "
                      f"{r['p50_ms']:.0f} | {r['p90_ms']:.0f} | {r['first_call_ms']:.0f} | {r['peak_rss_mib']:.0f} | "
                      f"{speed} | {psnr} |")
-    for h in results["headlines"]:
-        lines += ["", f"**{h['metric']}**: {h['value']:.2f}x at {h['at']} (target {h['target']}x: "
-                  f"{'met' if h['met'] else 'missed'})"]
-    if results["skipped"]:
-        lines += ["", "Skipped: " + "; ".join(f"{s['target']} ({s['reason']})" for s in results["skipped"])]
-    lines += ["", f"Machine: {machine.get('cpu')}, {machine.get('cpus')} cores"
-              + (f", GPU {machine['gpu']}" if "gpu" in machine else ", no GPU") + f"; {machine.get('platform')}; "
-              f"{time.strftime('%Y-%m-%d')}."]
+    lines += markdown_footer(results, machine)
     return "\n".join(lines) + "\n"

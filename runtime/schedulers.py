@@ -32,6 +32,7 @@ Arithmetic is float64 throughout; results come back in the sample's float dtype.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -239,7 +240,7 @@ def _trailing(schedule: _Schedule, steps: int) -> np.ndarray:
     return np.round(schedule.num_train_timesteps - np.arange(steps) * ratio).astype(np.int64) - 1
 
 
-class Sampler:
+class Sampler(ABC):
     """A deterministic diffusion sampler: where to evaluate the model, and how to step.
 
     ``timesteps`` (int64, in sampling order) are what the UNet is given; ``step`` takes the
@@ -292,9 +293,9 @@ class Sampler:
         out = self._alpha[i] * x0.astype(np.float64) + self._sigma[i] * noise.astype(np.float64)
         return out.astype(_out_dtype(x0))
 
+    @abstractmethod
     def step(self, model_output: np.ndarray, index: int, sample: np.ndarray) -> np.ndarray:
         """The sample at the next position, from ``sample`` at ``timesteps[index]`` and the model's output there."""
-        raise NotImplementedError
 
     def _data_and_noise(self, model_output: np.ndarray, i: int, sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The clean sample and the noise that the model's output implies at position ``i``.

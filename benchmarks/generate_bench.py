@@ -165,11 +165,15 @@ def _torch_row(source: GenerateSource, precision: str, batch: int, steps: int, i
         model = model.half()
     names, seeds = _seeds(batch)
     sync = torch.cuda.synchronize if device == "cuda" else None
+    last: dict[str, np.ndarray] = {}
+
+    def call() -> None:
+        last["images"] = model.generate(names, seeds, steps=steps)
+
     reset_peak_rss()
-    latencies, first = time_calls(lambda: model.generate(names, seeds, steps=steps), warmup, iterations, sync,
-                                  max_seconds)
+    latencies, first = time_calls(call, warmup, iterations, sync, max_seconds)
     if precision == "fp32":
-        references[batch] = model.generate(names, seeds, steps=steps)
+        references[batch] = last["images"]  # the seeds are fixed: every call makes the same images
     row = _row("torch", precision, batch, latencies, first, device=device)
     log(f"{target} on {device}: {row['seconds_per_image']:.2f} s per image")
     return row
@@ -187,13 +191,15 @@ def _runtime_row(bundle: Path, backend: str, precision: str, batch: int, steps: 
     except (FlareError, ImportError) as exc:
         skipped.append({"target": target, "reason": str(exc).split(";")[0]})
         return None
+    last: dict[str, np.ndarray] = {}
+
+    def call() -> None:
+        last["images"] = generator.generate(names, seeds, steps=steps)
+
     with generator:
         reset_peak_rss()
-        latencies, first = time_calls(lambda: generator.generate(names, seeds, steps=steps), warmup, iterations,
-                                      None, max_seconds)
-        diff = None
-        if reference is not None:
-            diff = int(np.abs(generator.generate(names, seeds, steps=steps).astype(int) - reference).max())
+        latencies, first = time_calls(call, warmup, iterations, None, max_seconds)
+    diff = None if reference is None else int(np.abs(last["images"].astype(int) - reference).max())
     device = "cuda" if backend in ("cuda", "tensorrt") or "CUDA" in name else "cpu"
     row = _row(name, precision, batch, latencies, first, device=device, max_levels_vs_torch=diff)
     log(f"{target} on {name}: {row['seconds_per_image']:.2f} s per image")

@@ -21,6 +21,7 @@ from flare.export.bundle import bundle_files, library_versions, publish_checked,
 from flare.export.onnx_export import export_onnx, finalize, tensor_specs
 from flare.export.precision import HalfPrecision
 from flare.export.parity import ParityReport, compare, run_onnx
+from flare.export.tensorrt import TensorRTOptions, prepare_for_tensorrt
 from flare.runtime.paths import check_apart
 from flare.runtime.artifacts import ClassifierRun, Labels, Manifest, identify, sha256
 from flare.runtime.errors import UsageError
@@ -29,8 +30,6 @@ from flare.runtime.preprocess import PreprocessSpec, normalize, resize
 from flare.runtime.taxonomy import FINE_CLASSES, MACRO_OF
 
 INPUT, OUTPUT = "image", "logits"
-#: The largest batch a TensorRT engine built here accepts (its optimisation profile's max).
-ENGINE_MAX_BATCH = 32
 
 
 @dataclass
@@ -136,7 +135,7 @@ class FusedPreprocess(nn.Module):
 
 
 def quantize_int8(fp32: Path, out: Path, calibration: np.ndarray) -> None:
-    """Static int8 (QDQ, per-channel weights) with ONNX Runtime's quantizer, calibrated on real inputs
+    """Static int8 (QDQ, per-channel symmetric weights) with ONNX Runtime's quantizer, calibrated on real inputs
     (``calibration`` as the model takes them: float NCHW, or uint8 NHWC for a fused model)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -147,15 +146,19 @@ def quantize_int8(fp32: Path, out: Path, calibration: np.ndarray) -> None:
         def get_next(self):
             return next(self.batches, None)
 
+    # Symmetric int8 activations and weights (S8S8, zero points 0): the form TensorRT's
+    # explicit quantization takes, and ONNX Runtime's own default.
     quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
 
 
 
 def export_classifier(run_or_name: str, out: Path, *, num_classes: int | None = None, weights: Path | None = None,
                       precision: str = "fp32", calib: Path | None = None, samples: int = 32,
                       input_size: int | None = None, allow_parity_failure: bool = False,
-                      engine: bool = False, fuse_preprocess: bool = False) -> tuple[Path, ParityReport]:
+                      tensorrt: TensorRTOptions = TensorRTOptions(),
+                      fuse_preprocess: bool = False) -> tuple[Path, ParityReport]:
     """Export, check and write the bundle; raises :class:`ParityError` when the gate refuses.
 
     ``fuse_preprocess`` puts the scaling and normalisation into the graph (see
@@ -192,21 +195,13 @@ def export_classifier(run_or_name: str, out: Path, *, num_classes: int | None = 
         candidate, backend = run_onnx(model_path, {INPUT: inputs})
         report = compare(reference, candidate, precision, where, backend)
         ins, outs = tensor_specs(model_path)
-        names, limits = {"model": "model.onnx"}, {}
-        if engine:
-            from flare.export.tensorrt import batch_profile, build_engine
-
-            limits["engine"] = ENGINE_MAX_BATCH
-            build_engine(model_path, stage / "model.plan", precision,
-                         batch_profile(INPUT, tuple(inputs.shape[1:]), ENGINE_MAX_BATCH))
-            names["engine"] = "model.plan"
         manifest = Manifest(
-            task="classify", files=bundle_files(stage, names, limits), inputs=ins, outputs=outs,
+            task="classify", files=bundle_files(stage, {"model": "model.onnx"}), inputs=ins, outputs=outs,
             precision=precision, preprocessing=spec.to_dict(), labels=source.labels,
             parity=report.to_dict(), source=source.info, versions=library_versions(),
             extra={"output_kind": "logits", "export": notes, "architecture": source.name},
         )
-        manifest.save(stage)
+        prepare_for_tensorrt(stage, Path(out), manifest, tensorrt)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -15,6 +17,41 @@ def export() -> None:
     """Export models to checked ONNX / TensorRT bundles (needs the 'export' extra)."""
 
 
+def engine_options(tiles: bool = False, flag: bool = True) -> Callable[[Callable], Callable]:
+    """The TensorRT options every export shares (and ``export engine``, which has no --engine flag)."""
+    def decorate(command: Callable) -> Callable:
+        options = [
+            click.option("--max-batch", type=COUNT, default=None,
+                         help="Largest batch (images per call) the engines accept (default: 32 classify, 8 tiles "
+                              "enhance, 4 images generate; guided UNet calls get twice this)."),
+            click.option("--timing-cache", type=OutputPath("file"), default=None,
+                         help="TensorRT timing cache to reuse and update (default: timing.cache in the bundle)."),
+        ]
+        if tiles:
+            options.insert(1, click.option("--max-tile", type=PIXELS, default=None,
+                                           help="Largest tile side the engine accepts (default 512, at least --tile)."))
+        if flag:
+            options.insert(0, click.option("--engine", is_flag=True,
+                                           help="Also build TensorRT engines on this GPU (TensorRT 10 or 11)."))
+            options.append(click.option("--allow-unsupported-ops", is_flag=True,
+                                        help="Write the bundle even if TensorRT's ONNX parser would refuse a node "
+                                             "(it then runs on ONNX Runtime and OpenVINO only)."))
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return decorate
+
+
+def tensorrt_options(engine: bool, max_batch: int | None, timing_cache: Path | None,
+                     allow_unsupported_ops: bool, max_tile: int | None = None) -> Any:
+    """The :class:`flare.export.tensorrt.TensorRTOptions` the shared options ask for."""
+    from flare.export.tensorrt import TensorRTOptions
+    from flare.runtime.engines import ProfileOptions
+
+    return TensorRTOptions(engine=engine, profile=ProfileOptions(max_batch=max_batch, max_tile=max_tile),
+                           timing_cache=timing_cache, allow_unsupported_ops=allow_unsupported_ops)
+
+
 @export.command()
 @click.argument("run_or_name", metavar="RUN_OR_NAME", type=RunOrName())
 @click.option("--out", type=OutputPath("dir", made_by="manifest.json"), required=True, help="Bundle folder to write.")
@@ -25,14 +62,15 @@ def export() -> None:
               help="Folder of images for the parity check and int8 calibration.")
 @click.option("--samples", type=COUNT, default=32, show_default=True, help="Images compared in the parity check.")
 @input_size(None)
-@click.option("--engine", is_flag=True, help="Also build a TensorRT engine (needs TensorRT on this GPU).")
+@engine_options()
 @click.option("--fuse-preprocess", is_flag=True,
               help="The model takes resized uint8 NHWC images and normalises them itself (a quarter of the "
                    "bytes to a GPU, no float work on the host).")
 @click.option("--allow-parity-failure", is_flag=True,
               help="Write the bundle even if ONNX disagrees with PyTorch (marked failed in the manifest).")
 def classifier(run_or_name: str, out: Path, num_classes: int | None, weights: Path | None, precision: str,
-               calib: Path | None, samples: int, input_size: int | None, engine: bool, fuse_preprocess: bool,
+               calib: Path | None, samples: int, input_size: int | None, engine: bool, max_batch: int | None,
+               timing_cache: Path | None, allow_unsupported_ops: bool, fuse_preprocess: bool,
                allow_parity_failure: bool) -> None:
     """Export a training RUN, or a timm/googlenet architecture, as a classify bundle."""
     from flare.export.classifier import export_classifier
@@ -40,7 +78,8 @@ def classifier(run_or_name: str, out: Path, num_classes: int | None, weights: Pa
 
     path, report = export_classifier(run_or_name, out, num_classes=num_classes, weights=weights,
                                      precision=precision, calib=calib, samples=samples, input_size=input_size,
-                                     allow_parity_failure=allow_parity_failure, engine=engine,
+                                     allow_parity_failure=allow_parity_failure,
+                                     tensorrt=tensorrt_options(engine, max_batch, timing_cache, allow_unsupported_ops),
                                      fuse_preprocess=fuse_preprocess)
     log(report.summary())
     log(f"bundle written to {path}")
@@ -56,17 +95,19 @@ def classifier(run_or_name: str, out: Path, num_classes: int | None, weights: Pa
 @click.option("--tile", type=PIXELS, default=None,
               help="Tile side to recommend in the manifest (default: picked from the architecture).")
 @click.option("--overlap", type=NON_NEGATIVE, default=None, help="Tile overlap to recommend (input pixels).")
-@click.option("--engine", is_flag=True, help="Also build a TensorRT engine (needs TensorRT on this GPU).")
+@engine_options(tiles=True)
 @click.option("--allow-parity-failure", is_flag=True,
               help="Write the bundle even if ONNX disagrees with PyTorch (marked failed in the manifest).")
 def sr(checkpoint: Path, out: Path, precision: str, calib: Path | None, tile: int | None, overlap: int | None,
-       engine: bool, allow_parity_failure: bool) -> None:
+       engine: bool, max_batch: int | None, max_tile: int | None, timing_cache: Path | None,
+       allow_unsupported_ops: bool, allow_parity_failure: bool) -> None:
     """Export an official SwinIR .pth or a 'flare train-sr' RUN as an enhance bundle."""
     from flare.export.sr import export_sr
     from flare.runtime.progress import log
 
     path, report = export_sr(checkpoint, out, precision=precision, calib=calib, tile=tile, overlap=overlap,
-                             engine=engine, allow_parity_failure=allow_parity_failure)
+                             allow_parity_failure=allow_parity_failure,
+                             tensorrt=tensorrt_options(engine, max_batch, timing_cache, allow_unsupported_ops, max_tile))
     log(report.summary())
     log(f"bundle written to {path}")
 
@@ -81,16 +122,37 @@ def sr(checkpoint: Path, out: Path, precision: str, calib: Path | None, tile: in
               help="Folder of images whose latents the parity check uses (default: the RUN's data).")
 @click.option("--classes", type=CommaList(click.STRING), default=None,
               help="For a pipeline: class names whose prompts are encoded into the bundle (comma-separated).")
-@click.option("--engine", is_flag=True, help="Also build TensorRT engines for the UNet and VAE decoder.")
+@engine_options()
 @click.option("--allow-parity-failure", is_flag=True,
               help="Write the bundle even if a part disagrees with PyTorch (marked failed in the manifest).")
 def diffusion(source: Path, out: Path, precision: str, calib: Path | None, classes: list[str] | None, engine: bool,
+              max_batch: int | None, timing_cache: Path | None, allow_unsupported_ops: bool,
               allow_parity_failure: bool) -> None:
     """Export a 'flare train-diffusion' RUN or a local Stable-Diffusion pipeline folder as a generate bundle."""
     from flare.export.diffusion import export_diffusion
     from flare.runtime.progress import log
 
-    path, report = export_diffusion(source, out, precision=precision, calib=calib, classes=classes, engine=engine,
+    path, report = export_diffusion(source, out, precision=precision, calib=calib, classes=classes,
+                                    tensorrt=tensorrt_options(engine, max_batch, timing_cache, allow_unsupported_ops),
                                     allow_parity_failure=allow_parity_failure)
     log(report.summary())
     log(f"bundle written to {path}")
+
+
+@export.command()
+@click.argument("bundle", metavar="BUNDLE", type=InputPath("dir"))
+@engine_options(tiles=True, flag=False)
+def engine(bundle: Path, max_batch: int | None, timing_cache: Path | None, max_tile: int | None = None) -> None:
+    """Build TensorRT engines for this GPU into an existing bundle (any task), e.g. on the Jetson it runs on.
+
+    Engines for other GPUs or TensorRT versions already in the bundle are kept; the runtime
+    picks the one built for the machine it runs on. Needs TensorRT and cuda-python, not torch.
+    """
+    from flare.export.tensorrt import add_engines
+    from flare.runtime.artifacts import Manifest
+    from flare.runtime.engines import ProfileOptions
+    from flare.runtime.progress import log
+
+    manifest = Manifest.load(bundle)
+    add_engines(bundle, manifest, ProfileOptions(max_batch=max_batch, max_tile=max_tile), timing_cache)
+    log(f"engines written into {bundle}: " + ", ".join(e.file for e in manifest.engines))

@@ -40,6 +40,7 @@ from flare.export.bundle import bundle_files, library_versions, publish_checked,
 from flare.export.onnx_export import export_onnx, external_data_files, finalize, tensor_specs
 from flare.export.parity import GateReport, ParityReport, compare, compare_images, sample_images
 from flare.export.precision import HalfPrecision
+from flare.export.tensorrt import TensorRTOptions, prepare_for_tensorrt
 from flare.runtime.artifacts import DiffusionRun, Manifest, ModelIO, identify, sha256
 from flare.runtime.errors import FlareError, UsageError
 from flare.runtime.generation_spec import GenerationSpec, TextSpec, prompt_for, source_input
@@ -48,8 +49,6 @@ from flare.runtime.progress import log
 from flare.runtime.schedulers import alphas_cumprod, beta_schedule
 from flare.runtime.tokenizer import PromptTokenizer
 
-#: The largest UNet batch (guided: twice the images) a TensorRT engine built here accepts.
-ENGINE_MAX_BATCH = 16
 #: Timesteps the UNet gate checks, across the whole schedule (noisy to nearly clean).
 GATE_TIMESTEPS = (999, 700, 400, 100, 10, 1)
 #: Free-text prompts the text-encoder gate checks beside the class prompts and "".
@@ -155,7 +154,7 @@ def _batches(rows: np.ndarray, sizes: tuple[int, ...] = (1, 2, 3)) -> list[np.nd
 
 
 def export_diffusion(source: Path, out: Path, *, precision: str = "fp32", calib: Path | None = None,
-                     classes: list[str] | None = None, engine: bool = False,
+                     classes: list[str] | None = None, tensorrt: TensorRTOptions = TensorRTOptions(),
                      allow_parity_failure: bool = False) -> tuple[Path, GateReport]:
     """Export, check and write the bundle; raises :class:`ParityError` when a part fails its gate."""
     from flare.training.diffusion.model import TextPromptEncoder, _schedule_kwargs, load_diffusion
@@ -241,9 +240,6 @@ def export_diffusion(source: Path, out: Path, *, precision: str = "fp32", calib:
             reports["tokenizer"] = _save_tokenizer(text.tokenizer, stage / "tokenizer.json", tokenizer_spec,
                                                    [prompt_for(n) for n in names] + ["", *GATE_PROMPTS])
             files["tokenizer"] = "tokenizer.json"
-        limits = {}
-        if engine:
-            limits = _build_engines(stage, parts, files, precision)
         gate = GateReport(reports)
         models = {p.name: ModelIO(*tensor_specs(stage / f"{p.name}.onnx")) for p in parts}
         spec = GenerationSpec(image_size=model.image_size, latent_channels=model.latent_channels,
@@ -252,13 +248,13 @@ def export_diffusion(source: Path, out: Path, *, precision: str = "fp32", calib:
                               scheduler=_schedule_kwargs(model.scheduler_config), text=tokenizer_spec)
         weights = Path(source) / "unet" / "diffusion_pytorch_model.safetensors"
         manifest = Manifest(
-            task="generate", files=bundle_files(stage, files, limits), inputs=models["unet"].inputs,
+            task="generate", files=bundle_files(stage, files), inputs=models["unet"].inputs,
             outputs=models["unet"].outputs, models=models, precision=precision, preprocessing=spec.to_dict(),
             parity=gate.to_dict(),
             source={"model": f"diffusion {model.info.kind}", "checkpoint": str(Path(source).resolve()),
                     "sha256": sha256(weights) if weights.is_file() else None, **model.info.extra},
             versions=library_versions(), extra={"export": notes})
-        manifest.save(stage)
+        prepare_for_tensorrt(stage, Path(out), manifest, tensorrt)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
@@ -284,23 +280,3 @@ def _save_tokenizer(tokenizer: Any, path: Path, spec: TextSpec, prompts: list[st
                         samples=len(prompts), max_abs_diff=float(np.abs(got - want).max()), max_rel_diff=0.0,
                         top1_agreement=same, tolerance={"min_exact_agreement": 1.0}, passed=same == 1.0,
                         backend="tokenizers")
-
-
-def _build_engines(stage: Path, parts: list[Part], files: dict[str, str], precision: str) -> dict[str, int]:
-    """TensorRT engines for the UNet and the VAE decoder (the per-step and per-image parts)."""
-    from flare.export.tensorrt import build_engine
-
-    limits = {}
-    for part in parts:
-        if part.name not in ("unet", "vae_decoder"):
-            continue
-        top = ENGINE_MAX_BATCH if part.name == "unet" else ENGINE_MAX_BATCH // 2
-        profile = {}
-        for name, value in part.cases[0].items():
-            rest = tuple(value.shape[1:])
-            profile[name] = ((1, *rest), (2, *rest), (top, *rest))
-        plan = f"{part.name}.plan"
-        build_engine(stage / files[part.name], stage / plan, precision, profile)
-        files[f"engine_{part.name}"] = plan
-        limits[f"engine_{part.name}"] = top
-    return limits

@@ -27,6 +27,7 @@ from flare.export.bundle import bundle_files, library_versions, publish_checked,
 from flare.export.onnx_export import export_onnx, finalize, tensor_specs
 from flare.export.parity import ParityReport, compare_images, run_onnx, sample_images
 from flare.export.precision import HalfPrecision
+from flare.export.tensorrt import TensorRTOptions, prepare_for_tensorrt
 from flare.runtime.artifacts import Manifest, SRRun, identify, sha256
 from flare.runtime.errors import UsageError
 from flare.runtime.paths import check_apart
@@ -37,8 +38,6 @@ from flare.training.sr.swinir import CONFIGS, SwinIRConfig
 INPUT, OUTPUT = "image", "enhanced"
 #: Working memory one tile may take at batch 1 when the exporter picks the tile size.
 TILE_BUDGET_BYTES = 256 * 1024**2
-#: The largest tile side (input pixels) a TensorRT engine built here accepts, and its batch.
-ENGINE_MAX_TILE, ENGINE_MAX_BATCH = 512, 8
 
 
 @dataclass
@@ -123,7 +122,7 @@ def _torch_outputs(model: nn.Module, cases: list[np.ndarray]) -> list[np.ndarray
 
 
 def export_sr(checkpoint: Path, out: Path, *, precision: str = "fp32", calib: Path | None = None,
-              tile: int | None = None, overlap: int | None = None, engine: bool = False,
+              tile: int | None = None, overlap: int | None = None, tensorrt: TensorRTOptions = TensorRTOptions(),
               allow_parity_failure: bool = False) -> tuple[Path, ParityReport]:
     """Export, check and write the bundle; raises :class:`ParityError` when the gate refuses."""
     if precision not in ("fp32", "fp16"):
@@ -158,24 +157,15 @@ def export_sr(checkpoint: Path, out: Path, *, precision: str = "fp32", calib: Pa
             candidates.append(got)
         report = compare_images(list(zip(references, candidates)), precision, where, backend)
         ins, outs = tensor_specs(model_path)
-        names, limits = {"model": "model.onnx"}, {}
-        if engine:
-            from flare.export.tensorrt import build_engine
-
-            c, lo = cfg.in_chans, spec.min_side
-            profile = {INPUT: ((1, c, lo, lo), (max(1, ENGINE_MAX_BATCH // 2), c, tile, tile),
-                               (ENGINE_MAX_BATCH, c, ENGINE_MAX_TILE, ENGINE_MAX_TILE))}
-            build_engine(model_path, stage / "model.plan", precision, profile)
-            names["engine"], limits["engine"] = "model.plan", ENGINE_MAX_BATCH
         manifest = Manifest(
-            task="enhance", files=bundle_files(stage, names, limits), inputs=ins, outputs=outs,
+            task="enhance", files=bundle_files(stage, {"model": "model.onnx"}), inputs=ins, outputs=outs,
             precision=precision, preprocessing=spec.to_dict(), parity=report.to_dict(), source=source.info,
             versions=library_versions(),
             extra={"export": notes, "architecture": "swinir", "swinir": cfg.to_dict(),
                    "tile_basis": f"largest window multiple with activations under {TILE_BUDGET_BYTES >> 20} MiB "
                                  "at batch 1" if tile == rec_tile else "--tile"},
         )
-        manifest.save(stage)
+        prepare_for_tensorrt(stage, Path(out), manifest, tensorrt)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise

@@ -449,6 +449,29 @@ class BundleFile:
 
 
 @dataclass
+class EngineInfo:
+    """A TensorRT engine in the bundle and the one place it runs (see :mod:`flare.runtime.engines`).
+
+    ``file`` is its role in the manifest's ``files`` (checksummed like the rest), ``model``
+    the model file it was built from, ``profile`` each input's [min, opt, max] shape.
+    """
+
+    model: str
+    file: str
+    tensorrt: str
+    compute_capability: str
+    gpu: str
+    precision: str
+    profile: dict[str, list[list[int]]]
+    strongly_typed: bool = True
+
+    @property
+    def max_batch(self) -> int:
+        """The largest batch the profile accepts (the first input's axis 0)."""
+        return min(shapes[2][0] for shapes in self.profile.values())
+
+
+@dataclass
 class Manifest(Artifact):
     """What a bundle is, how to feed it, how it was checked, and what its files must hash to."""
 
@@ -473,6 +496,8 @@ class Manifest(Artifact):
     extra: dict[str, Any] = field(default_factory=dict)
     #: Per model file (generate bundles hold several); ``inputs`` / ``outputs`` are the UNet's.
     models: dict[str, ModelIO] = field(default_factory=dict)
+    #: TensorRT engines, each for one TensorRT version and GPU compute capability.
+    engines: list[EngineInfo] = field(default_factory=list)
 
     def specs_of(self, model_key: str) -> tuple[list[TensorSpec], list[TensorSpec]]:
         """The inputs and outputs of the model file ``model_key``."""
@@ -491,6 +516,10 @@ class Manifest(Artifact):
             raise BundleError(f"the manifest names files outside the bundle folder ({', '.join(outside)})")
         if not self.inputs or not self.outputs:
             raise BundleError("the manifest lists no model inputs or no outputs")
+        for engine in self.engines:
+            if engine.file not in self.files or engine.model not in self.files:
+                raise BundleError(f"the manifest records an engine '{engine.file}' for '{engine.model}' but does not "
+                                  "name both files")
         if self.task == "classify":
             if self.labels is None:
                 raise BundleError("a classify bundle needs 'labels' in its manifest")
@@ -527,6 +556,8 @@ class Manifest(Artifact):
             d.pop("labels")
         if not self.models:
             d.pop("models")
+        if not self.engines:
+            d.pop("engines")
         return d
 
     @classmethod

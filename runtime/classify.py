@@ -48,7 +48,7 @@ class Prediction:
 class Classifier:
     """A classify bundle opened on the best backend available here; close it (or use ``with``)."""
 
-    def __init__(self, bundle: str | Path, backend: str = "auto", spin: bool = True) -> None:
+    def __init__(self, bundle: str | Path, backend: str = "auto", spin: bool = True, cuda_graph: bool = False) -> None:
         """Open ``bundle`` on ``backend``; ``spin=False`` when decoding threads share the CPU
         with the model, as in triage (see :func:`flare.runtime.backends.open_runner`)."""
         self.bundle = Path(bundle)
@@ -62,7 +62,8 @@ class Classifier:
         self.input_name = self.manifest.inputs[0].name
         self.output_name = self.manifest.outputs[0].name
         self.outputs_probabilities = self.manifest.extra.get("output_kind") == "probabilities"
-        self.runner: Runner = open_runner(self.bundle, self.manifest, backend, spin=spin).activate()
+        self.runner: Runner = open_runner(self.bundle, self.manifest, backend, spin=spin,
+                                           cuda_graph=cuda_graph).activate()
 
     def __enter__(self) -> Classifier:
         return self

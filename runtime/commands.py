@@ -18,6 +18,10 @@ BACKEND_OPTION = click.option(
     "--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
     help="auto tries TensorRT, then CUDA, then CPU (ONNX Runtime), and says which one runs; trt-engine runs the "
          "bundle's TensorRT engine, openvino the ONNX file on OpenVINO (the 'openvino' extra).")
+CUDA_GRAPH_OPTION = click.option(
+    "--cuda-graph", is_flag=True,
+    help="With --backend cuda: capture each input shape as a CUDA graph and replay it (fixed --batch and tile "
+         "sizes; a model or shape the provider cannot capture runs without, with a note).")
 
 
 @click.command(cls=FlareCommand)
@@ -91,11 +95,12 @@ def _parity_text(parity: dict) -> str:
 @click.option("--top", "top_k", type=COUNT, default=3, show_default=True, help="How many classes to show per image.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image on stdout.")
 @BACKEND_OPTION
-def classify(bundle: Path, images: tuple[Path, ...], top_k: int, as_json: bool, backend: str) -> None:
+@CUDA_GRAPH_OPTION
+def classify(bundle: Path, images: tuple[Path, ...], top_k: int, as_json: bool, backend: str, cuda_graph: bool) -> None:
     """Classify image files (PNG, JPEG, TIFF, FITS) with a bundle."""
     from flare.runtime.classify import Classifier
 
-    with Classifier(bundle, backend=backend) as clf:
+    with Classifier(bundle, backend=backend, cuda_graph=cuda_graph) as clf:
         _classify_each(clf, images, top_k, as_json)
 
 
@@ -135,15 +140,16 @@ def _classify_each(clf: Classifier, images: tuple[Path, ...], top_k: int, as_jso
 @click.option("--max-pixels", type=COUNT, default=None,
               help="Refuse images larger than this many pixels (default: Pillow's decompression-bomb limit).")
 @BACKEND_OPTION
+@CUDA_GRAPH_OPTION
 def triage(directory: Path, bundle: Path, out: Path, threshold: float, batch: int, workers: int | None,
-           max_pixels: int | None, backend: str) -> None:
+           max_pixels: int | None, backend: str, cuda_graph: bool) -> None:
     """Classify every image under DIR into a resumable CSV, flagging low confidence."""
     from flare.runtime.classify import Classifier
     from flare.runtime.imageio import DEFAULT_MAX_PIXELS
     from flare.runtime.progress import log, progress_bar
     from flare.runtime.triage import triage as run_triage
 
-    with Classifier(bundle, backend=backend, spin=False) as clf, progress_bar(None, "triage") as bar:
+    with Classifier(bundle, backend=backend, spin=False, cuda_graph=cuda_graph) as clf, progress_bar(None, "triage") as bar:
         log(f"running on {clf.backend}")
         summary = run_triage(directory, clf, out, threshold=threshold, batch_size=batch, workers=workers,
                              max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels, progress=bar, on_start=bar.start)
@@ -162,14 +168,15 @@ def triage(directory: Path, bundle: Path, out: Path, threshold: float, batch: in
 @click.option("--batch", type=COUNT, default=4, show_default=True, help="Tiles per inference call.")
 @click.option("--png", "display", is_flag=True, help="For FITS inputs, also write a stretched 8-bit PNG to look at.")
 @BACKEND_OPTION
+@CUDA_GRAPH_OPTION
 def enhance(bundle: Path, images: tuple[Path, ...], out: Path, tile: int | None, overlap: int | None, batch: int,
-            display: bool, backend: str) -> None:
+            display: bool, backend: str, cuda_graph: bool) -> None:
     """Super-resolve images (PNG, TIFF, JPEG, FITS) of any size with an enhance bundle, tile by tile."""
     from flare.runtime.enhance import Enhancer
     from flare.runtime.enhance_files import enhance_files, raise_if_failed
     from flare.runtime.progress import log, progress_bar
 
-    with Enhancer(bundle, backend=backend, tile=tile, overlap=overlap, batch=batch) as enhancer, \
+    with Enhancer(bundle, backend=backend, tile=tile, overlap=overlap, batch=batch, cuda_graph=cuda_graph) as enhancer, \
             progress_bar(None, "enhance (input pixels)") as bar:
         log(f"running on {enhancer.backend}: x{enhancer.scale}, tiles of {enhancer.tile or 'whole-image'} px "
             f"overlapping by {enhancer.overlap}, {enhancer.batch} per call")
@@ -199,9 +206,10 @@ def enhance(bundle: Path, images: tuple[Path, ...], out: Path, tile: int | None,
               help="With --source on a text-to-image pipeline: how far the source is re-noised (default 0.75).")
 @click.option("--batch", type=COUNT, default=4, show_default=True, help="Images sampled together.")
 @BACKEND_OPTION
+@CUDA_GRAPH_OPTION
 def generate(bundle: Path, class_name: str | None, prompt: str | None, count: int, out: Path, steps: int | None,
              guidance: float | None, seed: int, sampler: str | None, order: int | None, source: Path | None,
-             strength: float | None, batch: int, backend: str) -> None:
+             strength: float | None, batch: int, backend: str, cuda_graph: bool) -> None:
     """Generate images of a class (or a prompt) with a generate bundle, without torch."""
     from flare.runtime.errors import UsageError
     from flare.runtime.generate import Generator
@@ -211,7 +219,7 @@ def generate(bundle: Path, class_name: str | None, prompt: str | None, count: in
 
     if (class_name is None) == (prompt is None):
         raise UsageError("give either --class NAME or --prompt TEXT")
-    with Generator(bundle, backend=backend, batch=batch) as generator:
+    with Generator(bundle, backend=backend, batch=batch, cuda_graph=cuda_graph) as generator:
         defaults = generator.spec.defaults
         request = Request(name=class_name, prompt=prompt, n=count, seed=seed,
                           steps=steps or int(defaults.get("steps", 50)),

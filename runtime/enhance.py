@@ -59,7 +59,8 @@ class Enhancer:
     """An enhance bundle opened on a backend; close it (or use ``with``)."""
 
     def __init__(self, bundle: str | Path, backend: str = "auto", tile: int | None = None,
-                 overlap: int | None = None, batch: int = 4, spin: bool = True) -> None:
+                 overlap: int | None = None, batch: int = 4, spin: bool = True,
+                 cuda_graph: bool = False) -> None:
         """``tile`` / ``overlap`` default to the bundle's recommendation; ``tile`` 0 runs whole images."""
         self.bundle = Path(bundle)
         self.manifest = Manifest.load(self.bundle)
@@ -80,7 +81,8 @@ class Enhancer:
         self.batch = batch
         self.input_name = self.manifest.inputs[0].name
         self.output_name = self.manifest.outputs[0].name
-        self.runner: Runner = open_runner(self.bundle, self.manifest, backend, spin=spin).activate()
+        self.runner: Runner = open_runner(self.bundle, self.manifest, backend, spin=spin,
+                                           cuda_graph=cuda_graph).activate()
         if self.runner.max_batch:
             self.batch = min(self.batch, self.runner.max_batch)
 

@@ -30,7 +30,7 @@ from flare.runtime.schedulers import SAMPLERS, make_sampler
 class Generator:
     """A generate bundle opened on a backend; close it (or use ``with``)."""
 
-    def __init__(self, bundle: str | Path, backend: str = "auto", batch: int = 4) -> None:
+    def __init__(self, bundle: str | Path, backend: str = "auto", batch: int = 4, cuda_graph: bool = False) -> None:
         """``batch`` is how many images are sampled together (the UNet sees twice that with guidance)."""
         self.bundle = Path(bundle)
         self.manifest = Manifest.load(self.bundle)
@@ -42,6 +42,7 @@ class Generator:
         self.spec = GenerationSpec.from_dict(self.manifest.preprocessing)
         self.batch = batch
         self.backend_choice = backend
+        self.cuda_graph = cuda_graph
         table_path = self.bundle / self.manifest.files["class_embeddings"].path
         self.table = np.load(table_path, allow_pickle=False).astype(np.float32)
         if self.table.ndim != 3 or len(self.table) != len(self.spec.classes) + 1:
@@ -85,7 +86,8 @@ class Generator:
 
     def _runner(self, key: str) -> Runner:
         if key not in self._runners:
-            self._runners[key] = open_runner(self.bundle, self.manifest, self.backend_choice, key).activate()
+            self._runners[key] = open_runner(self.bundle, self.manifest, self.backend_choice, key,
+                                              cuda_graph=self.cuda_graph).activate()
         return self._runners[key]
 
     def _run(self, key: str, feeds: dict[str, np.ndarray]) -> np.ndarray:

@@ -80,7 +80,7 @@ def _tensorrt_available() -> bool:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip GPU / TensorRT tests, with the reason, where the machine lacks them."""
     no_gpu = pytest.mark.skip(reason="needs an NVIDIA GPU and onnxruntime-gpu (CUDAExecutionProvider)")
-    no_trt = pytest.mark.skip(reason="needs TensorRT 10 and a GPU (pip install 'flare-edge[gpu]')")
+    no_trt = pytest.mark.skip(reason="needs TensorRT (10 or 11) and a GPU (pip install 'flare-edge[gpu]')")
     cuda, trt = _cuda_available(), _tensorrt_available()
     for item in items:
         if "gpu" in item.keywords and not cuda:

@@ -326,3 +326,11 @@ def test_working_memory_is_bounded_by_tiles_not_the_image(tmp_path: Path, swinir
           f"output {output_bytes / 2**20:.0f} MiB")
     assert Image.open(tmp_path / "l" / "big.png").size == (2 * side, 2 * side)
     assert extra < input_bytes + output_bytes
+
+
+def test_sr_bundle_passes_the_static_tensorrt_op_check(sr_bundle: Path) -> None:
+    from flare.runtime.artifacts import Manifest
+
+    ops = Manifest.load(sr_bundle).extra["tensorrt_ops"]
+    assert ops["passed"] and "TensorRT 10.16" in ops["checked_against"]
+    assert ops["models"]["model"]["unsupported"] == [] and {"Conv", "MatMul", "Softmax"} <= set(ops["models"]["model"]["ops"])

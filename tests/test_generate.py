@@ -298,3 +298,13 @@ def test_bench_measures_generation_against_torch(made: dict[str, Path], tmp_path
     assert runtime["speedup_vs_torch_fp32"] == pytest.approx(rows["torch"]["seconds_per_image"]
                                                              / runtime["seconds_per_image"])
     assert bench["headlines"][0]["target"] == 1.2 and "s/image" in (out / "bench.md").read_text()
+
+
+@pytest.mark.parametrize("which", ["b32", "b16", "sd"])
+def test_every_part_passes_the_static_tensorrt_op_check(made: dict[str, Path], sd: dict[str, Path], which: str) -> None:
+    bundle = sd["bundle"] if which == "sd" else made[which]
+    manifest = Manifest.load(bundle)
+    ops = manifest.extra["tensorrt_ops"]
+    models = {k for k in manifest.files if k in ("unet", "vae_decoder", "vae_encoder", "text_encoder")}
+    assert ops["passed"] and set(ops["models"]) == models
+    assert all(not m["unsupported"] and "Conv" in m["ops"] or k == "text_encoder" for k, m in ops["models"].items())

@@ -26,7 +26,10 @@ def test_cuda_provider_runs_and_matches_cpu(bundle: Path, sky_data: Path) -> Non
 def test_tensorrt_engine_bundle(trained_run: Path, sky_data: Path, tmp_path: Path, precision: str) -> None:
     from flare.export.classifier import export_classifier
 
-    path, _ = export_classifier(str(trained_run), tmp_path / precision, precision=precision, engine=True)
+    from flare.export.tensorrt import TensorRTOptions
+
+    path, _ = export_classifier(str(trained_run), tmp_path / precision, precision=precision,
+                                tensorrt=TensorRTOptions(engine=True))
     files = sorted((sky_data / "hr").rglob("*.png"))[:8]
     reference = Classifier(path, backend="cpu").classify_files(files, top_k=1)
     engine = Classifier(path, backend="trt-engine")
@@ -34,3 +37,37 @@ def test_tensorrt_engine_bundle(trained_run: Path, sky_data: Path, tmp_path: Pat
     got = engine.classify_files(files, top_k=1)
     agree = np.mean([r.top[0][0] == g.top[0][0] for r, g in zip(reference, got)])
     assert agree >= 0.85
+
+
+@pytest.mark.gpu
+def test_cuda_io_binding_and_cuda_graphs_match_the_plain_session(bundle: Path, sky_data: Path) -> None:
+    files = sorted((sky_data / "hr").rglob("*.png"))[:8]
+    plain = Classifier(bundle, backend="cpu").classify_files(files, top_k=8)
+    graphed = Classifier(bundle, backend="cuda", cuda_graph=True)
+    assert graphed.runner._io is not None and graphed.runner._io.graphs, graphed.runner.notes
+    for _ in range(3):  # first run learns shapes, second captures, third replays
+        got = graphed.classify_files(files, top_k=8)
+    a = np.array([[p for _, p in sorted(r.top)] for r in plain])
+    b = np.array([[p for _, p in sorted(r.top)] for r in got])
+    np.testing.assert_allclose(a, b, atol=1e-3)
+
+
+@pytest.mark.tensorrt
+def test_flare_export_engine_adds_an_engine_to_a_bundle_and_it_runs(bundle: Path, sky_data: Path,
+                                                                    tmp_path: Path) -> None:
+    import shutil
+
+    from click.testing import CliRunner
+
+    from flare.cli import cli
+
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy)
+    result = CliRunner().invoke(cli, ["export", "engine", str(copy), "--max-batch", "8"])
+    assert result.exit_code == 0, result.output
+    files = sorted((sky_data / "hr").rglob("*.png"))[:8]
+    reference = Classifier(copy, backend="cpu").classify_files(files, top_k=1)
+    engine = Classifier(copy, backend="trt-engine")
+    assert engine.runner.max_batch == 8
+    got = engine.classify_files(files, top_k=1)
+    assert np.mean([r.top[0][0] == g.top[0][0] for r, g in zip(reference, got)]) >= 0.85

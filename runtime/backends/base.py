@@ -137,7 +137,7 @@ def _describe(spec: TensorSpec) -> str:
 
 
 def open_runner(bundle: Path, manifest: Manifest, backend: str = "auto", model_key: str = "model",
-                spin: bool = True) -> Runner:
+                spin: bool = True, cuda_graph: bool = False) -> Runner:
     """An inactive runner for ``manifest.files[model_key]`` on the requested backend.
 
     ``trt-engine`` runs the bundle's serialized TensorRT engine with TensorRT's own Python
@@ -145,7 +145,8 @@ def open_runner(bundle: Path, manifest: Manifest, backend: str = "auto", model_k
     file through ONNX Runtime, which then picks
     TensorRT, CUDA or CPU execution providers (see :mod:`flare.runtime.backends.ort_runner`).
     ``spin=False`` stops ONNX Runtime's CPU threads spin-waiting between ops, for callers
-    whose own threads share the cores (triage decodes beside the model).
+    whose own threads share the cores (triage decodes beside the model). ``cuda_graph``
+    asks the CUDA provider to capture the model as a CUDA graph (see ``OnnxRuntimeRunner``).
     """
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -153,11 +154,11 @@ def open_runner(bundle: Path, manifest: Manifest, backend: str = "auto", model_k
         raise BackendError(f"{bundle} has no {model_key!r} file; it holds {', '.join(manifest.files)}")
     if backend == "trt-engine":
         from flare.runtime.backends.trt_runner import TensorRTRunner
+        from flare.runtime.engines import engine_for, this_platform
 
-        engine = manifest.files.get(f"engine_{model_key}") or manifest.files.get("engine")
-        if engine is None:
-            raise BackendError(f"{bundle} has no TensorRT engine; re-export with --engine on this GPU")
-        return TensorRTRunner(bundle / engine.path, *manifest.specs_of(model_key), engine.max_batch)
+        engine = engine_for(manifest, model_key, this_platform(), str(bundle))
+        return TensorRTRunner(bundle / manifest.files[engine.file].path, *manifest.specs_of(model_key),
+                              engine.max_batch, specs_from=str(bundle / Manifest.FILE))
     entry = manifest.files[model_key]
     if backend == "openvino":
         from flare.runtime.backends.openvino_runner import OpenVINORunner
@@ -168,4 +169,15 @@ def open_runner(bundle: Path, manifest: Manifest, backend: str = "auto", model_k
 
     return OnnxRuntimeRunner(bundle / entry.path, *manifest.specs_of(model_key), backend=backend,
                              cache_dir=bundle / "trt_cache", fp16=manifest.precision == "fp16",
-                             max_batch=entry.max_batch, specs_from=str(bundle / Manifest.FILE), spin=spin)
+                             max_batch=entry.max_batch, specs_from=str(bundle / Manifest.FILE), spin=spin,
+                             trt_profile=_provider_profile(manifest, model_key), cuda_graph=cuda_graph)
+
+
+def _provider_profile(manifest: Manifest, model_key: str) -> dict[str, str]:
+    """The TensorRT provider's profile shapes: the same rule as the bundle's own engines."""
+    from flare.runtime.engines import engine_profile, profile_shapes
+
+    try:
+        return profile_shapes(engine_profile(manifest, model_key))
+    except (BackendError, KeyError, ValueError):
+        return {}  # a bundle no rule covers: the provider then builds for the shapes it sees

@@ -14,6 +14,7 @@ runner was given (a bundle's manifest): see :meth:`Runner.check_model_specs`.
 from __future__ import annotations
 
 import importlib.metadata
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,9 @@ class OnnxRuntimeRunner(Runner):
 
     def __init__(self, model: Path, inputs: list[TensorSpec], outputs: list[TensorSpec], backend: str = "auto",
                  cache_dir: Path | None = None, fp16: bool = False, threads: int | None = None,
-                 max_batch: int | None = None, specs_from: str = "the manifest", spin: bool = True) -> None:
+                 max_batch: int | None = None, specs_from: str = "the manifest", spin: bool = True,
+                 trt_profile: dict[str, str] | None = None, cuda_graph: bool = False,
+                 io_binding: bool | None = None) -> None:
         super().__init__(inputs, outputs, max_batch, specs_from)
         #: Whether idle CPU threads spin-wait for the next op (ONNX Runtime's default): fastest
         #: alone, but it takes the cores that decoding threads running beside it need.
@@ -71,8 +74,15 @@ class OnnxRuntimeRunner(Runner):
         if backend not in _PREFERENCE:
             raise BackendError(f"ONNX Runtime has no backend {backend!r}; choose one of {', '.join(_PREFERENCE)}")
         self.model, self.backend, self.cache_dir, self.fp16, self.threads = Path(model), backend, cache_dir, fp16, threads
+        #: The TensorRT provider's ``trt_profile_{min,opt,max}_shapes`` (see flare.runtime.engines).
+        self.trt_profile = dict(trt_profile or {})
+        #: Capture the model as CUDA graphs (CUDA provider only; see :class:`DeviceIO`).
+        self.cuda_graph = cuda_graph
+        #: Keep inputs and outputs in bound buffers: None binds on the CUDA provider only.
+        self.io_binding = io_binding
         self.session: Any = None
         self.provider = ""
+        self._io: DeviceIO | None = None
 
     def _activate(self) -> None:
         ort = import_onnxruntime()
@@ -89,13 +99,13 @@ class OnnxRuntimeRunner(Runner):
         if not self.spin:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        graphs = self._wants_graphs()
         providers: list[Any] = []
         for p in wanted:
             if p == "TensorrtExecutionProvider":
-                trt_opts: dict[str, Any] = {"trt_fp16_enable": self.fp16}
-                if self.cache_dir is not None:
-                    trt_opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(self.cache_dir))
-                providers.append((p, trt_opts))
+                providers.append((p, self._trt_options()))
+            elif p == "CUDAExecutionProvider" and graphs:
+                providers.append((p, {"enable_cuda_graph": "1"}))
             else:
                 providers.append(p)
         self.session = self._start(ort, options, providers)
@@ -112,6 +122,26 @@ class OnnxRuntimeRunner(Runner):
         self.provider = active[0]
         self.name = f"onnxruntime:{_SHORT.get(self.provider, self.provider)}"
         self._output_names = [o.name for o in self.session.get_outputs()]
+        on_cuda = self.provider == "CUDAExecutionProvider"
+        if self.io_binding or (self.io_binding is None and on_cuda):
+            self._io = DeviceIO(ort, self.session, "cuda" if on_cuda else "cpu", graphs and on_cuda, self.notes)
+
+    def _wants_graphs(self) -> bool:
+        """Whether to ask for CUDA graphs; a request the provider cannot honour becomes a note."""
+        if not self.cuda_graph:
+            return False
+        if self.backend != "cuda":
+            self.notes.append("--cuda-graph needs --backend cuda (every node on the CUDA provider); running without")
+            return False
+        return True
+
+    def _trt_options(self) -> dict[str, Any]:
+        """TensorRT provider options: precision, the bundle's profile, engine and timing caches."""
+        options: dict[str, Any] = {"trt_fp16_enable": self.fp16, **self.trt_profile}
+        if self.cache_dir is not None:
+            options.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(self.cache_dir),
+                           trt_timing_cache_enable=True, trt_timing_cache_path=str(self.cache_dir))
+        return options
 
     def _start(self, ort: Any, options: Any, providers: list[Any]) -> Any:
         """Create the session, dropping accelerated providers that fail to initialise."""
@@ -127,10 +157,98 @@ class OnnxRuntimeRunner(Runner):
                 self.notes.append(f"{name} failed to start and was dropped: {' '.join(str(exc).split())}")
 
     def _deactivate(self) -> None:
-        self.session = None
+        self.session = self._io = None
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._io is not None:
+            return self._io.run(feeds)
         return dict(zip(self._output_names, self.session.run(self._output_names, feeds)))
+
+
+class DeviceIO:
+    """A session's inputs and outputs in bound buffers at fixed addresses (ONNX Runtime IO binding).
+
+    Without binding, the CUDA provider allocates and copies every input and output on each
+    ``run``. Here each set of input shapes gets one slot: input buffers on the device that
+    later calls overwrite in place, and output buffers found on the slot's first run and
+    then kept. Fixed addresses are also what a CUDA graph needs: with ``graphs``, each slot
+    after its first run gets a ``gpu_graph_id`` and ONNX Runtime captures it on the next
+    run and replays it after; up to :attr:`MAX_GRAPHS` shapes, later ones run uncaptured
+    (a note says so). A capture that fails turns graphs off for the runner, with a note.
+    """
+
+    MAX_GRAPHS = 8
+
+    def __init__(self, ort: Any, session: Any, device: str, graphs: bool, notes: list[str]) -> None:
+        self.ort, self.session, self.device, self.graphs, self.notes = ort, session, device, graphs, notes
+        self._outputs = [o.name for o in session.get_outputs()]
+        self._slots: dict[tuple, _Slot] = {}
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        key = tuple((name, array.shape, array.dtype.str) for name, array in sorted(feeds.items()))
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = self._first_run(feeds)
+        else:
+            for name, value in slot.inputs.items():
+                value.update_inplace(np.ascontiguousarray(feeds[name]))
+            try:
+                self.session.run_with_iobinding(slot.binding, slot.options)
+            except Exception as exc:  # noqa: BLE001 - a failed capture is ORT's plain RuntimeError
+                if slot.graph_id < 0:
+                    raise BackendError(f"ONNX Runtime failed: {quote_error(exc)}") from exc
+                self._stop_graphs(exc)
+                self.session.run_with_iobinding(slot.binding, slot.options)
+        outputs = [value.numpy() for value in slot.binding.get_outputs()]
+        if self.device == "cpu":  # a host buffer's array is a view the next run overwrites
+            outputs = [array.copy() for array in outputs]
+        return dict(zip(self._outputs, outputs))
+
+    def _first_run(self, feeds: dict[str, np.ndarray]) -> _Slot:
+        """Bind the inputs, run uncaptured to learn the output shapes, then bind fixed outputs."""
+        binding = self.session.io_binding()
+        inputs = {name: self.ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device, 0)
+                  for name, array in feeds.items()}
+        for name, value in inputs.items():
+            binding.bind_ortvalue_input(name, value)
+        for name in self._outputs:
+            binding.bind_output(name, self.device)
+        options = self.ort.RunOptions()
+        if self.graphs:
+            options.add_run_config_entry("gpu_graph_id", "-1")  # this run only learns the shapes
+        self.session.run_with_iobinding(binding, options)
+        outputs = binding.get_outputs()
+        binding.clear_binding_outputs()
+        for name, value in zip(self._outputs, outputs):
+            binding.bind_ortvalue_output(name, value)
+        graph_id = -1
+        if self.graphs:
+            if len(self._slots) < self.MAX_GRAPHS:
+                graph_id = len(self._slots)
+            elif not any("CUDA graphs" in n for n in self.notes):
+                self.notes.append(f"more than {self.MAX_GRAPHS} input shapes: CUDA graphs only for the first "
+                                  f"{self.MAX_GRAPHS}; fix the batch and tile sizes to capture every call")
+            options = self.ort.RunOptions()
+            options.add_run_config_entry("gpu_graph_id", str(graph_id))
+        return _Slot(binding=binding, inputs=inputs, options=options, graph_id=graph_id)
+
+    def _stop_graphs(self, exc: BaseException) -> None:
+        self.graphs = False
+        self.notes.append(f"CUDA graph capture failed and was turned off ({quote_error(exc)})")
+        for slot in self._slots.values():
+            slot.graph_id = -1
+            slot.options = self.ort.RunOptions()
+            slot.options.add_run_config_entry("gpu_graph_id", "-1")
+
+
+@dataclass
+class _Slot:
+    """One set of input shapes: its binding, input buffers and run options."""
+
+    binding: Any
+    inputs: dict[str, Any]
+    options: Any
+    graph_id: int
 
 
 def _spec(arg: Any) -> TensorSpec:

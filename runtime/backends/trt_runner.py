@@ -7,6 +7,8 @@ TensorRT cannot be installed on our CI machines: this module is exercised only b
 marked ``tensorrt``, on a machine that has it. An engine is tied to the GPU model and the
 TensorRT version that built it.
 
+On activation the engine's own tensors are checked against the manifest
+(:meth:`Runner.check_model_specs`), as the other runners check their model files.
 Device buffers are allocated once per set of input shapes and reused while batches keep
 that shape (a triage run is thousands of equal batches), and everything, the stream
 included, is freed by :meth:`deactivate`.
@@ -21,6 +23,7 @@ import numpy as np
 
 from flare.runtime.artifacts import TensorSpec
 from flare.runtime.backends.base import Runner
+from flare.runtime.engines import plan_version, same_release
 from flare.runtime.errors import BackendError, MissingExtraError
 
 
@@ -51,8 +54,8 @@ class TensorRTRunner(Runner):
     """Runs a TensorRT engine; inputs and outputs are numpy arrays on the host."""
 
     def __init__(self, engine_path: Path, inputs: list[TensorSpec], outputs: list[TensorSpec],
-                 max_batch: int | None = None) -> None:
-        super().__init__(inputs, outputs, max_batch)
+                 max_batch: int | None = None, specs_from: str = "the manifest") -> None:
+        super().__init__(inputs, outputs, max_batch, specs_from)
         self.engine_path = Path(engine_path)
         self._buffers: dict[str, tuple[np.ndarray, int]] = {}
         self._shapes: tuple[tuple[int, ...], ...] | None = None
@@ -62,22 +65,33 @@ class TensorRTRunner(Runner):
         self._trt, self._cudart = trt, cudart
         self._logger = trt.Logger(trt.Logger.WARNING)
         try:
+            built = plan_version(self.engine_path)
             data = self.engine_path.read_bytes()
         except OSError as exc:
             raise BackendError(f"cannot read TensorRT engine {self.engine_path}: {exc.strerror}") from exc
+        if built is not None and not same_release(built, str(trt.__version__)):
+            raise BackendError(f"{self.engine_path} was built by TensorRT {built} but this machine has "
+                               f"{trt.__version__}; build one here with 'flare export engine BUNDLE'")
         self.engine = trt.Runtime(self._logger).deserialize_cuda_engine(data)
         if self.engine is None:
             raise BackendError(
                 f"{self.engine_path} could not be deserialized: engines only run on the GPU model and "
-                "TensorRT version that built them; re-export with --engine on this machine")
+                "TensorRT version that built them; build one here with 'flare export engine BUNDLE'")
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self._input_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self._output_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self.check_model_specs(self.engine_path.name, [self._spec(n) for n in self._input_names],
+                               [self._spec(n) for n in self._output_names])
         if self.max_batch is None and self._input_names:  # the engine's own limit, profile 0
             self.max_batch = int(self.engine.get_tensor_profile_shape(self._input_names[0], 0)[2][0])
         self.stream = _check(cudart.cudaStreamCreate())
         self.name = "tensorrt:engine"
+
+    def _spec(self, name: str) -> TensorSpec:
+        """An engine tensor as a spec: dynamic dims (-1) become ``"?"``, like a symbolic one."""
+        shape = [d if d >= 0 else "?" for d in self.engine.get_tensor_shape(name)]
+        return TensorSpec(name=name, shape=shape, dtype=np.dtype(self._trt.nptype(self.engine.get_tensor_dtype(name))).name)
 
     def _free_buffers(self) -> None:
         for _, ptr in self._buffers.values():

@@ -156,3 +156,28 @@ def engine(bundle: Path, max_batch: int | None, timing_cache: Path | None, max_t
     manifest = Manifest.load(bundle)
     add_engines(bundle, manifest, ProfileOptions(max_batch=max_batch, max_tile=max_tile), timing_cache)
     log(f"engines written into {bundle}: " + ", ".join(e.file for e in manifest.engines))
+
+
+@export.command()
+@click.argument("bundles", metavar="BUNDLE...", nargs=-1, required=True, type=InputPath("dir"))
+@click.option("--out", type=OutputPath("dir", made_by="flare-triton.json"), required=True,
+              help="Model repository folder to write (replaced as a whole when it is one this command wrote).")
+@click.option("--kind", type=click.Choice(["gpu", "cpu"]), default="gpu", show_default=True,
+              help="Where the ONNX models' instances run; gpu adds the TensorRT accelerator.")
+@click.option("--instances", type=COUNT, default=1, show_default=True, help="Instances of each model.")
+@click.option("--max-batch", type=COUNT, default=None,
+              help="Largest batch per call (default: 32 classify, 8 tiles enhance, 4 images generate; guided UNet "
+                   "calls get twice this).")
+def triton(bundles: tuple[Path, ...], out: Path, kind: str, instances: int, max_batch: int | None) -> None:
+    """Write a Triton Inference Server model repository serving the bundles (any task; no torch needed).
+
+    Clients send encoded image bytes (IMAGE) to classify and enhance models, and CLASS or PROMPT
+    (with SEED, COUNT, STEPS, GUIDANCE, SAMPLER) to generate models. The Python-backend models
+    need 'flare-edge[cpu]' installed in the server's Python environment.
+    """
+    from flare.export.triton import ServingOptions, export_triton
+    from flare.runtime.progress import log
+
+    path = export_triton(list(bundles), out, ServingOptions(kind=kind, instances=instances, max_batch=max_batch))
+    log(f"model repository written to {path}; serve it with: docker run --gpus all --rm -p 8000:8000 -p 8001:8001 "
+        f"-v {Path(path).resolve()}:/models nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models")

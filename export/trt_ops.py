@@ -92,10 +92,13 @@ def _refusal(node: Any, domain: str, initializers: dict[str, Any], constants: se
     if op == "Resize":
         if _attribute(node, "antialias"):
             return "Resize with antialias, which TensorRT does not implement"
-        if _text(node, "mode", "nearest") not in ("nearest", "linear"):
-            return f"Resize mode {_text(node, 'mode', '')!r}; TensorRT takes nearest or linear"
-        if _text(node, "coordinate_transformation_mode", "half_pixel") == "tf_crop_and_resize":
-            return "Resize with tf_crop_and_resize, which TensorRT does not implement"
+        # operators.md lists nearest and linear only, but the parser's Resize importer
+        # (onnxOpImporters.cpp) maps cubic to kCUBIC too; it refuses these two transformations.
+        if _text(node, "mode", "nearest") not in ("nearest", "linear", "cubic"):
+            return f"Resize mode {_text(node, 'mode', '')!r}; TensorRT takes nearest, linear or cubic"
+        transformation = _text(node, "coordinate_transformation_mode", "half_pixel")
+        if transformation in ("tf_crop_and_resize", "half_pixel_symmetric"):
+            return f"Resize with {transformation}, which TensorRT's parser refuses"
     if op == "ScatterND" and _text(node, "reduction", "none") != "none":
         return "ScatterND with a reduction, which TensorRT does not implement"
     if op.startswith("Reduce") and len(node.input) > 1 and node.input[1] and node.input[1] not in constants:

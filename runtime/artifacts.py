@@ -28,6 +28,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any, ClassVar, TypeVar
 
 from flare.runtime.atomic import write_json
@@ -568,9 +569,13 @@ class Manifest(Artifact):
             manifest.verify(Path(folder))
         return manifest
 
-    def verify(self, folder: Path) -> None:
-        """Refuse a missing, truncated or changed file, by name (sizes first: cheap)."""
+    def verify(self, folder: Path, roles: Iterable[str] | None = None) -> None:
+        """Refuse a missing, truncated or changed file, by name (sizes first: cheap); ``roles``
+        limits the check to those files (a server model folder holds only what it reads)."""
+        wanted = set(self.files if roles is None else roles)
         for role, entry in self.files.items():
+            if role not in wanted:
+                continue
             path = Path(folder) / entry.path
             if not path.is_file():
                 raise BundleError(f"{folder}: the manifest names {entry.path} ({role}) but the file is missing; "

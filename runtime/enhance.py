@@ -60,10 +60,14 @@ class Enhancer:
 
     def __init__(self, bundle: str | Path, backend: str = "auto", tile: int | None = None,
                  overlap: int | None = None, batch: int = 4, spin: bool = True,
-                 cuda_graph: bool = False) -> None:
-        """``tile`` / ``overlap`` default to the bundle's recommendation; ``tile`` 0 runs whole images."""
+                 cuda_graph: bool = False, runner: Runner | None = None) -> None:
+        """``tile`` / ``overlap`` default to the bundle's recommendation; ``tile`` 0 runs whole images.
+
+        ``runner`` replaces the bundle's own model file (a Triton server's model, called from
+        its Python backend: see :mod:`flare.runtime.serving`); the folder then needs only its manifest.
+        """
         self.bundle = Path(bundle)
-        self.manifest = Manifest.load(self.bundle)
+        self.manifest = Manifest.load(self.bundle, verify=runner is None)
         if self.manifest.task != "enhance":
             raise BundleError(f"{self.bundle} is a bundle for '{self.manifest.task}', not an enhance "
                               "(super-resolution) bundle; make one with 'flare export sr'")
@@ -81,8 +85,8 @@ class Enhancer:
         self.batch = batch
         self.input_name = self.manifest.inputs[0].name
         self.output_name = self.manifest.outputs[0].name
-        self.runner: Runner = open_runner(self.bundle, self.manifest, backend, spin=spin,
-                                           cuda_graph=cuda_graph).activate()
+        self.runner: Runner = (runner or open_runner(self.bundle, self.manifest, backend, spin=spin,
+                                                     cuda_graph=cuda_graph)).activate()
         if self.runner.max_batch:
             self.batch = min(self.batch, self.runner.max_batch)
 

@@ -30,10 +30,19 @@ from flare.runtime.schedulers import SAMPLERS, make_sampler
 class Generator:
     """A generate bundle opened on a backend; close it (or use ``with``)."""
 
-    def __init__(self, bundle: str | Path, backend: str = "auto", batch: int = 4, cuda_graph: bool = False) -> None:
-        """``batch`` is how many images are sampled together (the UNet sees twice that with guidance)."""
+    def __init__(self, bundle: str | Path, backend: str = "auto", batch: int = 4, cuda_graph: bool = False,
+                 open_part: Callable[[str], Runner] | None = None) -> None:
+        """``batch`` is how many images are sampled together (the UNet sees twice that with guidance).
+
+        ``open_part(key)`` replaces the bundle's model files by other runners (a Triton
+        server's models, see :mod:`flare.runtime.serving`); the folder then needs only the
+        manifest, the class embeddings and the tokenizer.
+        """
         self.bundle = Path(bundle)
-        self.manifest = Manifest.load(self.bundle)
+        self.manifest = Manifest.load(self.bundle, verify=open_part is None)
+        if open_part is not None:
+            self.manifest.verify(self.bundle, [r for r in ("class_embeddings", "tokenizer") if r in self.manifest.files])
+        self._open_part = open_part
         if self.manifest.task != "generate":
             raise BundleError(f"{self.bundle} is a bundle for '{self.manifest.task}', not a generate bundle; "
                               "make one with 'flare export diffusion'")
@@ -86,8 +95,9 @@ class Generator:
 
     def _runner(self, key: str) -> Runner:
         if key not in self._runners:
-            self._runners[key] = open_runner(self.bundle, self.manifest, self.backend_choice, key,
-                                              cuda_graph=self.cuda_graph).activate()
+            runner = self._open_part(key) if self._open_part is not None else open_runner(
+                self.bundle, self.manifest, self.backend_choice, key, cuda_graph=self.cuda_graph)
+            self._runners[key] = runner.activate()
         return self._runners[key]
 
     def _run(self, key: str, feeds: dict[str, np.ndarray]) -> np.ndarray:

@@ -8,6 +8,7 @@ tools can record it and move on.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Callable
@@ -87,6 +88,13 @@ def load_rgb(
     """Decode ``path`` to HxWx3 uint8 or raise :class:`ImageDecodeError` naming the file."""
     return decode_named(Path(path), lambda p: _load_fits(p, max_pixels, stretch) if is_fits(p)
                         else _load_pil(p, max_pixels, stretch))
+
+
+def load_rgb_bytes(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, stretch: StretchSpec = StretchSpec()) -> np.ndarray:
+    """An encoded image held in memory (a request to a server) to HxWx3 uint8, as :func:`load_rgb` decodes files."""
+    if data[:9] == b"SIMPLE  =":  # every FITS file starts with this card
+        return _load_fits(io.BytesIO(data), max_pixels, stretch)
+    return _load_pil(io.BytesIO(data), max_pixels, stretch)
 
 
 def decode_named(path: Path, decode: Callable[[Path], T]) -> T:

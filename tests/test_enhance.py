@@ -334,3 +334,32 @@ def test_sr_bundle_passes_the_static_tensorrt_op_check(sr_bundle: Path) -> None:
     ops = Manifest.load(sr_bundle).extra["tensorrt_ops"]
     assert ops["passed"] and "TensorRT 10.16" in ops["checked_against"]
     assert ops["models"]["model"]["unsupported"] == [] and {"Conv", "MatMul", "Softmax"} <= set(ops["models"]["model"]["ops"])
+
+
+def test_triton_repository_enhances_image_bytes_as_the_runtime_does(sr_bundle: Path, tmp_path: Path) -> None:
+    import io
+
+    from PIL import Image
+    from triton_fakes import Server, check_onnx_model, parse
+
+    from flare.export.triton import export_triton
+    from flare.runtime.serving import enhance_pixels
+
+    repo = export_triton([sr_bundle], tmp_path / "repo")
+    name = sr_bundle.name
+    model = check_onnx_model(repo / f"{name}_model")
+    assert list(model.input[0].dims) == [3, -1, -1]
+    python = parse(repo / name / "config.pbtxt")
+    assert python.backend == "python" and [o.name for o in python.output] == ["ENHANCED"]
+    picture = _sky(40, 52)
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="PNG")
+    server = Server(repo)
+    try:
+        got = server.infer(name, {"IMAGE": np.array([buffer.getvalue()], dtype=object)})["ENHANCED"]
+    finally:
+        server.close()
+    with Enhancer(sr_bundle, backend="cpu") as enhancer:
+        want = enhance_pixels(enhancer, picture)
+        assert got.shape == (40 * enhancer.scale, 52 * enhancer.scale, 3)
+    assert np.abs(got.astype(int) - want).max() <= 1

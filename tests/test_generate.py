@@ -308,3 +308,34 @@ def test_every_part_passes_the_static_tensorrt_op_check(made: dict[str, Path], s
     models = {k for k in manifest.files if k in ("unet", "vae_decoder", "vae_encoder", "text_encoder")}
     assert ops["passed"] and set(ops["models"]) == models
     assert all(not m["unsupported"] and "Conv" in m["ops"] or k == "text_encoder" for k, m in ops["models"].items())
+
+
+def test_triton_repository_generates_the_runtimes_images(made: dict[str, Path], sd: dict[str, Path],
+                                                         tmp_path: Path) -> None:
+    from triton_fakes import Server, check_onnx_model, parse
+
+    from flare.export.triton import export_triton
+
+    repo = export_triton([made["b32"], sd["bundle"]], tmp_path / "repo")
+    ours, pipe = made["b32"].name, sd["bundle"].name
+    for part in ("unet", "vae_decoder", "vae_encoder"):
+        check_onnx_model(repo / f"{ours}_{part}")
+    assert parse(repo / f"{ours}_unet" / "config.pbtxt").max_batch_size == 8  # guided: twice the 4 images
+    assert parse(repo / f"{ours}_vae_decoder" / "config.pbtxt").max_batch_size == 4
+    check_onnx_model(repo / f"{pipe}_text_encoder")
+    server = Server(repo)
+    try:
+        got = server.infer(ours, {"CLASS": np.array(["comet"], dtype=object), "SEED": np.array([7]),
+                                  "COUNT": np.array([2]), "STEPS": np.array([4])})["IMAGES"]
+        prompt = server.infer(pipe, {"PROMPT": np.array(["a red nebula"], dtype=object), "SEED": np.array([3]),
+                                     "STEPS": np.array([3]), "GUIDANCE": np.array([5.0], dtype=np.float32)})["IMAGES"]
+        with pytest.raises(RuntimeError, match="send either CLASS or PROMPT"):
+            server.infer(ours, {"SEED": np.array([1])})
+    finally:
+        server.close()
+    with Generator(made["b32"], backend="cpu") as gen:
+        want = gen.generate(["comet", "comet"], [7, 8], steps=4)
+    with Generator(sd["bundle"], backend="cpu") as gen:
+        want_prompt = gen.generate([], [3], prompts=["a red nebula"], steps=3, guidance=5.0)
+    assert got.shape == want.shape and np.abs(got.astype(int) - want).max() <= 1
+    assert np.abs(prompt.astype(int) - want_prompt).max() <= 1

@@ -62,6 +62,15 @@ def info(bundle: Path, as_json: bool, backend: str) -> None:
     for name, parity in (parts or {}).items():
         if parity:
             lines.append(f"parity      {'' if name == 'model' else name + ' '}{_parity_text(parity)}")
+    ops = manifest.extra.get("tensorrt_ops")
+    if ops:
+        refused = sum(len(m["unsupported"]) for m in ops["models"].values())
+        lines.append(f"tensorrt    ONNX parser op check {'PASS' if ops['passed'] else f'FAIL ({refused} nodes)'} against "
+                     f"{ops['checked_against']}")
+    for engine in manifest.engines:
+        lines.append(f"engine      {engine.model}: {manifest.files[engine.file].path} for TensorRT {engine.tensorrt} on "
+                     f"compute capability {engine.compute_capability} ({engine.gpu}), {engine.precision}, "
+                     f"batches up to {engine.max_batch}")
     src = manifest.source
     lines.append(f"source      {src.get('model')} {src.get('checkpoint') or '(random weights)'}")
     lines.append(f"made with   {', '.join(f'{k} {v}' for k, v in manifest.versions.items())}")

@@ -83,9 +83,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     no_trt = pytest.mark.skip(reason="needs TensorRT (10 or 11) and a GPU (pip install 'flare-edge[gpu]')")
     cuda, trt = _cuda_available(), _tensorrt_available()
     for item in items:
-        if "gpu" in item.keywords and not cuda:
+        if item.get_closest_marker("gpu") and not cuda:
             item.add_marker(no_gpu)
-        if "tensorrt" in item.keywords and not trt:
+        if item.get_closest_marker("tensorrt") and not trt:
             item.add_marker(no_trt)
 
 

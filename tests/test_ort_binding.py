@@ -69,3 +69,18 @@ def test_gpu_backends_on_a_cpu_build_say_so(bundle: Path, backend: str) -> None:
 
     with pytest.raises(BackendError, match="not in this ONNX Runtime build"):
         open_runner(bundle, Manifest.load(bundle), backend).activate()
+
+
+def test_cuda_graph_is_not_asked_for_a_model_with_control_flow(bundle: Path) -> None:
+    manifest = Manifest.load(bundle)
+    runner = OnnxRuntimeRunner(bundle / "model.onnx", manifest.inputs, manifest.outputs, backend="cuda",
+                               cuda_graph=True, graph_blockers=["If"])
+    assert runner._wants_graphs() is False and "has If nodes" in runner.notes[0]
+    plain = OnnxRuntimeRunner(bundle / "model.onnx", manifest.inputs, manifest.outputs, backend="cuda", cuda_graph=True)
+    assert plain._wants_graphs() is True and plain.notes == []
+
+
+def test_info_shows_the_op_check_and_engines(bundle: Path) -> None:
+    result = CliRunner().invoke(cli, ["info", str(bundle), "--backend", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "tensorrt    ONNX parser op check PASS against onnx-tensorrt" in result.output

@@ -170,7 +170,14 @@ def open_runner(bundle: Path, manifest: Manifest, backend: str = "auto", model_k
     return OnnxRuntimeRunner(bundle / entry.path, *manifest.specs_of(model_key), backend=backend,
                              cache_dir=bundle / "trt_cache", fp16=manifest.precision == "fp16",
                              max_batch=entry.max_batch, specs_from=str(bundle / Manifest.FILE), spin=spin,
-                             trt_profile=_provider_profile(manifest, model_key), cuda_graph=cuda_graph)
+                             trt_profile=_provider_profile(manifest, model_key), cuda_graph=cuda_graph,
+                             graph_blockers=_control_flow(manifest, model_key))
+
+
+def _control_flow(manifest: Manifest, model_key: str) -> list[str]:
+    """The control-flow ops (If, Loop, Scan) of a model, from the export's op list: CUDA graphs cannot hold them."""
+    ops = manifest.extra.get("tensorrt_ops", {}).get("models", {}).get(model_key, {}).get("ops", [])
+    return [op for op in ops if op in ("If", "Loop", "Scan")]
 
 
 def _provider_profile(manifest: Manifest, model_key: str) -> dict[str, str]:

@@ -66,7 +66,7 @@ class OnnxRuntimeRunner(Runner):
                  cache_dir: Path | None = None, fp16: bool = False, threads: int | None = None,
                  max_batch: int | None = None, specs_from: str = "the manifest", spin: bool = True,
                  trt_profile: dict[str, str] | None = None, cuda_graph: bool = False,
-                 io_binding: bool | None = None) -> None:
+                 io_binding: bool | None = None, graph_blockers: list[str] | None = None) -> None:
         super().__init__(inputs, outputs, max_batch, specs_from)
         #: Whether idle CPU threads spin-wait for the next op (ONNX Runtime's default): fastest
         #: alone, but it takes the cores that decoding threads running beside it need.
@@ -78,6 +78,8 @@ class OnnxRuntimeRunner(Runner):
         self.trt_profile = dict(trt_profile or {})
         #: Capture the model as CUDA graphs (CUDA provider only; see :class:`DeviceIO`).
         self.cuda_graph = cuda_graph
+        #: Ops of the model a CUDA graph cannot capture (control flow), from the manifest.
+        self.graph_blockers = list(graph_blockers or [])
         #: Keep inputs and outputs in bound buffers: None binds on the CUDA provider only.
         self.io_binding = io_binding
         self.session: Any = None
@@ -132,6 +134,10 @@ class OnnxRuntimeRunner(Runner):
             return False
         if self.backend != "cuda":
             self.notes.append("--cuda-graph needs --backend cuda (every node on the CUDA provider); running without")
+            return False
+        if self.graph_blockers:
+            self.notes.append(f"--cuda-graph: {self.model.name} has {', '.join(self.graph_blockers)} nodes, which a "
+                              "CUDA graph cannot hold; running without")
             return False
         return True
 

@@ -43,7 +43,7 @@ from flare.export.precision import HalfPrecision
 from flare.export.tensorrt import TensorRTOptions, prepare_for_tensorrt
 from flare.runtime.artifacts import DiffusionRun, Manifest, ModelIO, identify, sha256
 from flare.runtime.errors import FlareError, UsageError
-from flare.runtime.generation_spec import GenerationSpec, TextSpec, prompt_for, source_input
+from flare.runtime.generation_spec import STEP_COEFFICIENTS, GenerationSpec, TextSpec, prompt_for, source_input
 from flare.runtime.paths import check_apart
 from flare.runtime.progress import log
 from flare.runtime.schedulers import alphas_cumprod, beta_schedule
@@ -236,12 +236,14 @@ def export_diffusion(source: Path, out: Path, *, precision: str = "fp32", calib:
                           for i, name in enumerate(external_data_files(stage / f"{p.name}.onnx"))})
         np.save(stage / "class_embeddings.npy", table.astype(np.float32), allow_pickle=False)
         files["class_embeddings"] = "class_embeddings.npy"
+        save_sampler_step(stage / "sampler_step.onnx", (model.latent_channels, model.latent_size, model.latent_size))
+        files["sampler_step"] = "sampler_step.onnx"
         if text is not None:
             reports["tokenizer"] = _save_tokenizer(text.tokenizer, stage / "tokenizer.json", tokenizer_spec,
                                                    [prompt_for(n) for n in names] + ["", *GATE_PROMPTS])
             files["tokenizer"] = "tokenizer.json"
         gate = GateReport(reports)
-        models = {p.name: ModelIO(*tensor_specs(stage / f"{p.name}.onnx")) for p in parts}
+        models = {name: ModelIO(*tensor_specs(stage / f"{name}.onnx")) for name in [p.name for p in parts] + ["sampler_step"]}
         spec = GenerationSpec(image_size=model.image_size, latent_channels=model.latent_channels,
                               latent_size=model.latent_size, classes=names,
                               image_mode=model.info.image_mode if model.supports_image_variation else None,
@@ -280,3 +282,58 @@ def _save_tokenizer(tokenizer: Any, path: Path, spec: TextSpec, prompts: list[st
                         samples=len(prompts), max_abs_diff=float(np.abs(got - want).max()), max_rel_diff=0.0,
                         top1_agreement=same, tolerance={"min_exact_agreement": 1.0}, passed=same == 1.0,
                         backend="tokenizers")
+
+
+def save_sampler_step(path: Path, latent_shape: tuple[int, int, int]) -> None:
+    """Write the sampler-step graph (see ``STEP_INPUTS`` in :mod:`flare.runtime.generation_spec`).
+
+    Plain element-wise ONNX, built here rather than traced: guidance from the two halves of
+    the UNet output (one half each when there is no guidance, so the same graph serves both),
+    the clean-sample prediction and the sampler's linear update with the step's numbers as an
+    input, so one graph serves DDIM and DPM-Solver++ of every order and prediction type.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    c, h, w = latent_shape
+    f32 = TensorProto.FLOAT
+    inputs = [helper.make_tensor_value_info("sample", f32, ["batch", c, h, w]),
+              helper.make_tensor_value_info("noise_pred", f32, ["unet_batch", c, h, w]),
+              helper.make_tensor_value_info("coefficients", f32, [len(STEP_COEFFICIENTS)]),
+              helper.make_tensor_value_info("history1", f32, ["batch", c, h, w]),
+              helper.make_tensor_value_info("history2", f32, ["batch", c, h, w])]
+    outputs = [helper.make_tensor_value_info("next_sample", f32, ["batch", c, h, w]),
+               helper.make_tensor_value_info("next_unet_sample", f32, ["unet_batch", c, h, w]),
+               helper.make_tensor_value_info("x0", f32, ["batch", c, h, w])]
+    consts = [helper.make_tensor("zero", TensorProto.INT64, [1], [0]),
+              helper.make_tensor("ones3", TensorProto.INT64, [3], [1, 1, 1])]
+    nodes = [helper.make_node("Shape", ["sample"], ["sample_shape"], start=0, end=1),
+             helper.make_node("Shape", ["noise_pred"], ["unet_shape"], start=0, end=1),
+             helper.make_node("Sub", ["unet_shape", "sample_shape"], ["cond_start"]),
+             helper.make_node("Slice", ["noise_pred", "zero", "sample_shape", "zero"], ["uncond"]),
+             helper.make_node("Slice", ["noise_pred", "cond_start", "unet_shape", "zero"], ["cond"])]
+    for k, name in enumerate(STEP_COEFFICIENTS):
+        consts.append(helper.make_tensor(f"at_{name}", TensorProto.INT64, [], [k]))
+        nodes.append(helper.make_node("Gather", ["coefficients", f"at_{name}"], [f"k_{name}"], axis=0))
+    nodes += [helper.make_node("Sub", ["cond", "uncond"], ["delta"]),
+              helper.make_node("Mul", ["k_guidance", "delta"], ["guided_delta"]),
+              helper.make_node("Add", ["uncond", "guided_delta"], ["out"])]
+
+    def weighted(pairs: list[tuple[str, str]], result: str) -> None:
+        terms = []
+        for weight, tensor in pairs:
+            nodes.append(helper.make_node("Mul", [f"k_{weight}", tensor], [f"{result}_{weight}"]))
+            terms.append(f"{result}_{weight}")
+        nodes.append(helper.make_node("Sum", terms, [result]))
+
+    weighted([("data_x", "sample"), ("data_out", "out")], "x0")
+    weighted([("sample", "sample"), ("output", "out"), ("w2", "history2"), ("w1", "history1"), ("w0", "x0")],
+             "next_sample")
+    nodes += [helper.make_node("Div", ["unet_shape", "sample_shape"], ["copies"]),
+              helper.make_node("Concat", ["copies", "ones3"], ["repeats"], axis=0),
+              helper.make_node("Tile", ["next_sample", "repeats"], ["next_unet_sample"])]
+    graph = helper.make_graph(nodes, "sampler_step", inputs, outputs, initializer=consts)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="flare-edge")
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))

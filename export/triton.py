@@ -220,8 +220,8 @@ class RepositoryWriter:
     def generate(self, name: str, bundle: Path, manifest: Manifest) -> None:
         images = self.options.max_batch or DEFAULT_MAX_BATCH["generate"]
         parts = {}
-        for key in GENERATE_MODELS:
-            if key in manifest.files:
+        for key in GENERATE_MODELS:  # the sampling loop runs in the Python model: no sampler-step model
+            if key in manifest.files and key != "sampler_step":
                 top = 2 * images if key in GUIDED_PARTS else images
                 self._onnx(f"{name}_{key}", bundle, manifest, key, top)
                 parts[key] = {"model": f"{name}_{key}", "max_batch": top}

@@ -408,8 +408,9 @@ class ModelIO:
     outputs: list[TensorSpec]
 
 
-#: The model files of a generate bundle: the first two always, the rest when the source has them.
-GENERATE_MODELS = ("unet", "vae_decoder", "vae_encoder", "text_encoder")
+#: The model files of a generate bundle: the first two always, the encoders when the source has
+#: them, the sampler-step graph in bundles made since it exists (see generation_spec.STEP_INPUTS).
+GENERATE_MODELS = ("unet", "vae_decoder", "vae_encoder", "text_encoder", "sampler_step")
 
 
 @dataclass

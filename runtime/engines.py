@@ -31,8 +31,8 @@ Profile = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
 DEFAULT_MAX_BATCH = {"classify": 32, "enhance": 8, "generate": 4}
 #: Largest tile side (input pixels) of an enhance engine unless ``--max-tile`` says otherwise.
 DEFAULT_MAX_TILE = 512
-#: Generate parts called once per guided step (their batch is twice the images).
-GUIDED_PARTS = ("unet", "text_encoder")
+#: Generate parts that see the guided batch (twice the images).
+GUIDED_PARTS = ("unet", "text_encoder", "sampler_step")
 
 
 @dataclass(frozen=True)

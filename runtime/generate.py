@@ -21,17 +21,18 @@ import numpy as np
 
 from flare.runtime.artifacts import Manifest
 from flare.runtime.backends.base import Runner, open_runner
+from flare.runtime.backends.ort_runner import OnnxRuntimeRunner
 from flare.runtime.errors import BundleError, FlareError, UsageError
 from flare.runtime.fingerprint import fingerprint_path
-from flare.runtime.generation_spec import GenerationSpec, initial_noise, source_input, to_uint8
-from flare.runtime.schedulers import SAMPLERS, make_sampler
+from flare.runtime.generation_spec import GenerationSpec, initial_noise, source_input, step_coefficients, to_uint8
+from flare.runtime.schedulers import SAMPLERS, Sampler, make_sampler
 
 
 class Generator:
     """A generate bundle opened on a backend; close it (or use ``with``)."""
 
     def __init__(self, bundle: str | Path, backend: str = "auto", batch: int = 4, cuda_graph: bool = False,
-                 open_part: Callable[[str], Runner] | None = None) -> None:
+                 open_part: Callable[[str], Runner] | None = None, device_loop: bool | None = None) -> None:
         """``batch`` is how many images are sampled together (the UNet sees twice that with guidance).
 
         ``open_part(key)`` replaces the bundle's model files by other runners (a Triton
@@ -43,6 +44,9 @@ class Generator:
         if open_part is not None:
             self.manifest.verify(self.bundle, [r for r in ("class_embeddings", "tokenizer") if r in self.manifest.files])
         self._open_part = open_part
+        #: Keep latents on the device between steps: None when the UNet runs on a GPU through
+        #: ONNX Runtime and the bundle has the sampler-step graph; True forces it (tests), False never.
+        self.device_loop = device_loop
         if self.manifest.task != "generate":
             raise BundleError(f"{self.bundle} is a bundle for '{self.manifest.task}', not a generate bundle; "
                               "make one with 'flare export diffusion'")
@@ -205,19 +209,60 @@ class Generator:
             null = np.repeat(self.table[-1:], n, axis=0)
             context = np.concatenate([null, context])
             extra = {k: np.concatenate([np.zeros_like(v), v]) for k, v in extra.items()}
-        for i in range(first, len(scheduler.timesteps)):
-            x = np.concatenate([latents, latents]) if guided else latents
-            t = np.full(len(x), scheduler.timesteps[i], np.float32)
-            out = self._run("unet", {"sample": x.astype(np.float32), "timestep": t,
-                                     "encoder_hidden_states": context, **extra})
-            if guided:
-                uncond, cond = out[:n], out[n:]
-                out = uncond + np.float32(guidance) * (cond - uncond)
-            latents = scheduler.step(out, i, latents)
-            if on_step is not None:
-                on_step(n)
+        if self._on_device(len(context)):
+            latents = self._denoise_on_device(scheduler, first, latents, context, extra, guidance, on_step)
+        else:
+            for i in range(first, len(scheduler.timesteps)):
+                x = np.concatenate([latents, latents]) if guided else latents
+                t = np.full(len(x), scheduler.timesteps[i], np.float32)
+                out = self._run("unet", {"sample": x.astype(np.float32), "timestep": t,
+                                         "encoder_hidden_states": context, **extra})
+                if guided:
+                    uncond, cond = out[:n], out[n:]
+                    out = uncond + np.float32(guidance) * (cond - uncond)
+                latents = scheduler.step(out, i, latents)
+                if on_step is not None:
+                    on_step(n)
         images = self._run("vae_decoder", {"latent": latents.astype(np.float32)})
         return to_uint8(images)
+
+    def _on_device(self, unet_batch: int) -> bool:
+        """Whether to sample with the latents left on the device (see :meth:`_denoise_on_device`)."""
+        if self.device_loop is False or "sampler_step" not in self.manifest.files:
+            return False
+        unet = self._runner("unet")
+        if not isinstance(unet, OnnxRuntimeRunner) or (unet.max_batch or unet_batch) < unet_batch:
+            return False
+        return bool(self.device_loop) or unet.device == "cuda"
+
+    def _denoise_on_device(self, scheduler: Sampler, first: int, latents: np.ndarray, context: np.ndarray,
+                           extra: dict[str, np.ndarray], guidance: float,
+                           on_step: Callable[[int], None] | None) -> np.ndarray:
+        """The sampling loop with the latents, contexts and predictions kept on the UNet's device.
+
+        Each step the UNet's output goes straight into the bundle's sampler-step graph, which
+        applies guidance and the sampler's update (:meth:`Sampler.linear_step` gives its numbers,
+        the only thing sent over besides the timestep) and hands back the next UNet input. Only
+        the final latents come back to the host. Same steps as the host loop, in float32.
+        """
+        unet, stepper = self._runner("unet"), self._runner("sampler_step")
+        n = len(latents)
+        x = unet.to_device(latents.astype(np.float32))
+        unet_x = unet.to_device(np.concatenate([latents] * (len(context) // n)).astype(np.float32))
+        fixed = {name: unet.to_device(value) for name, value in {"encoder_hidden_states": context, **extra}.items()}
+        zeros = unet.to_device(np.zeros_like(latents, dtype=np.float32))
+        history = [zeros, zeros]  # the two previous clean-sample predictions, newest first
+        for i in range(first, len(scheduler.timesteps)):
+            t = np.full(len(context), scheduler.timesteps[i], np.float32)
+            out = unet.infer_values({"sample": unet_x, "timestep": t, **fixed})["noise_pred"]
+            coefficients = step_coefficients(scheduler.linear_step(i), guidance)
+            result = stepper.infer_values({"sample": x, "noise_pred": out, "coefficients": coefficients,
+                                           "history1": history[0], "history2": history[1]})
+            x, unet_x = result["next_sample"], result["next_unet_sample"]
+            history = [result["x0"], history[0]]
+            if on_step is not None:
+                on_step(n)
+        return x.numpy()
 
     def generate(self, names: Sequence[str], seeds: Sequence[int], *, steps: int = 50, guidance: float = 8.0,
                  sampler: str = "dpmpp", order: int = 3, sources: Sequence[np.ndarray] | None = None,

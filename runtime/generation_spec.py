@@ -126,3 +126,23 @@ class GenerationSpec:
                        defaults=dict(d.get("defaults", {})) or cls.__dataclass_fields__["defaults"].default_factory())
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"preprocessing section of a generate bundle is malformed: {exc}") from exc
+
+
+#: The sampler-step graph of a generate bundle (``sampler_step.onnx``): one sampler step on the
+#: device, so the sampling loop need not bring latents to the host between UNet calls. Inputs:
+#: the sample (B images), the UNet's raw output (B, or 2B under guidance: unconditional half
+#: first), the step's numbers and the two previous clean-sample predictions (zeros when unused);
+#: outputs: the next sample, the next UNet input (the sample repeated as the UNet batch is) and
+#: this step's clean-sample prediction.
+STEP_INPUTS = ("sample", "noise_pred", "coefficients", "history1", "history2")
+STEP_OUTPUTS = ("next_sample", "next_unet_sample", "x0")
+#: What ``coefficients`` holds, in order (see :class:`flare.runtime.schedulers.LinearStep`):
+#: x0 = data_x * x + data_out * out; next = sample * x + output * out + w2 * history2 + w1 * history1 + w0 * x0,
+#: with out = uncond + guidance * (cond - uncond).
+STEP_COEFFICIENTS = ("data_x", "data_out", "sample", "output", "w2", "w1", "w0", "guidance")
+
+
+def step_coefficients(step: Any, guidance: float) -> np.ndarray:
+    """A :class:`~flare.runtime.schedulers.LinearStep` as the graph's ``coefficients`` input."""
+    weights = (0.0,) * (3 - len(step.history)) + tuple(step.history)
+    return np.array([*step.data, step.sample, step.output, *weights, guidance], dtype=np.float32)

@@ -240,6 +240,24 @@ def _trailing(schedule: _Schedule, steps: int) -> np.ndarray:
     return np.round(schedule.num_train_timesteps - np.arange(steps) * ratio).astype(np.int64) - 1
 
 
+@dataclass(frozen=True)
+class LinearStep:
+    """One sampler step as the linear map it is, so it can run anywhere the arrays are.
+
+    With ``x`` the sample and ``out`` the model's output at this step, the clean-sample
+    prediction is ``x0 = data[0] * x + data[1] * out`` and the next sample is
+    ``sample * x + output * out + sum(w * h for w, h in zip(history, H))``, where ``H`` are the
+    last ``len(history)`` clean-sample predictions, oldest first, ending with this step's
+    ``x0``. :meth:`Sampler.step` applies it to numpy arrays; the generator applies the same
+    numbers on the device with the bundle's sampler-step graph (see ``flare.runtime.generate``).
+    """
+
+    data: tuple[float, float]
+    sample: float
+    output: float
+    history: tuple[float, ...]
+
+
 class Sampler(ABC):
     """A deterministic diffusion sampler: where to evaluate the model, and how to step.
 
@@ -261,6 +279,7 @@ class Sampler(ABC):
         abar = schedule.alphas_cumprod[timesteps]
         self._alpha = np.sqrt(abar)
         self._sigma = np.sqrt(1.0 - abar)
+        self._history: list[np.ndarray] = []  # clean-sample predictions of the steps taken, oldest first
 
     def __len__(self) -> int:
         return int(self.timesteps.size)
@@ -293,27 +312,39 @@ class Sampler(ABC):
         out = self._alpha[i] * x0.astype(np.float64) + self._sigma[i] * noise.astype(np.float64)
         return out.astype(_out_dtype(x0))
 
+    #: Clean-sample predictions a step may use (the multistep solver's history).
+    history_size: int = 1
+
     @abstractmethod
+    def linear_step(self, index: int) -> LinearStep:
+        """The step from ``timesteps[index]`` as numbers (see :class:`LinearStep`), advancing
+        the sampler's own state as :meth:`step` does; use one or the other in a pass."""
+
     def step(self, model_output: np.ndarray, index: int, sample: np.ndarray) -> np.ndarray:
         """The sample at the next position, from ``sample`` at ``timesteps[index]`` and the model's output there."""
+        dtype = _out_dtype(np.asarray(sample))
+        i, out, x = self._inputs(model_output, index, sample)
+        step = self.linear_step(i)
+        x0 = step.data[0] * x + step.data[1] * out
+        self._history = (self._history + [x0])[-self.history_size:]
+        result = step.sample * x + step.output * out
+        for weight, h in zip(step.history, self._history[-len(step.history):]):
+            result = result + weight * h
+        return result.astype(dtype)
 
-    def _data_and_noise(self, model_output: np.ndarray, i: int, sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The clean sample and the noise that the model's output implies at position ``i``.
+    def _data_and_noise(self, i: int) -> tuple[tuple[float, float], tuple[float, float]]:
+        """How the clean sample and the noise follow from ``(x, out)`` at position ``i``.
 
         With ``x = alpha * x0 + sigma * eps`` (alpha^2 + sigma^2 = 1), an epsilon model predicts
-        ``eps``, a v model ``v = alpha * eps - sigma * x0``, a sample model ``x0``.
+        ``eps``, a v model ``v = alpha * eps - sigma * x0``, a sample model ``x0``; each of the
+        two is ``c0 * x + c1 * out``, and the pairs are returned.
         """
-        a, s = self._alpha[i], self._sigma[i]
+        a, s = float(self._alpha[i]), float(self._sigma[i])
         if self.prediction_type == "epsilon":
-            eps = model_output
-            x0 = (sample - s * eps) / a
-        elif self.prediction_type == "v_prediction":
-            x0 = a * sample - s * model_output
-            eps = a * model_output + s * sample
-        else:  # "sample"
-            x0 = model_output
-            eps = (sample - a * x0) / s
-        return x0, eps
+            return (1.0 / a, -s / a), (0.0, 1.0)
+        if self.prediction_type == "v_prediction":
+            return (a, -s), (s, a)
+        return (0.0, 1.0), (1.0 / s, -a / s)  # "sample"
 
     def _inputs(self, model_output: np.ndarray, index: int, sample: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
         """Checked position and float64 copies of the arrays a step works on."""
@@ -357,15 +388,16 @@ class DDIM(Sampler):
         self._prev_alpha = np.sqrt(prev_abar)
         self._prev_sigma = np.sqrt(1.0 - prev_abar)
 
-    def step(self, model_output: np.ndarray, index: int, sample: np.ndarray) -> np.ndarray:
+    def linear_step(self, index: int) -> LinearStep:
         """DDIM's update ``x' = alpha' * x0 + sigma' * eps`` with both predicted at ``timesteps[index]``.
 
         Stateless: any position may be stepped at any time.
         """
-        dtype = _out_dtype(np.asarray(sample))
-        i, out, x = self._inputs(model_output, index, sample)
-        x0, eps = self._data_and_noise(out, i, x)
-        return (self._prev_alpha[i] * x0 + self._prev_sigma[i] * eps).astype(dtype)
+        i = self._position(index)
+        data, noise = self._data_and_noise(i)
+        sigma = float(self._prev_sigma[i])
+        return LinearStep(data=data, sample=sigma * noise[0], output=sigma * noise[1],
+                          history=(float(self._prev_alpha[i]),))
 
 
 class DPMSolverPlusPlus(Sampler):
@@ -408,53 +440,62 @@ class DPMSolverPlusPlus(Sampler):
         self._lambda = np.append(lam, np.inf)
         self._next_alpha = np.append(self._alpha[1:], 1.0)
         self._next_sigma = np.append(self._sigma[1:], 0.0)
-        self._history: list[np.ndarray] = []  # x0 predictions of the steps taken, oldest first
+        self.history_size = self.solver_order
+        self._held = 0  # x0 predictions held for the next step, this step's included
         self._next: int | None = None  # the position the next step must be at; None: any
 
     def start_at(self, index: int) -> None:
         """Begin sampling at ``timesteps[index]``, with an empty history (so a first-order step)."""
         self._next = self._position(index)
-        self._history = []
+        self._history, self._held = [], 0
 
     def _step_order(self, i: int) -> int:
         """The solver order diffusers uses at position ``i`` given the history now held."""
         n = self.timesteps.size
-        order = min(self.solver_order, len(self._history))
+        order = min(self.solver_order, self._held)
         if i == n - 1:  # forced by the noise-free final level (and lower_order_final)
             return 1
         if i == n - 2 and n < _LOWER_ORDER_FINAL_BELOW:
             return min(order, 2)
         return order
 
-    def step(self, model_output: np.ndarray, index: int, sample: np.ndarray) -> np.ndarray:
+    def linear_step(self, index: int) -> LinearStep:
         """One DPM-Solver++ step from ``timesteps[index]`` to the next level.
 
         Steps must come in order from the start (position 0, or the one given to
         :meth:`start_at`, or wherever the first step is): the solver extrapolates from the
         previous steps' predictions. After the last step a new pass may begin at any position.
         """
-        dtype = _out_dtype(np.asarray(sample))
-        i, out, x = self._inputs(model_output, index, sample)
+        i = self._position(index)
         if self._next is not None and i != self._next:
             raise ValueError(f"DPM-Solver++ stepped at position {i} but the next step is {self._next}; "
                              "steps must come in order (call start_at() to begin a new pass)")
-        x0, _ = self._data_and_noise(out, i, x)
-        self._history = (self._history + [x0])[-self.solver_order:]
+        self._held = min(self._held + 1, self.solver_order)
         order = self._step_order(i)
-
         alpha_t, sigma_t = self._next_alpha[i], self._next_sigma[i]
+        data, _ = self._data_and_noise(i)
         if sigma_t == 0.0:  # noise-free target: the first-order step lands exactly on x0
-            result = x0
-        else:
-            result = (sigma_t / self._sigma[i]) * x + alpha_t * self._integral(i, order)
+            step = LinearStep(data=data, sample=0.0, output=0.0, history=(1.0,))
+        else:  # the integral's weights on the last ``order`` predictions, from the formula itself
+            weights = self._integral(i, order, list(np.eye(order)))
+            step = LinearStep(data=data, sample=float(sigma_t / self._sigma[i]), output=0.0,
+                              history=tuple(float(alpha_t * w) for w in weights))
         self._next = i + 1 if i + 1 < self.timesteps.size else None
         if self._next is None:
-            self._history = []
-        return result.astype(dtype)
+            self._held = 0
+        return step
 
-    def _integral(self, i: int, order: int) -> np.ndarray:
+    def step(self, model_output: np.ndarray, index: int, sample: np.ndarray) -> np.ndarray:
+        result = super().step(model_output, index, sample)
+        if self._next is None:  # a pass ended: the next one starts without history
+            self._history = []
+        return result
+
+    def _integral(self, i: int, order: int, m: list[np.ndarray]) -> np.ndarray:
         """``integral of e^(lambda - lambda_t) * x0(lambda)`` over the step, x0 as a polynomial.
 
+        ``m`` are the last ``order`` x0 predictions, oldest first; given the unit vectors
+        instead, the same formula returns the weights of a linear step (:class:`LinearStep`).
         With ``h`` the step in lambda and ``phi1 = e^-h - 1``, a constant x0 integrates to
         ``-phi1 * D0``. Order 2 (diffusers' "midpoint" form) adds ``-phi1 / 2 * D1``, with
         ``D1 = h * dx0/dlambda`` from the backward difference over the last two levels. Order 3
@@ -465,7 +506,6 @@ class DPMSolverPlusPlus(Sampler):
         quadratic term for this ``D2``, so the step is not exact for quadratic x0. It is kept
         because matching the torch side, not the textbook, is this module's job.
         """
-        m = self._history
         lam = self._lambda
         h = lam[i + 1] - lam[i]
         phi1 = np.expm1(-h)

@@ -26,7 +26,7 @@ pytest.importorskip("onnx")
 pytest.importorskip("diffusers")
 
 from flare.cli import cli  # noqa: E402
-from flare.runtime.artifacts import DiffusionTraining, Manifest  # noqa: E402
+from flare.runtime.artifacts import GENERATE_MODELS, DiffusionTraining, Manifest  # noqa: E402
 from flare.runtime.generate import Generator  # noqa: E402
 from flare.runtime.generate_files import read_provenance  # noqa: E402
 from flare.runtime.generation_spec import initial_noise, prompt_for  # noqa: E402
@@ -64,10 +64,14 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_bundle_holds_every_part_with_dynamic_batch_and_passing_gates(made: dict[str, Path]) -> None:
     manifest = Manifest.load(made["b32"])
     assert manifest.task == "generate"
-    assert set(manifest.files) == {"unet", "vae_decoder", "vae_encoder", "class_embeddings"}
+    assert set(manifest.files) == {"unet", "vae_decoder", "vae_encoder", "class_embeddings", "sampler_step"}
     assert [t.name for t in manifest.inputs] == ["sample", "timestep", "encoder_hidden_states", "source_latent"]
-    for io in manifest.models.values():
-        assert all(t.shape[0] == "batch" for t in io.inputs + io.outputs)
+    for key, io in manifest.models.items():
+        if key != "sampler_step":
+            assert all(t.shape[0] == "batch" for t in io.inputs + io.outputs)
+    step = manifest.models["sampler_step"]
+    assert [t.name for t in step.inputs] == ["sample", "noise_pred", "coefficients", "history1", "history2"]
+    assert step.inputs[1].shape[0] == "unet_batch" and step.inputs[2].shape == [8]
     parity = manifest.parity
     assert parity["passed"] and set(parity["parts"]) == {"unet", "vae_decoder", "vae_encoder"}
     assert all("images from the run's data" in p["inputs"] for p in parity["parts"].values())
@@ -305,9 +309,10 @@ def test_every_part_passes_the_static_tensorrt_op_check(made: dict[str, Path], s
     bundle = sd["bundle"] if which == "sd" else made[which]
     manifest = Manifest.load(bundle)
     ops = manifest.extra["tensorrt_ops"]
-    models = {k for k in manifest.files if k in ("unet", "vae_decoder", "vae_encoder", "text_encoder")}
-    assert ops["passed"] and set(ops["models"]) == models
-    assert all(not m["unsupported"] and "Conv" in m["ops"] or k == "text_encoder" for k, m in ops["models"].items())
+    models = {k for k in manifest.files if k in GENERATE_MODELS}
+    assert ops["passed"] and set(ops["models"]) == models and "sampler_step" in models
+    assert all(not m["unsupported"] for m in ops["models"].values())
+    assert all("Conv" in ops["models"][k]["ops"] for k in ("unet", "vae_decoder"))
 
 
 def test_triton_repository_generates_the_runtimes_images(made: dict[str, Path], sd: dict[str, Path],
@@ -339,3 +344,59 @@ def test_triton_repository_generates_the_runtimes_images(made: dict[str, Path], 
         want_prompt = gen.generate([], [3], prompts=["a red nebula"], steps=3, guidance=5.0)
     assert got.shape == want.shape and np.abs(got.astype(int) - want).max() <= 1
     assert np.abs(prompt.astype(int) - want_prompt).max() <= 1
+
+
+
+@pytest.mark.parametrize("sampler,order,guidance,prediction", [
+    ("dpmpp", 3, 6.0, "epsilon"), ("dpmpp", 2, 1.0, "v_prediction"), ("ddim", 1, 4.0, "epsilon"),
+    ("ddim", 1, 3.0, "sample")])
+def test_sampler_step_graph_equals_the_numpy_step(tmp_path: Path, sampler: str, order: int, guidance: float,
+                                                  prediction: str) -> None:
+    import onnxruntime
+
+    from flare.export.diffusion import save_sampler_step
+    from flare.runtime.generation_spec import step_coefficients
+    from flare.runtime.schedulers import make_sampler
+
+    save_sampler_step(tmp_path / "step.onnx", (4, 8, 8))
+    session = onnxruntime.InferenceSession(str(tmp_path / "step.onnx"), providers=["CPUExecutionProvider"])
+    config = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
+              "prediction_type": prediction}
+    host, graph = make_sampler(sampler, config, 8, order), make_sampler(sampler, config, 8, order)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 4, 8, 8)).astype(np.float32)
+    y, history = x.copy(), [np.zeros_like(x)] * 2
+    copies = 2 if guidance != 1.0 else 1
+    for i in range(len(host.timesteps)):
+        raw = rng.standard_normal((2 * copies, 4, 8, 8)).astype(np.float32)
+        out = raw[2:] * np.float32(guidance) + raw[:2] * np.float32(1 - guidance) if copies == 2 else raw
+        x = host.step(out, i, x)
+        coefficients = step_coefficients(graph.linear_step(i), guidance)
+        y, unet_y, x0 = session.run(None, {"sample": y, "noise_pred": raw, "coefficients": coefficients,
+                                           "history1": history[0], "history2": history[1]})
+        history = [x0, history[0]]
+        assert unet_y.shape == (2 * copies, 4, 8, 8) and np.array_equal(unet_y[-2:], y)
+        np.testing.assert_allclose(y, x, rtol=2e-4, atol=2e-4 * max(1.0, float(np.abs(x).max())))
+
+
+@pytest.mark.parametrize("sampler,order,guidance", [("dpmpp", 3, 5.0), ("ddim", 3, 1.0)])
+def test_sampling_on_the_device_gives_the_host_loops_images(made: dict[str, Path], sampler: str, order: int,
+                                                            guidance: float) -> None:
+    names, seeds = ["galaxy", "star", "comet"], [3, 4, 5]
+    kwargs = {"steps": 10, "guidance": guidance, "sampler": sampler, "order": order}
+    with Generator(made["b32"], backend="cpu", batch=3, device_loop=False) as gen:
+        want = gen.generate(names, seeds, **kwargs)
+    with Generator(made["b32"], backend="cpu", batch=3, device_loop=True) as gen:
+        got = gen.generate(names, seeds, **kwargs)
+        assert "sampler_step" in gen._runners  # the device loop ran
+    _close(got, want)
+
+
+def test_img2img_on_the_device_gives_the_host_loops_images(sd: dict[str, Path]) -> None:
+    source = np.asarray(Image.open(sorted(sd["data"].rglob("*.png"))[0]).convert("RGB"))
+    kwargs = {"steps": 6, "guidance": 4.0, "sources": [source], "strength": 0.6}
+    with Generator(sd["bundle"], backend="cpu", device_loop=False) as gen:
+        want = gen.generate(["galaxy"], [2], **kwargs)
+    with Generator(sd["bundle"], backend="cpu", device_loop=True) as gen:
+        got = gen.generate(["galaxy"], [2], **kwargs)
+    _close(got, want)

@@ -22,7 +22,7 @@ import numpy as np
 
 from flare.runtime.artifacts import TensorSpec, quote_error
 from flare.runtime.backends.base import Runner
-from flare.runtime.errors import BackendError, MissingExtraError
+from flare.runtime.errors import BackendError, MissingExtraError, UsageError
 
 _PREFERENCE = {
     "auto": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
@@ -164,6 +164,35 @@ class OnnxRuntimeRunner(Runner):
 
     def _deactivate(self) -> None:
         self.session = self._io = None
+
+    @property
+    def device(self) -> str:
+        """Where the session's tensors live: ``cuda`` on the CUDA or TensorRT provider, else ``cpu``."""
+        return "cuda" if self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else "cpu"
+
+    def to_device(self, array: np.ndarray) -> Any:
+        """``array`` copied into an ``OrtValue`` on this runner's device, for :meth:`infer_values`."""
+        return import_onnxruntime().OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device, 0)
+
+    def infer_values(self, feeds: dict[str, Any]) -> dict[str, Any]:
+        """Run on values that stay on the device: each feed an ``OrtValue`` (used where it is) or a
+        numpy array (copied over); the outputs are ``OrtValue`` s on the device, which the next call
+        (this model or another on the same device) takes as they are. ``.numpy()`` brings one home."""
+        if not self.is_active:
+            raise BackendError(f"{type(self).__name__} is not active; use it as a context manager or call activate()")
+        expected = {t.name for t in self.inputs}
+        if set(feeds) != expected:
+            raise UsageError(f"model inputs are {sorted(expected)}, not {sorted(feeds)}")
+        binding = self.session.io_binding()
+        for name, value in feeds.items():
+            if isinstance(value, np.ndarray):
+                binding.bind_cpu_input(name, np.ascontiguousarray(value))
+            else:
+                binding.bind_ortvalue_input(name, value)
+        for name in self._output_names:
+            binding.bind_output(name, self.device)
+        self.session.run_with_iobinding(binding)
+        return dict(zip(self._output_names, binding.get_outputs()))
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._io is not None:

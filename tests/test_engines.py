@@ -108,36 +108,35 @@ def test_no_engine_at_all_says_how_to_build_one() -> None:
         engine_for(manifest("classify", {"input": ["batch", 3]}), "model", H100_TRT10, "b")
 
 
-def test_manifest_round_trips_engines_and_refuses_an_unnamed_engine_file(bundle: Path, tmp_path: Path) -> None:
-    copy = tmp_path / "b"
+def _bundle_with_engine(bundle: Path, folder: Path, built_on: Platform) -> tuple[Path, Manifest]:
+    """A copy of ``bundle`` whose manifest records a (fake) engine built on ``built_on``."""
+    copy = folder / "b"
     shutil.copytree(bundle, copy)
     m = Manifest.load(copy)
-    (copy / "model.fake.plan").write_bytes(b"plan")
-    m.files["engine_model.x"] = BundleFile.describe(copy, "model.fake.plan")
-    m.engines.append(EngineInfo(model="model", file="engine_model.x", tensorrt="10.13.0", compute_capability="9.0",
-                                gpu="H100", precision="fp32", profile={"input": [[1, 3, 8, 8]] * 3}))
+    (copy / "model.plan").write_bytes(b"plan")
+    m.files["engine_model.x"] = BundleFile.describe(copy, "model.plan")
+    m.engines.append(EngineInfo(model="model", file="engine_model.x", tensorrt=built_on.tensorrt,
+                                compute_capability=built_on.compute_capability, gpu=built_on.gpu, precision="fp32",
+                                profile={"image": [[1, 3, 8, 8]] * 3}))
     m.save(copy)
-    again = Manifest.load(copy)
-    assert again.engines == m.engines
+    return copy, m
+
+
+def test_manifest_round_trips_engines_and_refuses_an_unnamed_engine_file(bundle: Path, tmp_path: Path) -> None:
+    copy, m = _bundle_with_engine(bundle, tmp_path, H100_TRT10)
+    assert Manifest.load(copy).engines == m.engines
     m.engines[0].file = "engine_missing"
     with pytest.raises(Exception, match="does not name both files"):
         m.save(copy)
 
 
-def test_cli_refuses_an_engine_built_elsewhere_in_one_line(bundle: Path, tmp_path: Path,
+def test_cli_refuses_an_engine_built_elsewhere_in_one_line(bundle: Path, sky_data: Path, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     import flare.runtime.engines as engines
 
-    copy = tmp_path / "b"
-    shutil.copytree(bundle, copy)
-    m = Manifest.load(copy)
-    (copy / "model.plan").write_bytes(b"plan")
-    m.files["engine_model.x"] = BundleFile.describe(copy, "model.plan")
-    m.engines.append(EngineInfo(model="model", file="engine_model.x", tensorrt="10.3.0", compute_capability="8.7",
-                                gpu="Orin", precision="fp32", profile={"input": [[1, 3, 8, 8]] * 3}))
-    m.save(copy)
+    copy, _ = _bundle_with_engine(bundle, tmp_path, ORIN_TRT10)
     monkeypatch.setattr(engines, "this_platform", lambda: H100_TRT10)
-    image = next((Path(__file__).parent).glob("*.py"))  # never opened: the backend is refused first
+    image = sorted((sky_data / "hr").rglob("*.png"))[0]
     result = CliRunner().invoke(cli, ["classify", str(copy), str(image), "--backend", "trt-engine"])
     assert result.exit_code == 1
     lines = [line for line in result.output.splitlines() if line.strip()]

@@ -19,17 +19,18 @@ tests marked ``tensorrt``.
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from flare.export.trt_ops import UnsupportedOpError, check_models
-from flare.runtime.artifacts import GENERATE_MODELS, BundleFile, EngineInfo, Manifest
+from flare.runtime.artifacts import GENERATE_MODELS, BundleFile, EngineInfo, Manifest, sha256
 from flare.runtime.atomic import write_atomically
 from flare.runtime.engines import (Platform, Profile, ProfileOptions, engine_file_name, engine_profile,
                                    profile_to_manifest, this_platform)
-from flare.runtime.errors import FlareError, MissingExtraError
+from flare.runtime.errors import FlareError, MissingExtraError, one_line
 from flare.runtime.progress import log
 
 #: The timing cache a bundle keeps beside its engines: reused by the next build on the same GPU.
@@ -89,7 +90,7 @@ def build_engine(onnx_path: Path, plan_path: Path, profile: Profile, precision: 
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise FlareError(f"TensorRT cannot parse {onnx_path}: {errors}")
+        raise FlareError(f"TensorRT cannot parse {onnx_path}: {one_line(errors)}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
     opt_profile = builder.create_optimization_profile()
@@ -111,48 +112,52 @@ def build_engine(onnx_path: Path, plan_path: Path, profile: Profile, precision: 
     return strongly_typed
 
 
-def engine_models(manifest: Manifest) -> list[str]:
-    """The model files of a bundle that get an engine: every ONNX model it holds."""
+def onnx_models(manifest: Manifest) -> list[str]:
+    """Every ONNX model file of a bundle (what the op check reads)."""
     if manifest.task == "generate":
         return [key for key in GENERATE_MODELS if key in manifest.files]
     return ["model"]
 
 
-def model_precision(manifest: Manifest, model_key: str) -> str:
-    """The precision of one model file (a generate bundle's VAE decoder may stay fp32)."""
-    if manifest.task != "generate":
-        return manifest.precision
-    part = manifest.extra.get("export", {}).get(model_key, {})
-    return "fp16" if str(part.get("precision", "")).startswith("fp16") else "fp32"
+def engine_models(manifest: Manifest) -> list[str]:
+    """The model files that get an engine: all but the sampler step, which only runs through
+    ONNX Runtime (it keeps latents in ONNX Runtime's device buffers between UNet calls)."""
+    return [key for key in onnx_models(manifest) if key != "sampler_step"]
 
 
 def add_engines(bundle: Path, manifest: Manifest, options: ProfileOptions = ProfileOptions(),
                 timing_cache: Path | None = None, platform: Platform | None = None) -> Manifest:
     """Build an engine for every model of the bundle on this GPU and record them in its manifest.
 
-    An engine already recorded for the same model, TensorRT version and compute capability
-    is replaced; engines for other machines are kept. Each engine file is written
-    atomically before the manifest names it, and the manifest last, so an interrupted build
-    leaves the bundle as it was (plus, at most, an unnamed engine file).
+    An engine already recorded for the same model, TensorRT release and compute capability
+    is replaced; engines for other machines are kept. Each engine is built under a temporary
+    name, moved to a name of its own (it carries the start of its sha256), named by the
+    manifest (saved atomically), and only then is the engine it replaces deleted: however a
+    build ends, the manifest names files that are there and match, and the bundle opens.
     """
     bundle = Path(bundle)
     platform = platform or this_platform()
     cache = timing_cache or bundle / TIMING_CACHE
     for key in engine_models(manifest):
         profile = engine_profile(manifest, key, options)
-        precision = model_precision(manifest, key)
-        name = engine_file_name(key, platform, precision)
+        precision = manifest.precision_of(key)
         log(f"building a TensorRT {platform.tensorrt} engine for {key} ({precision}) on {platform.gpu}: "
             + ", ".join(f"{n} {lo} to {hi}" for n, (lo, _, hi) in profile.items()))
-        strongly_typed = build_engine(bundle / manifest.files[key].path, bundle / name, profile, precision, cache)
+        building = bundle / f"{key}.{platform.key}.{precision}.building"
+        strongly_typed = build_engine(bundle / manifest.files[key].path, building, profile, precision, cache)
+        name = engine_file_name(key, platform, precision, sha256(building))
+        os.replace(building, bundle / name)
         role = f"engine_{key}.{platform.key}"
+        replaced = manifest.files.get(role)
         manifest.files[role] = BundleFile.describe(bundle, name)
         manifest.engines = [e for e in manifest.engines if not (e.model == key and e.file == role)]
         manifest.engines.append(EngineInfo(model=key, file=role, tensorrt=platform.tensorrt,
                                            compute_capability=platform.compute_capability, gpu=platform.gpu,
                                            precision=precision, profile=profile_to_manifest(profile),
                                            strongly_typed=strongly_typed))
-    manifest.save(bundle)
+        manifest.save(bundle)
+        if replaced is not None and replaced.path != name:
+            (bundle / replaced.path).unlink(missing_ok=True)
     return manifest
 
 
@@ -174,7 +179,7 @@ def prepare_for_tensorrt(stage: Path, out: Path, manifest: Manifest, options: Te
     an unsupported node refuses the export unless allowed). With ``--engine``: engines for
     this GPU, reusing the timing cache of the bundle being replaced when there is one.
     """
-    models = {key: stage / manifest.files[key].path for key in engine_models(manifest)}
+    models = {key: stage / manifest.files[key].path for key in onnx_models(manifest)}
     manifest.extra["tensorrt_ops"] = check_models(models, options.allow_unsupported_ops)
     manifest.save(stage)
     if options.engine:

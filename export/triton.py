@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flare.export.tensorrt import model_precision
 from flare.runtime.artifacts import GENERATE_MODELS, Manifest, TensorSpec
 from flare.runtime.atomic import publish_folder, write_json, write_text
 from flare.runtime.engines import DEFAULT_MAX_BATCH, GUIDED_PARTS
@@ -164,7 +163,7 @@ class RepositoryWriter:
     def _onnx(self, name: str, bundle: Path, manifest: Manifest, key: str, max_batch: int,
               labels: list[str] | None = None) -> None:
         inputs, outputs = manifest.specs_of(key)
-        config = onnx_config(name, inputs, outputs, max_batch, model_precision(manifest, key), self.options,
+        config = onnx_config(name, inputs, outputs, max_batch, manifest.precision_of(key), self.options,
                              "labels.txt" if labels else None)
         folder = self._folder(name, config, bundle)
         source = bundle / manifest.files[key].path

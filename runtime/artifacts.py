@@ -470,7 +470,7 @@ class EngineInfo:
     @property
     def max_batch(self) -> int:
         """The largest batch the profile accepts (the first input's axis 0)."""
-        return min(shapes[2][0] for shapes in self.profile.values())
+        return next(iter(self.profile.values()))[2][0]
 
 
 @dataclass
@@ -500,6 +500,14 @@ class Manifest(Artifact):
     models: dict[str, ModelIO] = field(default_factory=dict)
     #: TensorRT engines, each for one TensorRT version and GPU compute capability.
     engines: list[EngineInfo] = field(default_factory=list)
+
+    def precision_of(self, model_key: str) -> str:
+        """The precision of one model file: a generate bundle's parts differ (its VAE decoder may
+        stay fp32, its sampler step always is), the others have the bundle's."""
+        if self.task != "generate":
+            return self.precision
+        part = self.extra.get("export", {}).get(model_key, {})
+        return "fp16" if str(part.get("precision", "")).startswith("fp16") else "fp32"
 
     def specs_of(self, model_key: str) -> tuple[list[TensorSpec], list[TensorSpec]]:
         """The inputs and outputs of the model file ``model_key``."""

@@ -21,6 +21,7 @@ from typing import Any
 
 from flare.runtime.artifacts import EngineInfo, Manifest, TensorSpec
 from flare.runtime.errors import BackendError, MissingExtraError, UsageError
+from flare.runtime.preprocess import EnhanceSpec
 
 #: Input name -> (min, opt, max) shapes of one optimisation profile.
 Profile = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
@@ -53,13 +54,17 @@ class Platform:
 
     @property
     def key(self) -> str:
-        """``trt10.13.0-sm90``: the part of an engine's file name that says where it runs."""
-        return f"trt{self.tensorrt}-sm{self.compute_capability.replace('.', '')}"
+        """``trt10.13.0-sm90``: the part of an engine's file name that says where it runs (the
+        TensorRT release without its build number, as :func:`same_release` compares)."""
+        release = ".".join(self.tensorrt.split(".")[:3])
+        return f"trt{release}-sm{self.compute_capability.replace('.', '')}"
 
 
-def engine_file_name(model_key: str, platform: Platform, precision: str) -> str:
-    """``unet.trt10.13.0-sm90.fp16.plan``: model, TensorRT version, compute capability, precision."""
-    return f"{model_key}.{platform.key}.{precision}.plan"
+def engine_file_name(model_key: str, platform: Platform, precision: str, digest: str) -> str:
+    """``unet.trt10.13.0-sm90.fp16.1a2b3c4d.plan``: model, TensorRT release, compute capability,
+    precision, and the start of the engine's sha256 (a rebuild never overwrites the file the
+    manifest names until the manifest names the new one)."""
+    return f"{model_key}.{platform.key}.{precision}.{digest[:8]}.plan"
 
 
 def engine_profile(manifest: Manifest, model_key: str, options: ProfileOptions = ProfileOptions()) -> Profile:
@@ -68,7 +73,7 @@ def engine_profile(manifest: Manifest, model_key: str, options: ProfileOptions =
     The batch axis runs from 1 to the maximum batch, tuned at that maximum for the
     throughput tasks (a triage or an enhancement fills its batches) and at one image for
     generation (twice that for the guided parts). Spatial axes of an enhance model run
-    from the smallest tile the model accepts to ``--max-tile`` (never below the bundle's
+    from the smallest side the model accepts to ``--max-tile`` (never below the bundle's
     recommended tile), tuned at the recommended tile. Every other axis is fixed.
     """
     task = manifest.task
@@ -78,12 +83,11 @@ def engine_profile(manifest: Manifest, model_key: str, options: ProfileOptions =
     opt_batch = top if task in ("classify", "enhance") else (2 if guided else 1)
     spatial: tuple[int, int, int] | None = None
     if task == "enhance":
-        spec = manifest.preprocessing
-        window, tile = int(spec["window"]), int(spec["tile"])
-        largest = max(options.max_tile or DEFAULT_MAX_TILE, tile)
-        if largest % window:
-            raise UsageError(f"--max-tile {largest} must be a multiple of the model's window ({window})")
-        spatial = (2 * window, tile, largest)
+        spec = EnhanceSpec.from_dict(manifest.preprocessing)
+        largest = max(options.max_tile or DEFAULT_MAX_TILE, spec.tile)
+        if largest % spec.window:
+            raise UsageError(f"--max-tile {largest} must be a multiple of the model's window ({spec.window})")
+        spatial = (spec.min_side, spec.tile, largest)  # every tile and image side the runtime accepts
     profile: Profile = {}
     inputs, _ = manifest.specs_of(model_key)
     for spec_ in inputs:

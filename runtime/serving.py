@@ -21,7 +21,7 @@ import numpy as np
 
 from flare.runtime.artifacts import Manifest, TensorSpec
 from flare.runtime.backends.base import Runner
-from flare.runtime.errors import BackendError, FlareError, ImageDecodeError, UsageError
+from flare.runtime.errors import BackendError, FlareError, ImageDecodeError, UsageError, one_line
 from flare.runtime.imageio import load_rgb_bytes
 from flare.runtime.preprocess import PreprocessSpec, StretchSpec, preprocess
 
@@ -47,12 +47,17 @@ class BLSRunner(Runner):
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         pb = self.pb_utils
-        request = pb.InferenceRequest(model_name=self.model_name,
-                                      requested_output_names=[o.name for o in self.outputs],
-                                      inputs=[pb.Tensor(name, np.ascontiguousarray(a)) for name, a in feeds.items()])
+        # A per-sample scalar (the UNet's timestep, shape [B]) is declared [1] with an empty
+        # reshape in the config (Triton needs one dim): it is sent as [B, 1].
+        tensors = [pb.Tensor(name, np.ascontiguousarray(a[:, None] if a.ndim == 1 else a)) for name, a in feeds.items()]
+        extra = {}
+        if hasattr(pb, "PreferredMemory"):  # outputs in host memory, so as_numpy() works for GPU models too
+            extra["preferred_memory"] = pb.PreferredMemory(pb.TRITONSERVER_MEMORY_CPU, 0)
+        request = pb.InferenceRequest(model_name=self.model_name, requested_output_names=[o.name for o in self.outputs],
+                                      inputs=tensors, **extra)
         response = request.exec()
         if response.has_error():
-            raise BackendError(f"Triton model {self.model_name} failed: {response.error().message()}")
+            raise BackendError(f"Triton model {self.model_name} failed: {one_line(response.error().message())}")
         return {o.name: pb.get_output_tensor_by_name(response, o.name).as_numpy() for o in self.outputs}
 
 

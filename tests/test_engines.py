@@ -36,10 +36,12 @@ def test_classify_profile_covers_batches_up_to_the_maximum_tuned_at_it() -> None
     assert engine_profile(m, "model", ProfileOptions(max_batch=8))["input"][2] == (8, 3, 224, 224)
 
 
-def test_enhance_profile_spans_tiles_from_two_windows_to_max_tile() -> None:
-    m = manifest("enhance", {"image": ["batch", 3, "height", "width"]}, {"window": 8, "tile": 64})
+def test_enhance_profile_spans_every_side_the_runtime_takes_up_to_max_tile() -> None:
+    m = manifest("enhance", {"image": ["batch", 3, "height", "width"]},
+                 {"scale": 4, "window": 8, "channels": 3, "tile": 64, "overlap": 8})
     lo, opt, hi = engine_profile(m, "model", ProfileOptions(max_batch=4, max_tile=256))["image"]
-    assert (lo, opt, hi) == ((1, 3, 16, 16), (4, 3, 64, 64), (4, 3, 256, 256))
+    # from the smallest side the runtime accepts (window // 2 + 1) to --max-tile, tuned at the tile
+    assert (lo, opt, hi) == ((1, 3, 5, 5), (4, 3, 64, 64), (4, 3, 256, 256))
     # never below the bundle's own recommended tile
     assert engine_profile(m, "model", ProfileOptions(max_tile=32))["image"][2][2:] == (64, 64)
     with pytest.raises(UsageError, match="multiple of the model's window"):
@@ -74,7 +76,7 @@ def test_provider_profile_strings() -> None:
 def _with_engines(m: Manifest, *platforms: Platform) -> Manifest:
     for p in platforms:
         role = f"engine_model.{p.key}"
-        m.files[role] = BundleFile(engine_file_name("model", p, "fp16"), "0" * 64, 1)
+        m.files[role] = BundleFile(engine_file_name("model", p, "fp16", "0" * 8), "0" * 64, 1)
         m.engines.append(EngineInfo(model="model", file=role, tensorrt=p.tensorrt,
                                     compute_capability=p.compute_capability, gpu=p.gpu, precision="fp16",
                                     profile=profile_to_manifest({"input": ((1, 3), (32, 3), (32, 3))})))
@@ -82,7 +84,9 @@ def _with_engines(m: Manifest, *platforms: Platform) -> Manifest:
 
 
 def test_engine_file_names_carry_version_capability_and_precision() -> None:
-    assert engine_file_name("unet", H100_TRT10, "fp16") == "unet.trt10.13.0-sm90.fp16.plan"
+    assert engine_file_name("unet", H100_TRT10, "fp16", "1a2b3c4d5e") == "unet.trt10.13.0-sm90.fp16.1a2b3c4d.plan"
+    # the build number is not part of the key: the same release runs the same engines
+    assert Platform("10.13.0.35", "9.0", "H100").key == "trt10.13.0-sm90"
 
 
 def test_engine_for_picks_this_machines_engine_among_several() -> None:

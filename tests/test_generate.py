@@ -69,6 +69,8 @@ def test_bundle_holds_every_part_with_dynamic_batch_and_passing_gates(made: dict
     for key, io in manifest.models.items():
         if key != "sampler_step":
             assert all(t.shape[0] == "batch" for t in io.inputs + io.outputs)
+    assert Manifest.load(made["b16"]).precision_of("unet") == "fp16"
+    assert Manifest.load(made["b16"]).precision_of("sampler_step") == "fp32"  # never run in half precision
     step = manifest.models["sampler_step"]
     assert [t.name for t in step.inputs] == ["sample", "noise_pred", "coefficients", "history1", "history2"]
     assert step.inputs[1].shape[0] == "unet_batch" and step.inputs[2].shape == [8]

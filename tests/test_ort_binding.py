@@ -37,6 +37,24 @@ def test_bound_buffers_give_the_plain_sessions_outputs_for_changing_shapes(bundl
         assert len(bound._io._slots) == 2
 
 
+def test_bound_slots_are_capped_least_recently_used_first(bundle: Path) -> None:
+    manifest = Manifest.load(bundle)
+    bound = OnnxRuntimeRunner(bundle / "model.onnx", manifest.inputs, manifest.outputs, backend="cpu",
+                              io_binding=True)
+    name, side = manifest.inputs[0].name, manifest.inputs[0].shape[2]
+    rng = np.random.default_rng(1)
+    with bound:
+        bound._io.MAX_SLOTS = 2
+        for batch in (1, 2, 1, 3, 4):
+            bound.infer({name: rng.standard_normal((batch, 3, side, side), dtype=np.float32)})
+        assert [key[0][1][0] for key in bound._io._slots] == [3, 4]
+        x = rng.standard_normal((1, 3, side, side), dtype=np.float32)
+        keep = x.copy()
+        bound.infer({name: x})  # a new slot, bound to a copy of x
+        bound.infer({name: rng.standard_normal((1, 3, side, side), dtype=np.float32)})  # written in place
+        np.testing.assert_array_equal(x, keep)  # the caller's array was not the buffer
+
+
 def test_cuda_graph_without_the_cuda_backend_runs_with_a_note(bundle: Path) -> None:
     with Classifier(bundle, backend="cpu", cuda_graph=True) as clf:
         assert clf.backend == "onnxruntime:cpu"

@@ -11,6 +11,7 @@ with TensorRT (tests marked ``tensorrt``) the same scan runs against the install
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 import sys
 import types
@@ -121,13 +122,18 @@ def test_engines_build_strongly_typed_on_tensorrt_10_and_11(bundle_copy: Path, m
     engine = manifest.engines[0]
     assert engine.strongly_typed and engine.tensorrt == version and engine.max_batch == 4
     plan = bundle_copy / manifest.files[engine.file].path
-    assert plan.name == f"model.trt{version}-sm90.fp32.plan" and plan_version(plan) == ".".join(version.split(".")[:3])
+    release = ".".join(version.split(".")[:3])
+    assert re.fullmatch(rf"model\.trt{re.escape(release)}-sm90\.fp32\.[0-9a-f]{{8}}\.plan", plan.name)
+    assert plan_version(plan) == release
     again = Manifest.load(bundle_copy)  # checksums of the new files verify
     assert again.engines == manifest.engines
     # the timing cache is kept in the bundle and fed to the next build
     assert (bundle_copy / "timing.cache").read_bytes() == b"+measured"
-    add_engines(bundle_copy, again, platform=here)
-    assert trt.timing_cache == b"+measured" and len(Manifest.load(bundle_copy).engines) == 1
+    trt.__version__ = version.rsplit(".", 1)[0] + ".99"  # a rebuild (another build of the same release)
+    rebuilt = add_engines(bundle_copy, again, platform=here)
+    assert trt.timing_cache == b"+measured" and len(rebuilt.engines) == 1
+    assert not plan.exists() and (bundle_copy / rebuilt.files[engine.file].path).is_file()  # old file gone
+    assert not list(bundle_copy.glob("*.building")) and Manifest.load(bundle_copy).engines == rebuilt.engines
 
 
 def test_an_engine_for_another_gpu_is_kept_beside_this_ones(bundle_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:

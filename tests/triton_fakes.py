@@ -161,7 +161,13 @@ class Server:
                 config = server.config(self.model_name)
                 feeds = {t.name(): t.as_numpy() for t in self.inputs}
                 assert set(feeds) == {i.name for i in config.input}
-                assert all(len(a) <= config.max_batch_size for a in feeds.values()), "over max_batch_size"
+                for spec in config.input:  # as Triton checks a request: [batch, *dims], then reshapes
+                    array = feeds[spec.name]
+                    assert len(array) <= config.max_batch_size, "over max_batch_size"
+                    assert array.ndim == 1 + len(spec.dims) and all(
+                        d in (-1, n) for d, n in zip(spec.dims, array.shape[1:])), (spec.name, array.shape)
+                    if spec.HasField("reshape"):
+                        feeds[spec.name] = array.reshape(len(array), *spec.reshape.shape)
                 out = server.infer(self.model_name, feeds)
                 return InferenceResponse([Tensor(n, out[n]) for n in self.outputs])
 

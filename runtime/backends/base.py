@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from flare.runtime.artifacts import Manifest, TensorSpec
+from flare.runtime.engines import Profile, engine_profile, profile_shapes
 from flare.runtime.errors import BackendError, BundleError, UsageError
 
 #: What ``--backend`` may name: ONNX Runtime choices (auto picks the best provider that starts),
@@ -167,11 +168,13 @@ def open_runner(bundle: Path, manifest: Manifest, backend: str = "auto", model_k
                               specs_from=str(bundle / Manifest.FILE))
     from flare.runtime.backends.ort_runner import OnnxRuntimeRunner
 
+    profile = _provider_profile(manifest, model_key)
     return OnnxRuntimeRunner(bundle / entry.path, *manifest.specs_of(model_key), backend=backend,
-                             cache_dir=bundle / "trt_cache", fp16=manifest.precision == "fp16",
+                             cache_dir=bundle / "trt_cache", fp16=manifest.precision_of(model_key) == "fp16",
                              max_batch=entry.max_batch, specs_from=str(bundle / Manifest.FILE), spin=spin,
-                             trt_profile=_provider_profile(manifest, model_key), cuda_graph=cuda_graph,
-                             graph_blockers=_control_flow(manifest, model_key))
+                             trt_profile=profile_shapes(profile) if profile else None,
+                             trt_max_batch=next(iter(profile.values()))[2][0] if profile else None,
+                             cuda_graph=cuda_graph, graph_blockers=_control_flow(manifest, model_key))
 
 
 def _control_flow(manifest: Manifest, model_key: str) -> list[str]:
@@ -180,11 +183,9 @@ def _control_flow(manifest: Manifest, model_key: str) -> list[str]:
     return [op for op in ops if op in ("If", "Loop", "Scan")]
 
 
-def _provider_profile(manifest: Manifest, model_key: str) -> dict[str, str]:
-    """The TensorRT provider's profile shapes: the same rule as the bundle's own engines."""
-    from flare.runtime.engines import engine_profile, profile_shapes
-
+def _provider_profile(manifest: Manifest, model_key: str) -> Profile:
+    """The TensorRT provider's profile: the same rule as the bundle's own engines."""
     try:
-        return profile_shapes(engine_profile(manifest, model_key))
-    except (BackendError, KeyError, ValueError):
+        return engine_profile(manifest, model_key)
+    except (BackendError, UsageError, KeyError, ValueError):
         return {}  # a bundle no rule covers: the provider then builds for the shapes it sees

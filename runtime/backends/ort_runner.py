@@ -14,6 +14,7 @@ runner was given (a bundle's manifest): see :meth:`Runner.check_model_specs`.
 from __future__ import annotations
 
 import importlib.metadata
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,8 +66,9 @@ class OnnxRuntimeRunner(Runner):
     def __init__(self, model: Path, inputs: list[TensorSpec], outputs: list[TensorSpec], backend: str = "auto",
                  cache_dir: Path | None = None, fp16: bool = False, threads: int | None = None,
                  max_batch: int | None = None, specs_from: str = "the manifest", spin: bool = True,
-                 trt_profile: dict[str, str] | None = None, cuda_graph: bool = False,
-                 io_binding: bool | None = None, graph_blockers: list[str] | None = None) -> None:
+                 trt_profile: dict[str, str] | None = None, trt_max_batch: int | None = None,
+                 cuda_graph: bool = False, io_binding: bool | None = None,
+                 graph_blockers: list[str] | None = None) -> None:
         super().__init__(inputs, outputs, max_batch, specs_from)
         #: Whether idle CPU threads spin-wait for the next op (ONNX Runtime's default): fastest
         #: alone, but it takes the cores that decoding threads running beside it need.
@@ -76,6 +78,8 @@ class OnnxRuntimeRunner(Runner):
         self.model, self.backend, self.cache_dir, self.fp16, self.threads = Path(model), backend, cache_dir, fp16, threads
         #: The TensorRT provider's ``trt_profile_{min,opt,max}_shapes`` (see flare.runtime.engines).
         self.trt_profile = dict(trt_profile or {})
+        #: The profile's largest batch: the limit while the TensorRT provider runs the model.
+        self.trt_max_batch = trt_max_batch
         #: Capture the model as CUDA graphs (CUDA provider only; see :class:`DeviceIO`).
         self.cuda_graph = cuda_graph
         #: Ops of the model a CUDA graph cannot capture (control flow), from the manifest.
@@ -85,6 +89,7 @@ class OnnxRuntimeRunner(Runner):
         self.session: Any = None
         self.provider = ""
         self._io: DeviceIO | None = None
+        self._graphs = False
 
     def _activate(self) -> None:
         ort = import_onnxruntime()
@@ -125,8 +130,11 @@ class OnnxRuntimeRunner(Runner):
         self.name = f"onnxruntime:{_SHORT.get(self.provider, self.provider)}"
         self._output_names = [o.name for o in self.session.get_outputs()]
         on_cuda = self.provider == "CUDAExecutionProvider"
+        self._graphs = graphs and on_cuda
+        if self.provider == "TensorrtExecutionProvider" and self.trt_max_batch:
+            self.max_batch = min(self.max_batch or self.trt_max_batch, self.trt_max_batch)
         if self.io_binding or (self.io_binding is None and on_cuda):
-            self._io = DeviceIO(ort, self.session, "cuda" if on_cuda else "cpu", graphs and on_cuda, self.notes)
+            self._io = DeviceIO(ort, self.session, "cuda" if on_cuda else "cpu", self._graphs, self.notes)
 
     def _wants_graphs(self) -> bool:
         """Whether to ask for CUDA graphs; a request the provider cannot honour becomes a note."""
@@ -183,6 +191,7 @@ class OnnxRuntimeRunner(Runner):
         expected = {t.name for t in self.inputs}
         if set(feeds) != expected:
             raise UsageError(f"model inputs are {sorted(expected)}, not {sorted(feeds)}")
+        ort = import_onnxruntime()
         binding = self.session.io_binding()
         for name, value in feeds.items():
             if isinstance(value, np.ndarray):
@@ -191,7 +200,13 @@ class OnnxRuntimeRunner(Runner):
                 binding.bind_ortvalue_input(name, value)
         for name in self._output_names:
             binding.bind_output(name, self.device)
-        self.session.run_with_iobinding(binding)
+        options = ort.RunOptions()
+        if self._graphs:  # new buffers each call: never capture or replay a CUDA graph here
+            options.add_run_config_entry("gpu_graph_id", "-1")
+        try:
+            self.session.run_with_iobinding(binding, options)
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises plain RuntimeError / Fail
+            raise BackendError(f"ONNX Runtime failed on {self.model.name}: {quote_error(exc)}") from exc
         return dict(zip(self._output_names, binding.get_outputs()))
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -213,18 +228,24 @@ class DeviceIO:
     """
 
     MAX_GRAPHS = 8
+    #: Shapes kept bound at once; the least recently used uncaptured one goes first (an
+    #: enhancement of many image sizes would otherwise hold device memory for each).
+    MAX_SLOTS = 16
 
     def __init__(self, ort: Any, session: Any, device: str, graphs: bool, notes: list[str]) -> None:
         self.ort, self.session, self.device, self.graphs, self.notes = ort, session, device, graphs, notes
         self._outputs = [o.name for o in session.get_outputs()]
-        self._slots: dict[tuple, _Slot] = {}
+        self._slots: OrderedDict[tuple, _Slot] = OrderedDict()
+        self._graph_ids = 0
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         key = tuple((name, array.shape, array.dtype.str) for name, array in sorted(feeds.items()))
         slot = self._slots.get(key)
         if slot is None:
             slot = self._slots[key] = self._first_run(feeds)
+            self._evict()
         else:
+            self._slots.move_to_end(key)
             for name, value in slot.inputs.items():
                 value.update_inplace(np.ascontiguousarray(feeds[name]))
             try:
@@ -242,7 +263,8 @@ class DeviceIO:
     def _first_run(self, feeds: dict[str, np.ndarray]) -> _Slot:
         """Bind the inputs, run uncaptured to learn the output shapes, then bind fixed outputs."""
         binding = self.session.io_binding()
-        inputs = {name: self.ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device, 0)
+        # copies: a host OrtValue wraps the array it is given, and later calls write into it
+        inputs = {name: self.ort.OrtValue.ortvalue_from_numpy(np.array(array, order="C", copy=True), self.device, 0)
                   for name, array in feeds.items()}
         for name, value in inputs.items():
             binding.bind_ortvalue_input(name, value)
@@ -251,21 +273,29 @@ class DeviceIO:
         options = self.ort.RunOptions()
         if self.graphs:
             options.add_run_config_entry("gpu_graph_id", "-1")  # this run only learns the shapes
-        self.session.run_with_iobinding(binding, options)
+        try:
+            self.session.run_with_iobinding(binding, options)
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises plain RuntimeError / Fail
+            raise BackendError(f"ONNX Runtime failed: {quote_error(exc)}") from exc
         outputs = binding.get_outputs()
         binding.clear_binding_outputs()
         for name, value in zip(self._outputs, outputs):
             binding.bind_ortvalue_output(name, value)
         graph_id = -1
         if self.graphs:
-            if len(self._slots) < self.MAX_GRAPHS:
-                graph_id = len(self._slots)
+            if self._graph_ids < self.MAX_GRAPHS:
+                graph_id, self._graph_ids = self._graph_ids, self._graph_ids + 1
             elif not any("CUDA graphs" in n for n in self.notes):
                 self.notes.append(f"more than {self.MAX_GRAPHS} input shapes: CUDA graphs only for the first "
                                   f"{self.MAX_GRAPHS}; fix the batch and tile sizes to capture every call")
             options = self.ort.RunOptions()
             options.add_run_config_entry("gpu_graph_id", str(graph_id))
         return _Slot(binding=binding, inputs=inputs, options=options, graph_id=graph_id)
+
+    def _evict(self) -> None:
+        """Drop the least recently used uncaptured slots over :attr:`MAX_SLOTS` (captured ones stay)."""
+        for key in [k for k, s in self._slots.items() if s.graph_id < 0][:max(len(self._slots) - self.MAX_SLOTS, 0)]:
+            del self._slots[key]
 
     def _stop_graphs(self, exc: BaseException) -> None:
         self.graphs = False

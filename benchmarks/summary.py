@@ -23,8 +23,9 @@ def summarize(folder: Path) -> str:
     if not loaded:
         raise SystemExit(f"no */bench.json under {folder}")
     sr = [(p, r) for p, r in loaded if r.get("task") == "enhance"]
-    paths = [p for p, r in loaded if r.get("task") != "enhance"]
-    results = [r for p, r in loaded if r.get("task") != "enhance"]
+    generate = [(p, r) for p, r in loaded if r.get("task") == "generate"]
+    paths = [p for p, r in loaded if r.get("task") not in ("enhance", "generate")]
+    results = [r for p, r in loaded if r.get("task") not in ("enhance", "generate")]
     names = [n for n in TARGETS if any(h["name"] == n for r in results for h in r["headlines"])]
     header = ["model", "GFLOP/image", *[f"{TARGETS[n][1]} (target {TARGETS[n][0]:g})" for n in names]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -52,7 +53,21 @@ def summarize(folder: Path) -> str:
                          + (f"{best['megapixels_per_second']:.4f} ({best['backend']})" if best else "-") + " | "
                          + (f"{torch_rows[0]['megapixels_per_second']:.4f}" if torch_rows else "-") + " | "
                          + (f"{head['value']:.2f} {'met' if head['met'] else 'MISSED'}" if head else "-") + " |")
-    m = (results or [r for _, r in sr])[0]["machine"]
+    if generate:
+        lines += ["", "| generation model | image, sampler | PyTorch fp32 s/image | best runtime fp32 s/image "
+                  "| runtime / PyTorch (target 1.2) |", "|---|---|---|---|---|"]
+        for path, r in generate:
+            for batch in sorted({x["batch"] for x in r["rows"]}):
+                rows = [x for x in r["rows"] if x["batch"] == batch and x["precision"] == "fp32"]
+                base = next((x for x in rows if x["backend"] == "torch"), None)
+                best = min((x for x in rows if x["backend"] != "torch"), key=lambda x: x["seconds_per_image"],
+                           default=None)
+                ratio = base["seconds_per_image"] / best["seconds_per_image"] if base and best else None
+                lines.append(f"| {path.parent.name} ({batch} per call) | {r['image']}, {r['steps']} steps of "
+                             f"{r['sampler']} | " + (f"{base['seconds_per_image']:.3f}" if base else "-") + " | "
+                             + (f"{best['seconds_per_image']:.3f} ({best['backend']})" if best else "-") + " | "
+                             + (f"{ratio:.2f} {'met' if ratio >= 1.2 else 'MISSED'}" if ratio else "-") + " |")
+    m = (results or [r for _, r in sr + generate])[0]["machine"]
     machine = (f"{m.get('cpu')}, {m.get('cpus')} cores, {m.get('memory_gib')} GiB, {m.get('gpu') or 'no GPU'}"
                + (f" (driver {m['gpu_driver']})" if m.get("gpu_driver") else ""))
     return (f"# flare bench results: {machine}\n\nEach cell is the worst value over the batches measured. "

@@ -301,6 +301,22 @@ def test_results_summary_takes_the_worst_batch(tmp_path: Path) -> None:
     assert "| densenet121 (densenet121, 224 px) | 4.10 | 2.60 met (batch 1) |" in table
 
 
+def test_results_summary_has_a_generation_table(tmp_path: Path) -> None:
+    from flare.benchmarks.summary import summarize
+
+    def row(backend: str, precision: str, seconds: float) -> dict:
+        return {"backend": backend, "precision": precision, "batch": 1, "seconds_per_image": seconds}
+
+    (tmp_path / "gen").mkdir()
+    (tmp_path / "gen" / "bench.json").write_text(json.dumps({
+        "task": "generate", "image": "64 px", "steps": 20, "sampler": "dpmpp order 3, guidance 8",
+        "machine": {"cpu": "Test CPU", "cpus": 2, "memory_gib": 8}, "headlines": [],
+        "rows": [row("torch", "fp32", 1.0), row("onnxruntime:cpu", "fp32", 0.9), row("openvino:cpu", "fp32", 0.8),
+                 row("onnxruntime:cpu", "fp16", 0.1)]}))
+    table = summarize(tmp_path)
+    assert "| gen (1 per call) | 64 px, 20 steps of dpmpp order 3, guidance 8 | 1.000 | 0.800 (openvino:cpu) | 1.25 met |" in table
+
+
 def test_sr_bench_measures_tiled_enhancement_against_pytorch(tmp_path: Path) -> None:
     pytest.importorskip("onnx")
     out = tmp_path / "sr"

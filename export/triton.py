@@ -211,7 +211,7 @@ class RepositoryWriter:
         top = self.options.max_batch or DEFAULT_MAX_BATCH["enhance"]
         self._onnx(f"{name}_model", bundle, manifest, "model", top)
         config = python_config(name, [{"name": IMAGE, "data_type": Enum("TYPE_STRING"), "dims": [1]}],
-                               [{"name": ENHANCED, "data_type": Enum("TYPE_UINT8"), "dims": [-1, -1, -1]}],
+                               [{"name": ENHANCED, "data_type": Enum("TYPE_UINT8"), "dims": [-1, -1, 3]}],
                                self.options)
         self._python(name, "enhance", config, bundle, manifest,
                      serving={"model": f"{name}_model", "max_batch": top})

@@ -134,37 +134,45 @@ def this_platform() -> Platform:
     return Platform(tensorrt=str(trt.__version__), **_gpu())
 
 
-def _gpu() -> dict[str, Any]:
-    """Compute capability and name of GPU 0 through cuda-python (no torch, no pycuda)."""
+def import_cudart(what: str) -> Any:
+    """NVIDIA's cuda-python runtime bindings (no torch, no pycuda), or which extra installs them."""
     try:
         from cuda.bindings import runtime as cudart
     except ImportError:
         try:
             from cuda import cudart  # cuda-python < 12.6
         except ImportError as exc:
-            raise MissingExtraError("TensorRT engines (cuda-python)", "gpu") from exc
-    err, props = cudart.cudaGetDeviceProperties(0)
+            raise MissingExtraError(f"{what} (cuda-python)", "gpu") from exc
+    return cudart
+
+
+def _gpu() -> dict[str, Any]:
+    """Compute capability and name of GPU 0."""
+    err, props = import_cudart("TensorRT engines").cudaGetDeviceProperties(0)
     if int(err) != 0:
         raise BackendError(f"no usable CUDA GPU here (cudaGetDeviceProperties failed with {err})")
     name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
     return {"compute_capability": f"{props.major}.{props.minor}", "gpu": name.rstrip("\x00")}
 
 
-def engine_for(manifest: Manifest, model_key: str, platform: Platform, bundle: str) -> EngineInfo:
-    """The engine of ``model_key`` built for ``platform``, or a refusal that says how to get one.
+def engine_for(manifest: Manifest, model_key: str, bundle: str, platform: Platform | None = None) -> EngineInfo:
+    """The engine of ``model_key`` built for ``platform`` (default: this machine), or a refusal
+    that says how to get one.
 
     An engine for another TensorRT version or compute capability would fail to deserialize
     (or worse, run wrongly), so it is never tried: the message names what the bundle has,
-    what this machine is, and the two ways on, rebuilding here or running the ONNX file.
+    what this machine is, and the two ways on, rebuilding here or running the ONNX file. A
+    bundle without engines is told apart first, so that needs no TensorRT here.
     """
     mine = [e for e in manifest.engines if e.model == model_key]
-    for engine in mine:
-        if same_release(engine.tensorrt, platform.tensorrt) and engine.compute_capability == platform.compute_capability:
-            return engine
     fix = (f"build one here with 'flare export engine {bundle}', or run the ONNX file instead "
            "(--backend tensorrt, cuda or cpu)")
     if not mine:
         raise BackendError(f"{bundle} has no TensorRT engine for {model_key}; {fix}")
+    platform = platform or this_platform()
+    for engine in mine:
+        if same_release(engine.tensorrt, platform.tensorrt) and engine.compute_capability == platform.compute_capability:
+            return engine
     built = "; ".join(f"TensorRT {e.tensorrt} on compute capability {e.compute_capability} ({e.gpu})" for e in mine)
     raise BackendError(f"{bundle}: the {model_key} engine was built for {built}, but this machine has TensorRT "
                        f"{platform.tensorrt} on compute capability {platform.compute_capability} "

@@ -127,6 +127,20 @@ class Enhancer:
             raise ImageDecodeError(f"{what}: is {width}x{height} px; this model needs at least "
                                    f"{self.spec.min_side} px a side")
 
+    def enhance_rgb(self, rgb: np.ndarray) -> np.ndarray:
+        """An HxWx3 uint8 image held in memory, enhanced to (H*s)x(W*s)x3 uint8 (a one-channel
+        model sees the grey image; its output is repeated to RGB)."""
+        self.check_size(rgb.shape[0], rgb.shape[1], "the image")
+        s = self.scale
+        out = np.empty((rgb.shape[0] * s, rgb.shape[1] * s, 3), dtype=np.uint8)
+
+        def sink(first: int, rows: np.ndarray) -> None:
+            rows = np.round(np.clip(rows, 0.0, 1.0) * 255.0).astype(np.uint8).transpose(1, 2, 0)
+            out[first:first + rows.shape[0]] = rows if rows.shape[2] == 3 else rows.repeat(3, axis=2)
+
+        self.run(ArraySource(rgb, self.spec.channels), sink)
+        return out
+
     def run(self, source: TileSource, sink: Sink, progress: Callable[[int], None] | None = None) -> None:
         """Enhance ``source``, handing finished output rows to ``sink`` top to bottom.
 

@@ -101,28 +101,10 @@ class EnhanceModel:
         self.enhancer = Enhancer(folder, runner=runner, batch=config["max_batch"])
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {ENHANCED: enhance_pixels(self.enhancer, decode_request(inputs[IMAGE].reshape(-1)[0]))}
+        return {ENHANCED: self.enhancer.enhance_rgb(decode_request(inputs[IMAGE].reshape(-1)[0]))}
 
     def close(self) -> None:
         self.enhancer.close()
-
-
-def enhance_pixels(enhancer: Any, rgb: np.ndarray) -> np.ndarray:
-    """Enhance an HxWx3 uint8 image in memory with ``enhancer`` (an :class:`Enhancer`)."""
-    from flare.runtime.enhance import ArraySource
-
-    channels = enhancer.spec.channels
-    pixels = rgb if channels == 3 else rgb.mean(axis=2, keepdims=True).astype(np.uint8)
-    source = ArraySource(pixels, channels)
-    enhancer.check_size(source.height, source.width, "the request's image")
-    s = enhancer.scale
-    out = np.zeros((channels, source.height * s, source.width * s), np.float32)
-
-    def sink(first: int, rows: np.ndarray) -> None:
-        out[:, first:first + rows.shape[1]] = rows
-
-    enhancer.run(source, sink)
-    return np.clip(np.rint(out.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
 
 
 class GenerateModel:

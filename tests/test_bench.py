@@ -160,7 +160,7 @@ def test_every_skip_says_why(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> N
         assert "fp16 on a CPU is emulated" in _skip_reason(Target("torch", "fp16"), None, model)
     assert _skip_reason(Target("torch", "fp32"), None, None, "weights are elsewhere") == "weights are elsewhere"
     assert "no fp32 plain bundle" in _skip_reason(Target("cpu", "fp32"), None)
-    assert "has no TensorRT engine for model; build one" in _skip_reason(Target("trt-engine", "fp32"), bundle)
+    assert "has no TensorRT engine for model; build one here" in _skip_reason(Target("trt-engine", "fp32"), bundle)
     import onnxruntime
 
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():

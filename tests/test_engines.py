@@ -91,16 +91,16 @@ def test_engine_file_names_carry_version_capability_and_precision() -> None:
 
 def test_engine_for_picks_this_machines_engine_among_several() -> None:
     m = _with_engines(manifest("classify", {"input": ["batch", 3]}), ORIN_TRT10, H100_TRT10)
-    assert engine_for(m, "model", H100_TRT10, "b").compute_capability == "9.0"
-    assert engine_for(m, "model", ORIN_TRT10, "b").gpu == "Orin"
-    assert engine_for(m, "model", H100_TRT10, "b").max_batch == 32
+    assert engine_for(m, "model", "b", H100_TRT10).compute_capability == "9.0"
+    assert engine_for(m, "model", "b", ORIN_TRT10).gpu == "Orin"
+    assert engine_for(m, "model", "b", H100_TRT10).max_batch == 32
 
 
 @pytest.mark.parametrize("here", [Platform("11.0.0", "9.0", "H100"), Platform("10.13.0", "8.9", "L4")])
 def test_engine_for_another_version_or_gpu_is_refused_with_the_way_on(here: Platform) -> None:
     m = _with_engines(manifest("classify", {"input": ["batch", 3]}), H100_TRT10)
     with pytest.raises(BackendError) as err:
-        engine_for(m, "model", here, "bundle")
+        engine_for(m, "model", "bundle", here)
     message = str(err.value)
     assert "TensorRT 10.13.0 on compute capability 9.0" in message
     assert f"TensorRT {here.tensorrt} on compute capability {here.compute_capability}" in message
@@ -109,7 +109,7 @@ def test_engine_for_another_version_or_gpu_is_refused_with_the_way_on(here: Plat
 
 def test_no_engine_at_all_says_how_to_build_one() -> None:
     with pytest.raises(BackendError, match="has no TensorRT engine for model; build one here"):
-        engine_for(manifest("classify", {"input": ["batch", 3]}), "model", H100_TRT10, "b")
+        engine_for(manifest("classify", {"input": ["batch", 3]}), "model", "b")  # no TensorRT needed
 
 
 def _bundle_with_engine(bundle: Path, folder: Path, built_on: Platform) -> tuple[Path, Manifest]:

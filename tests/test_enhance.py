@@ -343,7 +343,6 @@ def test_triton_repository_enhances_image_bytes_as_the_runtime_does(sr_bundle: P
     from triton_fakes import Server, check_onnx_model, parse
 
     from flare.export.triton import export_triton
-    from flare.runtime.serving import enhance_pixels
 
     repo = export_triton([sr_bundle], tmp_path / "repo")
     name = sr_bundle.name
@@ -360,6 +359,6 @@ def test_triton_repository_enhances_image_bytes_as_the_runtime_does(sr_bundle: P
     finally:
         server.close()
     with Enhancer(sr_bundle, backend="cpu") as enhancer:
-        want = enhance_pixels(enhancer, picture)
+        want = enhancer.enhance_rgb(picture)
         assert got.shape == (40 * enhancer.scale, 52 * enhancer.scale, 3)
     assert np.abs(got.astype(int) - want).max() <= 1

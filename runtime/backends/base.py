@@ -155,12 +155,9 @@ def open_runner(bundle: Path, manifest: Manifest, backend: str = "auto", model_k
         raise BackendError(f"{bundle} has no {model_key!r} file; it holds {', '.join(manifest.files)}")
     if backend == "trt-engine":
         from flare.runtime.backends.trt_runner import TensorRTRunner
-        from flare.runtime.engines import engine_for, this_platform
+        from flare.runtime.engines import engine_for
 
-        if not any(e.model == model_key for e in manifest.engines):  # say so without needing TensorRT here
-            raise BackendError(f"{bundle} has no TensorRT engine for {model_key}; build one on the GPU that will "
-                               f"run it with 'flare export engine {bundle}'")
-        engine = engine_for(manifest, model_key, this_platform(), str(bundle))
+        engine = engine_for(manifest, model_key, str(bundle))
         return TensorRTRunner(bundle / manifest.files[engine.file].path, *manifest.specs_of(model_key),
                               engine.max_batch, specs_from=str(bundle / Manifest.FILE))
     entry = manifest.files[model_key]

@@ -23,7 +23,7 @@ import numpy as np
 
 from flare.runtime.artifacts import TensorSpec
 from flare.runtime.backends.base import Runner
-from flare.runtime.engines import plan_version, same_release
+from flare.runtime.engines import import_cudart, plan_version, same_release
 from flare.runtime.errors import BackendError, MissingExtraError
 
 
@@ -32,14 +32,7 @@ def _import_trt() -> tuple[Any, Any]:
         import tensorrt as trt
     except ImportError as exc:
         raise MissingExtraError("the TensorRT engine backend", "gpu") from exc
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart  # cuda-python < 12.6
-        except ImportError as exc:
-            raise MissingExtraError("the TensorRT engine backend (cuda-python)", "gpu") from exc
-    return trt, cudart
+    return trt, import_cudart("the TensorRT engine backend")
 
 
 def _check(result: Any) -> Any:

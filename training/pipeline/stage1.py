@@ -23,7 +23,7 @@ from PIL import Image
 
 from flare.runtime.artifacts import Manifest
 from flare.runtime.atomic import save_png
-from flare.runtime.enhance import ArraySource, Enhancer
+from flare.runtime.enhance import Enhancer
 from flare.runtime.errors import ImageDecodeError, UsageError, one_line
 from flare.runtime.imageio import load_rgb
 from flare.runtime.fingerprint import fingerprint_path
@@ -63,19 +63,7 @@ def open_sr(sr: Path, config: Stage1Config,
     if (Path(sr) / Manifest.FILE).is_file():
         backend = {"auto": "auto", "cpu": "cpu"}.get(device, "cuda")
         with Enhancer(sr, backend=backend, tile=config.tile, overlap=config.overlap) as enhancer:
-            s = enhancer.scale
-
-            def run_bundle(rgb: np.ndarray) -> np.ndarray:
-                out = np.empty((rgb.shape[0] * s, rgb.shape[1] * s, 3), dtype=np.uint8)
-
-                def sink(first: int, rows: np.ndarray) -> None:
-                    rows = np.round(np.clip(rows, 0.0, 1.0) * 255.0).astype(np.uint8).transpose(1, 2, 0)
-                    out[first:first + rows.shape[0]] = rows if rows.shape[2] == 3 else rows.repeat(3, axis=2)
-
-                enhancer.run(ArraySource(rgb, enhancer.spec.channels), sink)
-                return out
-
-            yield run_bundle, f"{Path(sr).name} bundle (x{s}, {enhancer.backend})"
+            yield enhancer.enhance_rgb, f"{Path(sr).name} bundle (x{enhancer.scale}, {enhancer.backend})"
         return
     dev = pick_device(device)
     model, sr_config, weights = load_sr(sr)

@@ -48,9 +48,11 @@ class Prediction:
 class Classifier:
     """A classify bundle opened on the best backend available here; close it (or use ``with``)."""
 
-    def __init__(self, bundle: str | Path, backend: str = "auto", spin: bool = True, cuda_graph: bool = False) -> None:
+    def __init__(self, bundle: str | Path, backend: str = "auto", spin: bool = True, cuda_graph: bool = False,
+                 threads: int | None = None) -> None:
         """Open ``bundle`` on ``backend``; ``spin=False`` when decoding threads share the CPU
-        with the model, as in triage (see :func:`flare.runtime.backends.open_runner`)."""
+        with the model, as in triage, and ``threads`` caps its CPU threads (see
+        :func:`flare.runtime.backends.open_runner`)."""
         self.bundle = Path(bundle)
         self.manifest: Manifest = Manifest.load(self.bundle)
         if self.manifest.task != "classify" or self.manifest.labels is None:
@@ -63,7 +65,7 @@ class Classifier:
         self.output_name = self.manifest.outputs[0].name
         self.outputs_probabilities = self.manifest.extra.get("output_kind") == "probabilities"
         self.runner: Runner = open_runner(self.bundle, self.manifest, backend, spin=spin,
-                                           cuda_graph=cuda_graph).activate()
+                                           cuda_graph=cuda_graph, threads=threads).activate()
 
     def __enter__(self) -> Classifier:
         return self

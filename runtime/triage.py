@@ -32,7 +32,7 @@ import numpy as np
 
 from flare.runtime.errors import FlareError, ImageDecodeError, UsageError, one_line
 from flare.runtime.imageio import DEFAULT_MAX_PIXELS, list_images, load_rgb
-from flare.runtime.journal import CsvJournal
+from flare.runtime.results import open_journal, result_key, utf8_text
 from flare.runtime.preprocess import PreprocessSpec, preprocess
 from flare.runtime.taxonomy import macro_probabilities
 
@@ -88,7 +88,7 @@ class TriageSummary:
     """
 
     root: Path
-    out_csv: Path
+    out: Path
     threshold: float
     total: int  #: supported files found under ``root``
     processed: int  #: rows written by this run
@@ -111,7 +111,7 @@ class TriageSummary:
             f"{self.total} image files under {self.root}: {self.processed} triaged in this run"
             + (f" ({self.images_per_second:.1f} images/s)" if self.processed else "")
             + (f", {self.skipped} already done" if self.skipped else ""),
-            f"{self.out_csv}: {self.classified} classified, {self.flagged} flagged for review "
+            f"{self.out}: {self.classified} classified, {self.flagged} flagged for review "
             f"(confidence < {self.threshold:g}), {self.errors} unreadable",
         ]
         counts = [f"{name} {n}" for name, n in self.class_counts.items() if n]
@@ -136,7 +136,7 @@ def csv_header(labels: list[str]) -> list[str]:
 def triage(
     root: Path,
     predictor: Predictor,
-    out_csv: Path,
+    out: Path,
     *,
     threshold: float = 0.5,
     batch_size: int = 32,
@@ -145,7 +145,7 @@ def triage(
     progress: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
 ) -> TriageSummary:
-    """Classify every image under ``root`` into ``out_csv``, resuming what is already there.
+    """Classify every image under ``root`` into ``out``, resuming what is already there.
 
     Rows are ``flagged`` when the top-1 confidence, as written, is below ``threshold``.
     ``on_start`` gets the number of files left to do once the folder and the CSV have been
@@ -153,22 +153,20 @@ def triage(
     become ``error`` rows; an exception from ``predictor.predict`` propagates, and the rows
     written before it stay (the next run resumes after them).
     """
-    root, out_csv = Path(root), Path(out_csv)
+    root, out = Path(root), Path(out)
     _check_arguments(root, threshold, batch_size, workers)
     labels, macro_of = _check_predictor(predictor)
     header = csv_header(labels)
 
-    paths, unlisted = list_images(root, exclude=out_csv)
+    paths, unlisted = list_images(root, exclude=out)
     hint = "triage into another --out, or delete the file to start over"
-    settings = {"--model": predictor.fingerprint, "--threshold": threshold, "--max-pixels": max_pixels,
-                "preprocessing": predictor.spec.to_dict()}
-    with CsvJournal(out_csv, header, hint, settings=settings) as journal:
+    with open_journal(out, header, hint, results_settings(root, predictor, threshold, max_pixels)) as journal:
         tally = _Tally(labels)
         done: set[str] = set()
         for row in journal.rows:
             tally.add(row)
             done.add(row[_PATH])
-        todo = [(root / rel, key) for rel in paths if (key := _csv_key(rel)) not in done]
+        todo = [(root / rel, key) for rel in paths if (key := result_key(rel)) not in done]
         if on_start is not None:
             on_start(len(todo))
 
@@ -190,7 +188,7 @@ def triage(
 
     return TriageSummary(
         root=root,
-        out_csv=out_csv,
+        out=out,
         threshold=threshold,
         total=len(paths),
         processed=processed,
@@ -202,6 +200,14 @@ def triage(
         unlisted_dirs=tuple(unlisted),
         backend_notes=tuple(predictor.notes),
     )
+
+
+def results_settings(root: Path, predictor: Predictor, threshold: float, max_pixels: int) -> dict[str, object]:
+    """What makes a results file's rows, kept beside it (see :mod:`flare.runtime.fingerprint`):
+    resuming with another model, threshold, pixel limit or folder is refused, whichever
+    engine ran. ``DIR`` is also how ``flare report`` finds the images again."""
+    return {"DIR": str(Path(root).resolve()), "--model": predictor.fingerprint, "--threshold": threshold,
+            "--max-pixels": max_pixels, "preprocessing": predictor.spec.to_dict()}
 
 
 def default_workers() -> int:
@@ -247,12 +253,6 @@ class _Tally:
         self.flagged += row[_FLAGGED] == "1"
 
 
-def _csv_key(rel: str) -> str:
-    """The path as written in the CSV: every row must stay one line for the torn-line repair,
-    so the (rare, legal on POSIX) line breaks in a file name are written escaped."""
-    return rel.replace("\r", "\\r").replace("\n", "\\n")
-
-
 # --- decoding and inference (``flare bench`` times the decoding alone with the same pool) ----
 
 
@@ -278,9 +278,9 @@ class Decoder:
             rgb = load_rgb(path, max_pixels=self.max_pixels, stretch=self.spec.stretch)
             return Decoded(key, preprocess(rgb, self.spec))
         except ImageDecodeError as exc:
-            return Decoded(key, None, one_line(str(exc)))
+            return Decoded(key, None, utf8_text(one_line(str(exc))))
         except Exception as exc:  # noqa: BLE001 - one odd file must not end a 100k-file run
-            return Decoded(key, None, one_line(f"{path}: {type(exc).__name__}: {exc}"))
+            return Decoded(key, None, utf8_text(one_line(f"{path}: {type(exc).__name__}: {exc}")))
 
 
 def decode_ahead(

@@ -138,7 +138,7 @@ def _describe(spec: TensorSpec) -> str:
 
 
 def open_runner(bundle: Path, manifest: Manifest, backend: str = "auto", model_key: str = "model",
-                spin: bool = True, cuda_graph: bool = False) -> Runner:
+                spin: bool = True, cuda_graph: bool = False, threads: int | None = None) -> Runner:
     """An inactive runner for ``manifest.files[model_key]`` on the requested backend.
 
     ``trt-engine`` runs the bundle's serialized TensorRT engine with TensorRT's own Python
@@ -148,6 +148,8 @@ def open_runner(bundle: Path, manifest: Manifest, backend: str = "auto", model_k
     ``spin=False`` stops ONNX Runtime's CPU threads spin-waiting between ops, for callers
     whose own threads share the cores (triage decodes beside the model). ``cuda_graph``
     asks the CUDA provider to capture the model as a CUDA graph (see ``OnnxRuntimeRunner``).
+    ``threads`` caps the CPU threads of one inference (default: the backend's, one per core),
+    for runners that share a machine with others (the Ray engine's actors).
     """
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -165,13 +167,13 @@ def open_runner(bundle: Path, manifest: Manifest, backend: str = "auto", model_k
         from flare.runtime.backends.openvino_runner import OpenVINORunner
 
         return OpenVINORunner(bundle / entry.path, *manifest.specs_of(model_key), max_batch=entry.max_batch,
-                              specs_from=str(bundle / Manifest.FILE))
+                              specs_from=str(bundle / Manifest.FILE), threads=threads)
     from flare.runtime.backends.ort_runner import OnnxRuntimeRunner
 
     profile = _provider_profile(manifest, model_key)
     return OnnxRuntimeRunner(bundle / entry.path, *manifest.specs_of(model_key), backend=backend,
                              cache_dir=bundle / "trt_cache", fp16=manifest.precision_of(model_key) == "fp16",
-                             max_batch=entry.max_batch, specs_from=str(bundle / Manifest.FILE), spin=spin,
+                             max_batch=entry.max_batch, specs_from=str(bundle / Manifest.FILE), spin=spin, threads=threads,
                              trt_profile=profile_shapes(profile) if profile else None,
                              trt_max_batch=next(iter(profile.values()))[2][0] if profile else None,
                              cuda_graph=cuda_graph, graph_blockers=_control_flow(manifest, model_key))

@@ -1,0 +1,38 @@
+"""A model stand-in for Ray engine tests: the fake predictor of test_triage, opened per actor.
+
+Ray workers cannot import the tests folder, so the tests register this module (and
+test_triage) to be pickled by value. ``pid_dir`` lets a test find the actors to kill them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from flare.runtime.triage_ray import PredictorInfo
+from test_triage import FakePredictor
+
+
+@dataclass(frozen=True)
+class FakePredictors:
+    delay: float = 0.0
+    pid_dir: str | None = None
+
+    def describe(self) -> PredictorInfo:
+        fake = FakePredictor()
+        return PredictorInfo(fake.spec, fake.labels, fake.macro_of, fake.fingerprint)
+
+    def open(self, threads: int | None) -> FakePredictor:
+        if self.pid_dir is not None:
+            Path(self.pid_dir, str(os.getpid())).touch()
+        return FakePredictor(delay=self.delay)
+
+
+def register_by_value() -> None:
+    """Let Ray workers unpickle the fakes without the tests folder on their path."""
+    import ray.cloudpickle
+    import sys
+
+    for name in ("ray_fakes", "test_triage"):
+        ray.cloudpickle.register_pickle_by_value(sys.modules[name])

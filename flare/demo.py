@@ -4,7 +4,8 @@
 2. train a small backbone briefly on a leak-free split;
 3. export it to ONNX behind the parity gate;
 4. triage a survey folder that also holds real FITS images shipped inside astropy and one
-   deliberately broken file, with the torch-free runtime;
+   deliberately broken file, with the torch-free runtime, and write its HTML report
+   (``OUT/report.html``);
 5. print where every output was written.
 
 Re-running with the same options reuses finished steps. The options are recorded in
@@ -92,6 +93,7 @@ def demo(out: Path, model_name: str, per_class: int, epochs: int, input_size: in
     from flare.runtime.atomic import write_json
     from flare.runtime.classify import Classifier
     from flare.runtime.progress import log, progress_bar
+    from flare.runtime.report import write_report
     from flare.runtime.triage import triage
     from flare.training.classifiers.train import train
     from flare.training.data.synth import SynthConfig, synthesize
@@ -139,6 +141,7 @@ def demo(out: Path, model_name: str, per_class: int, epochs: int, input_size: in
     (survey / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really an image")
     with Classifier(bundle, spin=False) as classifier, progress_bar(None, f"triage on {classifier.backend}") as bar:
         summary = triage(survey, classifier, csv_path, threshold=0.5, progress=bar, on_start=bar.start)
+    page = write_report(csv_path, out / "report.html")
 
     click.echo("")
     click.echo(summary.format())
@@ -151,4 +154,7 @@ def demo(out: Path, model_name: str, per_class: int, epochs: int, input_size: in
     click.echo(f"  bundle              {bundle} ({report_line})")
     click.echo(f"  survey              {survey} ({len(fits_files)} real FITS files from astropy, one broken file)")
     click.echo(f"  triage results      {csv_path}")
+    truth = (f"fine accuracy {page.fine_accuracy:.3f} on the {page.with_truth} survey images in class folders"
+             if page.fine_accuracy is not None else "no ground-truth folders")
+    click.echo(f"  report              {page.out} ({truth})")
     click.echo(f"Next: flare info {bundle}; flare classify {bundle} <image>; flare triage <dir> --model {bundle} --out results.csv")

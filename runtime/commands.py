@@ -141,27 +141,60 @@ def _classify_each(clf: Classifier, images: tuple[Path, ...], top_k: int, as_jso
 @click.command(cls=FlareCommand)
 @click.argument("directory", metavar="DIR", type=InputPath("dir"))
 @click.option("--model", "bundle", required=True, type=InputPath("dir"), help="Classify bundle.")
-@click.option("--out", type=OutputPath("file"), required=True, help="Results CSV (appended; re-run resumes).")
+@click.option("--out", type=OutputPath("any"), required=True,
+              help="Results: a .csv file, or a .parquet (or suffix-less) folder of Parquet parts; re-running resumes.")
 @click.option("--threshold", type=FRACTION, default=0.5, show_default=True,
               help="Flag rows whose confidence is below this.")
-@click.option("--batch", type=COUNT, default=32, show_default=True)
-@click.option("--workers", type=COUNT, default=None, help="Decoding threads (default: CPU count).")
+@click.option("--batch", type=COUNT, default=32, show_default=True, help="Images per inference call.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this machine; ray: a Ray cluster (the 'ray' extra), same rows.")
+@click.option("--workers", type=COUNT, default=None,
+              help="local: decoding threads (default: CPU count, up to 8); ray: model replicas, one actor each "
+                   "(default 1).")
+@click.option("--address", default=None,
+              help="ray: the cluster to join, e.g. 10.0.0.5:6379 (default: $RAY_ADDRESS, else a new local instance).")
+@click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="ray: GPUs each model replica reserves (fractions share a GPU).")
+@click.option("--cpus-per-worker", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="ray: CPUs each model replica reserves (and its inference threads); the rest decode.")
 @click.option("--max-pixels", type=COUNT, default=None,
               help="Refuse images larger than this many pixels (default: Pillow's decompression-bomb limit).")
 @BACKEND_OPTION
 @CUDA_GRAPH_OPTION
-def triage(directory: Path, bundle: Path, out: Path, threshold: float, batch: int, workers: int | None,
-           max_pixels: int | None, backend: str, cuda_graph: bool) -> None:
-    """Classify every image under DIR into a resumable CSV, flagging low confidence."""
-    from flare.runtime.classify import Classifier
+def triage(directory: Path, bundle: Path, out: Path, threshold: float, batch: int, engine: str, workers: int | None,
+           address: str | None, gpus_per_worker: float, cpus_per_worker: float, max_pixels: int | None, backend: str,
+           cuda_graph: bool) -> None:
+    """Classify every image under DIR into resumable results, flagging low confidence."""
+    from flare.runtime.errors import UsageError
     from flare.runtime.imageio import DEFAULT_MAX_PIXELS
     from flare.runtime.progress import log, progress_bar
+    from flare.runtime.results import results_format
+
+    results_format(out)  # an unknown suffix is a usage error before any model is loaded
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    if engine == "ray":
+        from flare.runtime.triage_ray import BundlePredictors, RayOptions, triage_on_ray
+
+        options = RayOptions(address=address, workers=workers or 1, gpus_per_worker=gpus_per_worker,
+                             cpus_per_worker=cpus_per_worker)
+        log(f"running on Ray: {options.workers} model replica(s) on {backend}, decoding on the cluster's other CPUs")
+        with progress_bar(None, "triage") as bar:
+            summary = triage_on_ray(directory, BundlePredictors(str(bundle.resolve()), backend, cuda_graph), out, options=options,
+                                    threshold=threshold, batch_size=batch, max_pixels=limit, progress=bar,
+                                    on_start=bar.start)
+        click.echo(summary.format())
+        return
+    from flare.runtime.classify import Classifier
     from flare.runtime.triage import triage as run_triage
 
+    ray_only = [name for name, value in (("--address", address), ("--gpus-per-worker", gpus_per_worker),
+                                         ("--cpus-per-worker", cpus_per_worker != 1.0)) if value]
+    if ray_only:
+        raise UsageError(f"{', '.join(ray_only)} only apply with --engine ray")
     with Classifier(bundle, backend=backend, spin=False, cuda_graph=cuda_graph) as clf, progress_bar(None, "triage") as bar:
         log(f"running on {clf.backend}")
         summary = run_triage(directory, clf, out, threshold=threshold, batch_size=batch, workers=workers,
-                             max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels, progress=bar, on_start=bar.start)
+                             max_pixels=limit, progress=bar, on_start=bar.start)
     click.echo(summary.format())
 
 
@@ -251,3 +284,20 @@ def generate(bundle: Path, class_name: str | None, prompt: str | None, count: in
             summary = generate_files(generator, request, out, source=picture, bar=bar)
     click.echo(summary.format())
     click.echo(f"images in {out}")
+
+
+@click.command(cls=FlareCommand)
+@click.argument("results", type=InputPath("any"))
+@click.option("--out", type=OutputPath("file"), required=True,
+              help="The HTML page to write: one self-contained file (charts and thumbnails inlined).")
+@click.option("--images", type=InputPath("dir"), default=None,
+              help="Folder of the triaged images (default: the one the results record).")
+@click.option("--thumbnails", type=COUNT, default=200, show_default=True,
+              help="Flagged images shown as thumbnails, least confident first.")
+def report(results: Path, out: Path, images: Path | None, thumbnails: int) -> None:
+    """Write an HTML report of triage RESULTS (a .csv file or a Parquet folder)."""
+    from flare.runtime.report import write_report
+
+    summary = write_report(results, out, images=images, thumbnails=thumbnails)
+    click.echo(summary.format())
+    click.echo(f"report in {out}")

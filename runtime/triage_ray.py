@@ -218,7 +218,10 @@ def _connected(ray: Any, options: RayOptions) -> Iterator[None]:
         try:
             ray.init(address=options.address, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.ERROR, configure_logging=True)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
+        except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
+            if isinstance(exc, ray.exceptions.AuthenticationError):
+                raise FlareError(f"the Ray cluster at {options.address} uses token authentication: set RAY_AUTH_MODE=token "
+                                 f"and its token (~/.ray/auth_token or RAY_AUTH_TOKEN) on this machine") from exc
             raise FlareError(f"cannot reach a Ray cluster at {options.address or os.environ.get('RAY_ADDRESS') or 'a new local instance'}: "
                              f"{exc}; start one with 'ray start --head' and pass its address to --address") from exc
     try:

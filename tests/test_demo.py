@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow  # the demo trains for about a minute on 2 cores
 
 def test_demo_runs_and_resumes(demo: tuple[Path, str]) -> None:
     out, stdout = demo
-    for path in ("run/confusion_matrix.png", "bundle/manifest.json", "bundle/model.onnx", "triage.csv"):
+    for path in ("run/confusion_matrix.png", "bundle/manifest.json", "bundle/model.onnx", "triage.csv", "report.html"):
         assert (out / path).is_file(), path
     with open(out / "triage.csv", newline="") as f:
         rows = {r["path"]: r for r in csv.DictReader(f)}
@@ -27,6 +27,9 @@ def test_demo_runs_and_resumes(demo: tuple[Path, str]) -> None:
     assert rows["broken.png"]["status"] == "error"
     assert sum(p.startswith("synthetic/hr/") for p in rows) == 96
     assert "FLARE Edge demo finished" in stdout
+    # the survey's synthetic images lie in class folders: the report judges the model on them
+    assert f"  report              {out / 'report.html'} (fine accuracy " in stdout
+    assert "on the 96 survey images in class folders" in stdout
     # a second run reuses the finished training and triage instead of redoing them
     again = CliRunner().invoke(cli, ["demo", "--out", str(out)])
     assert again.exit_code == 0, again.output

@@ -1,0 +1,202 @@
+"""``flare triage --engine ray`` on a local Ray instance with 2 CPUs, started here.
+
+The engine must give the local engine's rows, and keep every file exactly once when a worker
+or the driver is killed mid-run. Models are the fake of test_triage (pickled by value, since
+Ray's workers cannot import the tests folder) except in the CLI test, which runs a bundle.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from flare.cli import cli
+from flare.runtime.errors import UsageError
+from flare.runtime.triage import triage
+from test_results import csv_rows, parquet_rows, survey_with_errors
+from test_triage import REPO, FakePredictor, make_survey
+
+ray = pytest.importorskip("ray", reason="the Ray engine needs the 'ray' extra")
+pytest.importorskip("pyarrow")
+
+import ray_fakes  # noqa: E402 - after the skip: it imports the Ray engine
+from flare.runtime.triage_ray import RayOptions, triage_on_ray  # noqa: E402
+
+RAY = Path(sys.executable).with_name("ray")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> str:
+    """A Ray head with 2 CPUs for this module; its address."""
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    # Token authentication (Ray's default for 'ray start' since 2.5x) needs every client to be
+    # set up for it; a test cluster on 127.0.0.1 does without.
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    subprocess.run([str(RAY), "start", "--head", "--num-cpus=2", "--num-gpus=0", f"--port={port}",
+                    "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats"],
+                   check=True, env=env, capture_output=True, timeout=180)
+    try:
+        yield address
+    finally:
+        subprocess.run([str(RAY), "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+@pytest.fixture(autouse=True)
+def fakes_by_value() -> None:
+    ray_fakes.register_by_value()
+
+
+def local_reference(root: Path, out: Path) -> list[list[str]]:
+    triage(root, FakePredictor(), out, batch_size=5)
+    return csv_rows(out)
+
+
+def test_ray_gives_the_local_rows(cluster: str, tmp_path: Path) -> None:
+    root = tmp_path / "survey"
+    rels = survey_with_errors(root, 60)
+    reference = local_reference(root, tmp_path / "local.csv")
+
+    options = RayOptions(address=cluster, workers=2, cpus_per_worker=0.5, files_per_block=16)
+    counted: list[int] = []
+    summary = triage_on_ray(root, ray_fakes.FakePredictors(), tmp_path / "ray.parquet", options=options,
+                            batch_size=7, progress=counted.append)
+    assert (summary.processed, summary.errors, sum(counted)) == (len(rels), 2, len(rels))
+    assert sorted(parquet_rows(tmp_path / "ray.parquet")) == sorted(reference)
+
+    # The same engine into a CSV: the writer is the driver's journal, whichever format.
+    triage_on_ray(root, ray_fakes.FakePredictors(), tmp_path / "ray.csv", options=options)
+    assert sorted(csv_rows(tmp_path / "ray.csv")) == sorted(reference)
+
+    # Re-running resumes: nothing left to do, nothing sent to the cluster.
+    again = triage_on_ray(root, ray_fakes.FakePredictors(), tmp_path / "ray.parquet", options=options)
+    assert (again.processed, again.skipped) == (0, len(rels))
+    # The local engine resumes a Ray run's results too: one format, one record.
+    local = triage(root, FakePredictor(), tmp_path / "ray.parquet")
+    assert (local.processed, local.skipped) == (0, len(rels))
+
+
+def test_a_killed_worker_loses_and_duplicates_nothing(cluster: str, tmp_path: Path) -> None:
+    root = tmp_path / "survey"
+    make_survey(root, 120)
+    reference = local_reference(root, tmp_path / "local.csv")
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    killed: list[int] = []
+
+    def kill_an_actor_once(n: int) -> None:
+        if not killed and list(pids.iterdir()):
+            victim = int(sorted(pids.iterdir())[0].name)
+            os.kill(victim, signal.SIGKILL)
+            killed.append(victim)
+
+    options = RayOptions(address=cluster, workers=2, cpus_per_worker=0.5, files_per_block=8)
+    summary = triage_on_ray(root, ray_fakes.FakePredictors(delay=0.05, pid_dir=str(pids)), tmp_path / "out.parquet",
+                            options=options, batch_size=4, progress=kill_an_actor_once)
+    assert killed, "an actor should have been killed mid-run"
+    assert len(list(pids.iterdir())) >= 3, "Ray should have started a replacement actor"
+    assert summary.processed == 120
+    rows = parquet_rows(tmp_path / "out.parquet")
+    assert len(rows) == len({r[0] for r in rows}) == 120
+    assert sorted(rows) == sorted(reference)
+
+
+DRIVER = """
+import pathlib, sys
+sys.path.insert(0, sys.argv[1])
+import ray_fakes
+from flare.runtime.results import ParquetJournal
+from flare.runtime.triage_ray import RayOptions, triage_on_ray
+ray_fakes.register_by_value()
+ParquetJournal.COMMIT_SECONDS = 0.2
+triage_on_ray(pathlib.Path(sys.argv[2]), ray_fakes.FakePredictors(delay=float(sys.argv[5])), pathlib.Path(sys.argv[3]),
+              options=RayOptions(address=sys.argv[4], workers=2, cpus_per_worker=0.5, files_per_block=8), batch_size=4)
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX SIGKILL")
+def test_a_killed_driver_rerun_loses_and_duplicates_nothing(cluster: str, tmp_path: Path) -> None:
+    root = tmp_path / "survey"
+    make_survey(root, 150)
+    reference = local_reference(root, tmp_path / "local.csv")
+    out = tmp_path / "out.parquet"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def driver(delay: float) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", DRIVER, str(Path(__file__).parent), str(root), str(out), cluster,
+                                 str(delay)], cwd=REPO, env=env, stderr=subprocess.PIPE)
+
+    proc = driver(0.05)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline and not list(out.glob("part-*.parquet")):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    _, stderr = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, stderr.decode()[-2000:]
+    before = len(parquet_rows(out))
+    assert 0 < before < 150, "the driver should die with some rows committed and some not"
+
+    rerun = driver(0.0)
+    _, stderr = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, stderr.decode()[-2000:]
+    rows = parquet_rows(out)
+    assert len(rows) == len({r[0] for r in rows}) == 150
+    assert sorted(rows) == sorted(reference)
+
+
+def test_cli_ray_engine_matches_local_on_a_bundle(cluster: str, bundle: Path, sky_data: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    local = runner.invoke(cli, ["triage", str(sky_data / "lr"), "--model", str(bundle), "--out", str(tmp_path / "l.csv")])
+    assert local.exit_code == 0, local.output
+    result = runner.invoke(cli, ["triage", str(sky_data / "lr"), "--model", str(bundle), "--out",
+                                 str(tmp_path / "r.parquet"), "--engine", "ray", "--address", cluster,
+                                 "--workers", "2", "--cpus-per-worker", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert "classified" in result.stdout
+    rows, reference = parquet_rows(tmp_path / "r.parquet"), csv_rows(tmp_path / "l.csv")
+    assert [r[0] for r in sorted(rows)] == [r[0] for r in sorted(reference)]
+    # Same classes and flags; probabilities to the printed 6 decimals, give or take one unit
+    # for threads summing in another order on another process.
+    for got, want in zip(sorted(rows), sorted(reference)):
+        assert got[:3] + got[4:7] == want[:3] + want[4:7]
+        assert all(abs(float(a) - float(b)) <= 2e-6 for a, b in zip(got[7:], want[7:]))
+
+
+def test_cluster_too_small_and_options_refused(cluster: str, tmp_path: Path) -> None:
+    root = tmp_path / "survey"
+    make_survey(root, 3)
+    with pytest.raises(UsageError, match="leave none for decoding"):
+        triage_on_ray(root, ray_fakes.FakePredictors(), tmp_path / "o.parquet",
+                      options=RayOptions(address=cluster, workers=2, cpus_per_worker=1))
+    with pytest.raises(UsageError, match="GPUs do not fit"):
+        triage_on_ray(root, ray_fakes.FakePredictors(), tmp_path / "o.parquet",
+                      options=RayOptions(address=cluster, workers=1, gpus_per_worker=1))
+
+    runner = CliRunner()
+    local_with_ray_option = runner.invoke(cli, ["triage", str(root), "--model", str(root), "--out",
+                                                str(tmp_path / "x.csv"), "--address", cluster])
+    assert local_with_ray_option.exit_code == 2 and "only apply with --engine ray" in local_with_ray_option.output
+
+
+def test_without_ray_the_command_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "survey"
+    make_survey(root, 2)
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    result = CliRunner().invoke(cli, ["triage", str(root), "--model", str(root), "--out", str(tmp_path / "r.parquet"),
+                                      "--engine", "ray"])
+    assert result.exit_code == 1
+    assert "pip install 'flare-edge[ray]'" in result.output and "Traceback" not in result.output

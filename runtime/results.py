@@ -105,11 +105,16 @@ def text_cell(name: str, value: Any) -> str:
     return f"{value:.6f}"
 
 
-def open_journal(out: Path, header: list[str], hint: str, settings: Mapping[str, Any]) -> CsvJournal | ParquetJournal:
-    """The results journal ``out`` names, opened for resume (see :func:`results_format`)."""
+def open_journal(out: Path, header: list[str], hint: str, settings: Mapping[str, Any],
+                 resume_columns: int | None = None) -> CsvJournal | ParquetJournal:
+    """The results journal ``out`` names, opened for resume (see :func:`results_format`).
+
+    ``resume_columns``: how many leading columns a resume needs of each earlier row; a
+    Parquet journal reads only those, which keeps a resume of millions of rows in memory.
+    """
     if results_format(out) == "csv":
         return CsvJournal(out, header, hint, settings=settings)
-    return ParquetJournal(out, header, hint, settings=settings)
+    return ParquetJournal(out, header, hint, settings=settings, resume_columns=resume_columns)
 
 
 def result_key(rel: str) -> str:
@@ -126,7 +131,8 @@ def utf8_text(text: str) -> str:
 
 
 class ParquetJournal:
-    """A Parquet results folder opened for appending: ``rows`` holds what earlier runs wrote.
+    """A Parquet results folder opened for appending: ``rows`` holds what earlier runs wrote
+    (their first ``resume_columns`` cells; all of them by default).
 
     The same contract as :class:`flare.runtime.journal.CsvJournal` (append whole rows, resume
     from ``rows``, refuse other columns or settings, one writer at a time), with commits in
@@ -139,8 +145,9 @@ class ParquetJournal:
     COMMIT_SECONDS = 10.0
 
     def __init__(self, path: Path, header: list[str], mismatch_hint: str = "pick another --out or delete it",
-                 settings: Mapping[str, Any] | None = None) -> None:
+                 settings: Mapping[str, Any] | None = None, resume_columns: int | None = None) -> None:
         self.path, self.header, self._hint = Path(path), list(header), mismatch_hint
+        self._resume_columns = self.header[:resume_columns] if resume_columns else self.header
         self._pa = require_pyarrow()
         self._schema = arrow_schema(self.header)
         if self.path.is_file():
@@ -213,14 +220,15 @@ class ParquetJournal:
         import pyarrow.parquet as pq
 
         try:
-            table = pq.read_table(part)
+            names = pq.read_schema(part).names
+            if names != self.header:
+                raise FlareError(f"{self.path} holds other columns than this job writes; {self._hint}")
+            columns = pq.read_table(part, columns=self._resume_columns).to_pydict()
         except (OSError, self._pa.ArrowException) as exc:
             raise FlareError(f"{part} cannot be read ({exc}); move it out of {self.path} and re-run to redo its "
                              f"rows") from exc
-        if table.column_names != self.header:
-            raise FlareError(f"{self.path} holds other columns than this job writes; {self._hint}")
-        columns = table.to_pydict()
-        return [[text_cell(name, columns[name][i]) for name in self.header] for i in range(table.num_rows)]
+        cells = [[text_cell(name, value) for value in columns[name]] for name in self._resume_columns]
+        return [list(row) for row in zip(*cells)]
 
     def _lock(self) -> None:
         if fcntl is None:

@@ -160,7 +160,8 @@ def triage(
 
     paths, unlisted = list_images(root, exclude=out)
     hint = "triage into another --out, or delete the file to start over"
-    with open_journal(out, header, hint, results_settings(root, predictor, threshold, max_pixels)) as journal:
+    with open_journal(out, header, hint, results_settings(root, predictor, threshold, max_pixels),
+                      resume_columns=len(FIXED_COLUMNS)) as journal:
         tally = _Tally(labels)
         done: set[str] = set()
         for row in journal.rows:

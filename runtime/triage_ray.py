@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from flare.runtime.imageio import DEFAULT_MAX_PIXELS, list_images
 from flare.runtime.preprocess import PreprocessSpec, preprocess
 from flare.runtime.results import open_journal, result_key
 from flare.runtime.triage import (
+    FIXED_COLUMNS,
     Decoded,
     Decoder,
     Predictor,
@@ -159,7 +161,7 @@ def triage_on_ray(
     paths, unlisted = list_images(root, exclude=out)
     hint = "triage into another --out, or delete it to start over"
     settings = results_settings(root, described, threshold, max_pixels)
-    with open_journal(out, header, hint, settings) as journal:
+    with open_journal(out, header, hint, settings, resume_columns=len(FIXED_COLUMNS)) as journal:
         tally = _Tally(labels)
         done: set[str] = set()
         for row in journal.rows:
@@ -212,9 +214,12 @@ def _check_options(options: RayOptions) -> None:
 def _connected(ray: Any, options: RayOptions) -> Iterator[None]:
     """Join (or start) the cluster, check it can hold the actors, and leave it as found."""
     started_here = not ray.is_initialized()
-    for name in ("ray", "ray.data"):  # Ray's own logs stay in its session folder
-        logging.getLogger(name).setLevel(logging.ERROR)
+    loggers = {name: logging.getLogger(name) for name in ("ray", "ray.data")}
+    levels = {name: logger.level for name, logger in loggers.items()}
+    for logger in loggers.values():  # Ray's own logs stay in its session folder
+        logger.setLevel(logging.ERROR)
     if started_here:
+        _check_reachable(options.address)
         try:
             ray.init(address=options.address, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.ERROR, configure_logging=True)
@@ -233,6 +238,21 @@ def _connected(ray: Any, options: RayOptions) -> Iterator[None]:
     finally:
         if started_here:
             ray.shutdown()
+        for name, logger in loggers.items():
+            logger.setLevel(levels[name])
+
+
+def _check_reachable(address: str | None) -> None:
+    """Refuse a ``host:port`` nothing answers on: Ray itself would retry it for many minutes."""
+    address = address or os.environ.get("RAY_ADDRESS") or ""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or "://" in address or not port.isdigit():
+        return  # None, 'auto', 'local' or a ray:// client address: Ray's own rules apply
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise FlareError(f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one with "
+                         f"'ray start --head --port={port}' or fix --address") from exc
 
 
 def _check_capacity(resources: dict[str, float], options: RayOptions) -> None:
@@ -244,7 +264,8 @@ def _check_capacity(resources: dict[str, float], options: RayOptions) -> None:
                          f"CPUs leave none for decoding: lower --workers or --cpus-per-worker")
     if options.workers * options.gpus_per_worker > gpus:
         raise UsageError(f"the Ray cluster has {gpus:g} GPUs; {options.workers} workers x "
-                         f"{options.gpus_per_worker:g} GPUs do not fit: lower --workers or --gpus-per-worker")
+                         f"{options.gpus_per_worker:g} GPUs do not fit: lower --workers or --gpus-per-worker "
+                         f"(an autoscaling cluster: start its GPU nodes first)")
 
 
 def _pipeline(ray: Any, root: Path, todo: list[tuple[str, str]], predictors: PredictorFactory,

@@ -102,6 +102,9 @@ def test_parquet_resumes_after_a_crash(tmp_path: Path) -> None:
 
     again = triage(root, FakePredictor(), out)
     assert (again.processed, again.skipped) == (0, 20)
+    # A resume reads only the columns it needs: the fixed ones, as the CSV has them.
+    with ParquetJournal(out, csv_header(LABELS), resume_columns=7) as journal:
+        assert journal.rows == [row[:7] for row in csv_rows(tmp_path / "reference.csv")]
     with pytest.raises(FlareError, match="other settings"):
         triage(root, FakePredictor(), out, threshold=0.9)
 

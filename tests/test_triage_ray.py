@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from flare.cli import cli
-from flare.runtime.errors import UsageError
+from flare.runtime.errors import FlareError, UsageError
 from flare.runtime.triage import triage
 from test_results import csv_rows, parquet_rows, survey_with_errors
 from test_triage import REPO, FakePredictor, make_survey
@@ -185,6 +185,9 @@ def test_cluster_too_small_and_options_refused(cluster: str, tmp_path: Path) -> 
     with pytest.raises(UsageError, match="GPUs do not fit"):
         triage_on_ray(root, ray_fakes.FakePredictors(), tmp_path / "o.parquet",
                       options=RayOptions(address=cluster, workers=1, gpus_per_worker=1))
+    nobody = f"127.0.0.1:{free_port()}"
+    with pytest.raises(FlareError, match=f"no Ray cluster answers at {nobody}.*ray start --head"):
+        triage_on_ray(root, ray_fakes.FakePredictors(), tmp_path / "o.parquet", options=RayOptions(address=nobody))
 
     runner = CliRunner()
     local_with_ray_option = runner.invoke(cli, ["triage", str(root), "--model", str(root), "--out",
@@ -200,3 +203,23 @@ def test_without_ray_the_command_names_the_extra(tmp_path: Path, monkeypatch: py
                                       "--engine", "ray"])
     assert result.exit_code == 1
     assert "pip install 'flare-edge[ray]'" in result.output and "Traceback" not in result.output
+
+
+def test_engine_benchmark_measures_every_engine(cluster: str, bundle: Path, tmp_path: Path) -> None:
+    from flare.benchmarks.triage_engines import main
+
+    root = tmp_path / "survey"
+    make_survey(root, 24)
+    result = CliRunner().invoke(main, ["--model", str(bundle), "--images", str(root), "--out", str(tmp_path / "bench"),
+                                       "--workers", "1,2", "--repeat", "1", "--batch", "8", "--address", cluster])
+    assert result.exit_code == 0, result.output
+    import json
+
+    runs = json.loads((tmp_path / "bench" / "triage_engines.json").read_text())["runs"]
+    assert [(r["engine"], r["workers"], r["cpus_per_worker"]) for r in runs] == [
+        ("local", 1, None), ("ray", 1, 1.0), ("ray", 2, 0.5)]  # 2 CPUs: one always left for decoding
+    for r in runs:
+        assert r["images"] == 24 and r["seconds"] > 0
+        assert r["images_per_second"] == pytest.approx(24 / r["seconds"])
+    table = (tmp_path / "bench" / "triage_engines.md").read_text()
+    assert table.count("| ray |") == 2 and "Machine:" in table

@@ -21,7 +21,8 @@ import numpy as np
 from PIL import Image
 
 
-def _fsync_path(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file (or a folder, so a rename in it is durable) to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -36,7 +37,7 @@ def write_atomically(path: Path, write: Callable[[Path], object]) -> Path:
     tmp = path.with_name(path.name + ".part")
     try:
         write(tmp)
-        _fsync_path(tmp)
+        fsync_path(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

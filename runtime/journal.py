@@ -43,6 +43,19 @@ def check_outputs_exist(folder: Path, listed: list[str], journal: Path) -> None:
                          f"restore them, or re-run into another --out")
 
 
+def lock_for_writing(fd: int, path: Path, kind: str) -> None:
+    """Take the one-writer lock on ``fd`` (of the output ``path``, a ``file`` or ``folder``), or
+    FlareError saying another run holds it. The lock goes with the descriptor, so a killed
+    run never leaves it behind."""
+    if fcntl is None:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        raise FlareError(f"{path} is being written by another flare process right now; wait for it "
+                         f"to finish, or write to another {kind}") from exc
+
+
 def encode_lines(rows: list[list[str]]) -> bytes:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(rows)
@@ -101,13 +114,7 @@ class CsvJournal:
         os.fsync(self._fd)
 
     def _lock(self) -> None:
-        if fcntl is None:
-            return
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            raise FlareError(f"{self.path} is being written by another flare process right now; wait for it "
-                             f"to finish, or write to another file") from exc
+        lock_for_writing(self._fd, self.path, "file")
 
     def _read_and_repair(self) -> list[list[str]]:
         """Existing rows, after cutting a torn last line and writing a missing header.

@@ -26,12 +26,8 @@ import numpy as np
 
 from flare.runtime.errors import FlareError, MissingExtraError, UsageError
 from flare.runtime.fingerprint import check_settings, record_path
-from flare.runtime.journal import CsvJournal
-
-try:
-    import fcntl
-except ImportError:  # Windows has no flock; keeping to one run per folder is then the user's job
-    fcntl = None  # type: ignore[assignment]
+from flare.runtime.atomic import fsync_path
+from flare.runtime.journal import CsvJournal, lock_for_writing
 
 Format = Literal["csv", "parquet"]
 
@@ -161,7 +157,7 @@ class ParquetJournal:
         self._last_commit = time.monotonic()
         self._lock_fd: int | None = os.open(self.path / ".flare.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            self._lock()
+            lock_for_writing(self._lock_fd, self.path, "folder")
             for stale in self.path.glob(".part-*"):  # a kill mid-write left it; never visible as data
                 stale.unlink()
             self.rows = [row for part in self.parts() for row in self._read_part(part)]
@@ -203,9 +199,9 @@ class ParquetJournal:
         name = f"part-{self._next:06d}.parquet"
         tmp = self.path / f".{name}.tmp"
         pq.write_table(table, tmp, compression="zstd")
-        _fsync(tmp)
+        fsync_path(tmp)
         os.replace(tmp, self.path / name)
-        _fsync(self.path)
+        fsync_path(self.path)
         self._next += 1
         self._buffer.clear()
 
@@ -230,27 +226,10 @@ class ParquetJournal:
         cells = [[text_cell(name, value) for value in columns[name]] for name in self._resume_columns]
         return [list(row) for row in zip(*cells)]
 
-    def _lock(self) -> None:
-        if fcntl is None:
-            return
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            raise FlareError(f"{self.path} is being written by another flare process right now; wait for it "
-                             f"to finish, or write to another folder") from exc
-
     def _unlock(self) -> None:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --- reading results back (reports, tests, the Ray engine's comparison) ----------------------

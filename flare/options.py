@@ -126,6 +126,17 @@ class OutputPath(_PathType):
     def check(self, path: Path, what: str) -> Path:
         return check_output(path, self.kind, what, self.made_by)
 
+class ResultsPath(OutputPath):
+    """Triage results: a ``.csv`` file or a Parquet folder (:func:`flare.runtime.results.results_format`).
+    Either may lie inside the survey folder it describes, as a file may: triage reads only
+    image files, and leaves its own results out."""
+
+    beside_inputs = True
+
+    def __init__(self) -> None:
+        super().__init__("any")
+
+
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
@@ -181,7 +192,8 @@ class FlareCommand(click.Command):
         inputs = [(path, what) for kind, path, what in parsed if kind.role == "input"]
         for kind, path, what in parsed:
             if kind.role == "output":
-                check_apart((path, what), inputs, output_is_file=kind.kind == "file")
+                check_apart((path, what), inputs,
+                            output_is_file=kind.kind == "file" or getattr(kind, "beside_inputs", False))
         for kind, path, what in parsed:
             if kind.role == "output":
                 kind.check(path, what)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from flare.options import COUNT, FRACTION, NON_NEGATIVE, SEED_RANGE, FlareCommand, InputPath, OutputPath
+from flare.options import COUNT, FRACTION, NON_NEGATIVE, SEED_RANGE, FlareCommand, InputPath, OutputPath, ResultsPath
 from flare.runtime.backends.base import BACKENDS
 
 if TYPE_CHECKING:
@@ -141,7 +141,7 @@ def _classify_each(clf: Classifier, images: tuple[Path, ...], top_k: int, as_jso
 @click.command(cls=FlareCommand)
 @click.argument("directory", metavar="DIR", type=InputPath("dir"))
 @click.option("--model", "bundle", required=True, type=InputPath("dir"), help="Classify bundle.")
-@click.option("--out", type=OutputPath("any"), required=True,
+@click.option("--out", type=ResultsPath(), required=True,
               help="Results: a .csv file, or a .parquet (or suffix-less) folder of Parquet parts; re-running resumes.")
 @click.option("--threshold", type=FRACTION, default=0.5, show_default=True,
               help="Flag rows whose confidence is below this.")

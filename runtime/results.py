@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,17 @@ _TEXT = frozenset({"path", "fine_class", "macro_class", "status", "error"})
 
 #: The settings record inside a Parquet results folder; also marks the folder as ours.
 PARQUET_RECORD = "_flare.json"
+_PART = re.compile(r"part-(\d{6})\.parquet")
+
+
+def committed_parts(folder: Path) -> list[Path]:
+    """The part files of a Parquet results folder in commit order; FlareError for a stray one."""
+    found = sorted(folder.glob("part-*"))
+    stray = [p for p in found if not _PART.fullmatch(p.name)]
+    if stray:
+        raise FlareError(f"{stray[0]} is not a part triage wrote (those are part-NNNNNN.parquet); move it out of "
+                         f"{folder}")
+    return found
 
 
 def results_format(out: Path) -> Format:
@@ -116,8 +128,9 @@ def open_journal(out: Path, header: list[str], hint: str, settings: Mapping[str,
 def result_key(rel: str) -> str:
     """A file's path as written in the results: one line (the CSV's torn-line repair needs
     it, so the rare line breaks of a POSIX name are escaped) and valid UTF-8 (see
-    :func:`utf8_text`). Resume compares these."""
-    return utf8_text(rel.replace("\r", "\\r").replace("\n", "\\n"))
+    :func:`utf8_text`), with backslashes doubled so no two names share a key. Resume
+    compares these."""
+    return utf8_text(rel.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n"))
 
 
 def utf8_text(text: str) -> str:
@@ -149,7 +162,8 @@ class ParquetJournal:
         if self.path.is_file():
             raise UsageError(f"--out {self.path} is a file; Parquet results are a folder of parts, so name a new "
                              f"folder (or write a .csv)")
-        if self.path.is_dir() and any(self.path.iterdir()) and not (self.path / PARQUET_RECORD).is_file():
+        if self.path.is_dir() and any(not p.name.startswith(".") for p in self.path.iterdir()) \
+                and not (self.path / PARQUET_RECORD).is_file():
             raise FlareError(f"{self.path} already holds files that triage did not write (no {PARQUET_RECORD}); "
                              f"give a new or empty folder")
         self.path.mkdir(parents=True, exist_ok=True)
@@ -160,8 +174,9 @@ class ParquetJournal:
             lock_for_writing(self._lock_fd, self.path, "folder")
             for stale in self.path.glob(".part-*"):  # a kill mid-write left it; never visible as data
                 stale.unlink()
-            self.rows = [row for part in self.parts() for row in self._read_part(part)]
-            self._next = 1 + max((int(p.stem.split("-")[1]) for p in self.parts()), default=0)
+            parts = self.parts()
+            self.rows = [row for part in parts for row in self._read_part(part)]
+            self._next = 1 + max((int(_PART.fullmatch(p.name)[1]) for p in parts), default=0)
             if settings is not None:
                 check_settings(self.path / PARQUET_RECORD, {"columns": self.header, **settings}, str(self.path),
                                self._hint, has_results=bool(self.rows))
@@ -179,8 +194,9 @@ class ParquetJournal:
         self.close()
 
     def parts(self) -> list[Path]:
-        """The committed part files, in the order they were written."""
-        return sorted(self.path.glob("part-*.parquet"))
+        """The committed part files, in the order they were written. Any other ``part-*`` file
+        (a copy, another tool's part) is refused: reading it would count its rows twice."""
+        return committed_parts(self.path)
 
     def append(self, rows: list[list[str]]) -> None:
         """Buffer whole rows; commit a part when enough have gathered or enough time has passed."""
@@ -202,8 +218,8 @@ class ParquetJournal:
         fsync_path(tmp)
         os.replace(tmp, self.path / name)
         fsync_path(self.path)
+        self._buffer.clear()  # before the count: an interrupt in between must not write these rows again
         self._next += 1
-        self._buffer.clear()
 
     def close(self) -> None:
         try:
@@ -315,13 +331,12 @@ def _read_parquet_columns(folder: Path) -> tuple[list[str], dict[str, list[Any]]
     pa = require_pyarrow("reading Parquet results")
     import pyarrow.parquet as pq
 
-    parts = sorted(folder.glob("part-*.parquet"))
     if not (folder / PARQUET_RECORD).is_file():
         raise FlareError(f"{folder} is not a triage results folder (no {PARQUET_RECORD}); give the --out of a "
                          f"'flare triage' run")
     header: list[str] = [str(c) for c in _read_record(folder / PARQUET_RECORD).get("columns", [])]
     columns: dict[str, list[Any]] = {name: [] for name in _SUMMARY_COLUMNS}
-    for part in parts:
+    for part in committed_parts(folder):
         try:
             table = pq.read_table(part, columns=list(_SUMMARY_COLUMNS))
         except (OSError, pa.ArrowException) as exc:

@@ -52,7 +52,10 @@ __all__ = [
 FIXED_COLUMNS: tuple[str, ...] = (
     "path", "fine_class", "macro_class", "confidence", "flagged", "status", "error",
 )
-_PATH, _FINE, _FLAGGED, _STATUS = 0, 1, 4, 5
+PATH, _FINE, _FLAGGED, _STATUS = 0, 1, 4, 5
+
+#: What to do when a results file was made with other settings (either engine).
+RESUME_HINT = "triage into another --out, or delete the results to start over"
 
 #: How many batches the decoders may run ahead of inference: enough to hide decode latency
 #: behind ``predict``, few enough that a 100k-file folder never piles up in memory.
@@ -153,20 +156,20 @@ def triage(
     become ``error`` rows; an exception from ``predictor.predict`` propagates, and the rows
     written before it stay (the next run resumes after them).
     """
-    root, out = Path(root), Path(out)
+    root, out = Path(root).resolve(), Path(out)
     _check_arguments(root, threshold, batch_size, workers)
     labels, macro_of = _check_predictor(predictor)
     header = csv_header(labels)
 
     paths, unlisted = list_images(root, exclude=out)
-    hint = "triage into another --out, or delete the file to start over"
+    hint = RESUME_HINT
     with open_journal(out, header, hint, results_settings(root, predictor, threshold, max_pixels),
                       resume_columns=len(FIXED_COLUMNS)) as journal:
         tally = _Tally(labels)
         done: set[str] = set()
         for row in journal.rows:
             tally.add(row)
-            done.add(row[_PATH])
+            done.add(row[PATH])
         todo = [(root / rel, key) for rel in paths if (key := result_key(rel)) not in done]
         if on_start is not None:
             on_start(len(todo))

@@ -30,6 +30,7 @@ import logging
 import os
 import socket
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,12 +38,14 @@ from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 
-from flare.runtime.errors import FlareError, MissingExtraError, UsageError
+from flare.runtime.errors import FlareError, MissingExtraError, UsageError, one_line
 from flare.runtime.imageio import DEFAULT_MAX_PIXELS, list_images
 from flare.runtime.preprocess import PreprocessSpec, preprocess
 from flare.runtime.results import open_journal, result_key
 from flare.runtime.triage import (
     FIXED_COLUMNS,
+    PATH,
+    RESUME_HINT,
     Decoded,
     Decoder,
     Predictor,
@@ -57,7 +60,10 @@ from flare.runtime.triage import (
 
 __all__ = ["BundlePredictors", "PredictorFactory", "PredictorInfo", "RayOptions", "triage_on_ray"]
 
-_PATH = 0
+#: How often Ray may retry a decode task whose process died, or restart a model actor: enough
+#: for a worker lost to a node failure, and finite, so a file that kills its decoder (a
+#: codec crash, the OOM killer) ends the run instead of looping.
+RETRIES = 3
 
 
 class PredictorFactory(Protocol):
@@ -150,7 +156,9 @@ def triage_on_ray(
 
     The same arguments, rows and summary as :func:`flare.runtime.triage.triage`.
     """
-    root, out = Path(root), Path(out)
+    # Workers read files by absolute path: a relative one would be resolved in their own
+    # working directory, on another machine.
+    root, out = Path(root).resolve(), Path(out)
     _check_arguments(root, threshold, batch_size, None)
     _check_options(options)
     ray = import_ray()
@@ -159,36 +167,41 @@ def triage_on_ray(
     header = csv_header(labels)
 
     paths, unlisted = list_images(root, exclude=out)
-    hint = "triage into another --out, or delete it to start over"
     settings = results_settings(root, described, threshold, max_pixels)
-    with open_journal(out, header, hint, settings, resume_columns=len(FIXED_COLUMNS)) as journal:
+    with open_journal(out, header, RESUME_HINT, settings, resume_columns=len(FIXED_COLUMNS)) as journal:
         tally = _Tally(labels)
         done: set[str] = set()
         for row in journal.rows:
             tally.add(row)
-            done.add(row[_PATH])
+            done.add(row[PATH])
         todo = [(rel, key) for rel in paths if (key := result_key(rel)) not in done]
         if on_start is not None:
             on_start(len(todo))
         started = time.perf_counter()
         written = 0
+        notes: dict[str, None] = {}
         if todo:
             with _connected(ray, options):
-                dataset = _pipeline(ray, root, todo, predictors, described.spec, labels, macro_of,
-                                    threshold, batch_size, max_pixels, options)
+                dataset = _pipeline(ray, root, todo, predictors, described, batch_size, max_pixels, threshold,
+                                    options)
                 seen = np.zeros(len(todo), dtype=bool)
-                for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-                    rows = []
-                    for index, cells in zip(batch["index"].tolist(), batch["row"].tolist()):
-                        if not seen[index]:  # a batch redone after a worker died comes back twice
-                            seen[index] = True
-                            rows.append([todo[index][1], *json.loads(cells)])
-                    journal.append(rows)
-                    for row in rows:
-                        tally.add(row)
-                    written += len(rows)
-                    if progress is not None and rows:
-                        progress(len(rows))
+                with _ray_errors(ray):
+                    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+                        failure = next((f for f in batch["failure"].tolist() if f), "")
+                        if failure:
+                            raise FlareError(failure)
+                        notes.update(dict.fromkeys(note for note in batch["notes"].tolist() if note))
+                        rows = []
+                        for index, cells in zip(batch["index"].tolist(), batch["row"].tolist()):
+                            if not seen[index]:  # a batch redone after a worker died comes back twice
+                                seen[index] = True
+                                rows.append([todo[index][1], *json.loads(cells)])
+                        journal.append(rows)
+                        for row in rows:
+                            tally.add(row)
+                        written += len(rows)
+                        if progress is not None and rows:
+                            progress(len(rows))
             if written < len(todo):
                 raise FlareError(f"the cluster returned no row for {len(todo) - written} of {len(todo)} files (e.g. "
                                  f"{root / todo[int(np.argmin(seen))][0]}); the {written} rows it did return are in "
@@ -199,7 +212,7 @@ def triage_on_ray(
         root=root, out=out, threshold=threshold, total=len(paths), processed=written,
         skipped=len(paths) - len(todo), class_counts=dict(tally.classes), flagged=tally.flagged,
         errors=tally.errors, images_per_second=written / elapsed if written and elapsed > 0 else 0.0,
-        unlisted_dirs=tuple(unlisted), backend_notes=(),
+        unlisted_dirs=tuple(unlisted), backend_notes=tuple(notes),
     )
 
 
@@ -224,7 +237,7 @@ def _connected(ray: Any, options: RayOptions) -> Iterator[None]:
             ray.init(address=options.address, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.ERROR, configure_logging=True)
         except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
-            if isinstance(exc, ray.exceptions.AuthenticationError):
+            if isinstance(exc, getattr(ray.exceptions, "AuthenticationError", ())):  # Ray 2.52 and later
                 raise FlareError(f"the Ray cluster at {options.address} uses token authentication: set RAY_AUTH_MODE=token "
                                  f"and its token (~/.ray/auth_token or RAY_AUTH_TOKEN) on this machine") from exc
             raise FlareError(f"cannot reach a Ray cluster at {options.address or os.environ.get('RAY_ADDRESS') or 'a new local instance'}: "
@@ -269,8 +282,8 @@ def _check_capacity(resources: dict[str, float], options: RayOptions) -> None:
 
 
 def _pipeline(ray: Any, root: Path, todo: list[tuple[str, str]], predictors: PredictorFactory,
-              spec: PreprocessSpec, labels: list[str], macro_of: dict[str, str], threshold: float,
-              batch_size: int, max_pixels: int, options: RayOptions) -> Any:
+              described: PredictorInfo, batch_size: int, max_pixels: int, threshold: float,
+              options: RayOptions) -> Any:
     """The dataset of finished rows: blocks of (index, path) -> decode tasks -> model actors."""
     import pyarrow as pa
 
@@ -280,20 +293,38 @@ def _pipeline(ray: Any, root: Path, todo: list[tuple[str, str]], predictors: Pre
     table = pa.table({"index": indices, "path": paths})
     step = options.files_per_block
     files = ray.data.from_arrow([table.slice(i, step) for i in range(0, len(todo), step)])
+    spec = described.spec
     sample = preprocess(np.zeros((8, 8, 3), dtype=np.uint8), spec)  # the tensor every file becomes
     # Decode tasks reserve the memory of the tensors they make, so Ray packs no more of them on
     # a node than it holds. That reservation, which the actors lack, also keeps Ray from fusing
     # decoding into the actors: it stays in its own tasks, spread over every CPU of the cluster.
+    # Retries are set here, as Ray Data's only way to bound them; Ray 2.64 drops that way,
+    # hence the extra's upper bound.
     block_bytes = 2 * options.files_per_block * sample.nbytes
-    decoded = files.map_batches(
-        _decode_block, fn_kwargs={"decode": Decoder(spec, max_pixels), "shape": sample.shape, "dtype": sample.dtype.str},
-        batch_size=None, batch_format="numpy", num_cpus=1, memory=block_bytes)
-    return decoded.map_batches(
-        _ClassifyActor, fn_constructor_kwargs={"predictors": predictors, "labels": labels, "macro_of": macro_of,
-                                               "threshold": threshold, "threads": max(1, int(options.cpus_per_worker))},
-        batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=options.workers),
-        num_cpus=options.cpus_per_worker, num_gpus=options.gpus_per_worker or None)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+        decoded = files.map_batches(
+            _decode_block, fn_kwargs={"decode": Decoder(spec, max_pixels), "shape": sample.shape,
+                                      "dtype": sample.dtype.str},
+            batch_size=None, batch_format="numpy", num_cpus=1, memory=block_bytes, max_retries=RETRIES)
+        return decoded.map_batches(
+            _ClassifyActor, fn_constructor_kwargs={"predictors": predictors, "described": described,
+                                                   "threshold": threshold,
+                                                   "threads": max(1, int(options.cpus_per_worker))},
+            batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=options.workers),
+            num_cpus=options.cpus_per_worker, num_gpus=options.gpus_per_worker or None,
+            max_restarts=RETRIES, max_task_retries=RETRIES)
 
+
+@contextmanager
+def _ray_errors(ray: Any) -> Iterator[None]:
+    """Ray's own failures (a worker lost more often than :data:`RETRIES`, a node gone) as one
+    line that says what to do. The rows written before stay; a re-run continues after them."""
+    try:
+        yield
+    except ray.exceptions.RayError as exc:
+        raise FlareError(f"the Ray job failed: {one_line(str(exc))[:400]}; the rows written so far are kept, "
+                         f"re-run the same command to continue") from exc
 
 
 def _decode_block(batch: dict[str, np.ndarray], decode: Decoder, shape: tuple[int, ...], dtype: str) -> dict[str, np.ndarray]:
@@ -311,15 +342,39 @@ def _decode_block(batch: dict[str, np.ndarray], decode: Decoder, shape: tuple[in
 
 class _ClassifyActor:
     """One model per actor, opened once; turns decoded batches into the local engine's rows
-    (without the path, which the driver adds back by index)."""
+    (without the path, which the driver adds back by index). The first batch also carries the
+    backend's notes, so the driver can show what a worker's backend dropped."""
 
-    def __init__(self, predictors: PredictorFactory, labels: list[str], macro_of: dict[str, str],
-                 threshold: float, threads: int) -> None:
-        self.predictor = predictors.open(threads)
-        self.labels, self.macro_of, self.threshold = labels, macro_of, threshold
+    def __init__(self, predictors: PredictorFactory, described: PredictorInfo, threshold: float, threads: int) -> None:
+        self.labels, self.macro_of, self.threshold = described.labels, described.macro_of, threshold
+        # Our errors travel as data (see __call__): Ray hands the driver a worker's exception
+        # only as text, and a constructor's would end the actor before it could say anything.
+        self.failure = ""
+        try:
+            self.predictor = predictors.open(threads)
+            if self.predictor.fingerprint != described.fingerprint:
+                raise FlareError(f"a Ray worker on {socket.gethostname()} opened another model than the driver "
+                                 f"(fingerprint {self.predictor.fingerprint[:12]}, not {described.fingerprint[:12]}); "
+                                 f"give every node the same bundle at the same path")
+        except FlareError as exc:
+            self.failure = str(exc)
+            return
+        self.notes = "; ".join(self.predictor.notes)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        items = [Decoded("", None if error else tensor, error)
-                 for tensor, error in zip(batch["tensor"], batch["error"])]
-        rows = _rows_for(items, self.predictor, self.labels, self.macro_of, self.threshold)
-        return {"index": batch["index"], "row": np.array([json.dumps(row[1:]) for row in rows], dtype=object)}
+        n = len(batch["index"])
+        notes, failures = np.full(n, "", dtype=object), np.full(n, "", dtype=object)
+        if not self.failure:
+            items = [Decoded("", None if error else tensor, error)
+                     for tensor, error in zip(batch["tensor"], batch["error"])]
+            try:
+                rows = _rows_for(items, self.predictor, self.labels, self.macro_of, self.threshold)
+            except FlareError as exc:  # e.g. the model's output does not fit its labels
+                self.failure = str(exc)
+        if self.failure:
+            failures[:] = self.failure
+            return {"index": batch["index"], "row": np.full(n, "", dtype=object), "notes": notes, "failure": failures}
+        if self.notes and n:
+            notes[0], self.notes = self.notes, ""
+        return {"index": batch["index"], "row": np.array([json.dumps(row[1:]) for row in rows], dtype=object),
+                "notes": notes, "failure": failures}

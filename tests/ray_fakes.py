@@ -10,23 +10,35 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from flare.runtime.errors import FlareError
 from flare.runtime.triage_ray import PredictorInfo
 from test_triage import FakePredictor
 
 
 @dataclass(frozen=True)
 class FakePredictors:
+    """``notes`` are what each opened model reports dropping; ``worker_fingerprint`` makes the
+    workers open another model than the driver describes; ``open_error`` fails every open."""
+
     delay: float = 0.0
     pid_dir: str | None = None
+    notes: tuple[str, ...] = ()
+    worker_fingerprint: str | None = None
+    open_error: str | None = None
 
     def describe(self) -> PredictorInfo:
         fake = FakePredictor()
         return PredictorInfo(fake.spec, fake.labels, fake.macro_of, fake.fingerprint)
 
     def open(self, threads: int | None) -> FakePredictor:
+        if self.open_error is not None:
+            raise FlareError(self.open_error)
         if self.pid_dir is not None:
             Path(self.pid_dir, str(os.getpid())).touch()
-        return FakePredictor(delay=self.delay)
+        fake = FakePredictor(delay=self.delay)
+        fake.notes = list(self.notes)
+        fake.fingerprint = self.worker_fingerprint or fake.fingerprint
+        return fake
 
 
 def register_by_value() -> None:

@@ -16,7 +16,7 @@ import pytest
 from flare.runtime.errors import FlareError, UsageError
 from flare.runtime.results import PARQUET_RECORD, ParquetJournal, load_results, results_format, text_cell
 from flare.runtime.triage import csv_header, triage
-from test_triage import LABELS, REPO, FakePredictor, make_survey, read_csv
+from test_triage import LABELS, REPO, FakePredictor, colour_image, make_survey, read_csv
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -143,6 +143,37 @@ def test_parquet_refusals(tmp_path: Path) -> None:
     part.write_bytes(b"garbage")
     with pytest.raises(FlareError, match=f"{part.name} cannot be read.*move it out"):
         triage(root, FakePredictor(), out)
+
+
+def test_stray_parts_are_refused_and_a_lock_alone_is_ours(tmp_path: Path) -> None:
+    root = tmp_path / "survey"
+    make_survey(root, 3)
+    out = tmp_path / "out.parquet"
+    out.mkdir()
+    (out / ".flare.lock").touch()  # a run killed right after taking the lock
+    triage(root, FakePredictor(), out)
+    part = next(out.glob("part-*.parquet"))
+    (out / "part-000001 copy.parquet").write_bytes(part.read_bytes())
+    with pytest.raises(FlareError, match="part-000001 copy.parquet is not a part triage wrote"):
+        triage(root, FakePredictor(), out)
+    with pytest.raises(FlareError, match="is not a part triage wrote"):
+        load_results(out)
+
+
+def test_odd_names_get_distinct_keys_in_both_formats(tmp_path: Path) -> None:
+    root = tmp_path / "survey"
+    root.mkdir()
+    names = ["a\\b.png", "a\nb.png", "a\\nb.png", "caf\udce9.png"]  # backslash, newline, both, not UTF-8
+    for i, name in enumerate(names):
+        colour_image(i).save(root / os.fsencode(name).decode("utf-8", "surrogateescape"), format="PNG")
+    for out in (tmp_path / "r.csv", tmp_path / "r.parquet"):
+        first = triage(root, FakePredictor(), out)
+        assert (first.processed, first.errors) == (4, 0)
+        rows = parquet_rows(out) if out.suffix == ".parquet" else csv_rows(out)
+        assert len({row[0] for row in rows}) == 4
+        assert "caf\\xe9.png" in {row[0] for row in rows}
+        again = triage(root, FakePredictor(), out)
+        assert (again.processed, again.skipped) == (0, 4)
 
 
 def test_one_writer_per_parquet_folder(tmp_path: Path) -> None:

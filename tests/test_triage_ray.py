@@ -41,19 +41,38 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def cluster() -> str:
-    """A Ray head with 2 CPUs for this module; its address."""
+    """A Ray head with 2 CPUs for this module; its address.
+
+    ``ray start --block`` stays in the foreground and takes down what it started when it is
+    stopped, so the teardown touches no other Ray on the machine (``ray stop`` would).
+    """
     port = free_port()
     address = f"127.0.0.1:{port}"
     # Token authentication (Ray's default for 'ray start' since 2.5x) needs every client to be
     # set up for it; a test cluster on 127.0.0.1 does without.
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
-    subprocess.run([str(RAY), "start", "--head", "--num-cpus=2", "--num-gpus=0", f"--port={port}",
-                    "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats"],
-                   check=True, env=env, capture_output=True, timeout=180)
+    head = subprocess.Popen([str(RAY), "start", "--head", "--block", "--num-cpus=2", "--num-gpus=0", f"--port={port}",
+                             "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert head.poll() is None, f"ray start failed: {head.stderr.read().decode()[-2000:]}"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the Ray head did not come up in 180 s"
+                time.sleep(0.5)
+        time.sleep(2)  # the GCS answers before the raylet has registered the node's CPUs
         yield address
     finally:
-        subprocess.run([str(RAY), "stop", "--force"], env=env, capture_output=True, timeout=120)
+        head.send_signal(signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+            head.wait()
 
 
 @pytest.fixture(autouse=True)
@@ -174,6 +193,33 @@ def test_cli_ray_engine_matches_local_on_a_bundle(cluster: str, bundle: Path, sk
     for got, want in zip(sorted(rows), sorted(reference)):
         assert got[:3] + got[4:7] == want[:3] + want[4:7]
         assert all(abs(float(a) - float(b)) <= 2e-6 for a, b in zip(got[7:], want[7:]))
+
+
+def test_a_relative_folder_is_read_by_absolute_path(cluster: str, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    make_survey(tmp_path / "survey", 10)
+    monkeypatch.chdir(tmp_path)  # the workers' working directory is another one
+    summary = triage_on_ray(Path("survey"), ray_fakes.FakePredictors(), Path("out.parquet"),
+                            options=RayOptions(address=cluster))
+    assert (summary.processed, summary.errors) == (10, 0)
+
+
+def test_worker_notes_and_failures_reach_the_driver(cluster: str, tmp_path: Path) -> None:
+    root = tmp_path / "survey"
+    make_survey(root, 6)
+    options = RayOptions(address=cluster, workers=2, cpus_per_worker=0.5, files_per_block=2)
+    note = "CUDAExecutionProvider unavailable: running on CPU"
+    summary = triage_on_ray(root, ray_fakes.FakePredictors(notes=(note,)), tmp_path / "a.parquet", options=options,
+                            batch_size=2)
+    assert summary.backend_notes == (note,)  # once, however many actors said it
+    assert f"backend: {note}" in summary.format()
+
+    with pytest.raises(FlareError, match="opened another model than the driver.*same bundle at the same path"):
+        triage_on_ray(root, ray_fakes.FakePredictors(worker_fingerprint="stale-copy"), tmp_path / "b.parquet",
+                      options=options)
+    with pytest.raises(FlareError, match="^bundle/model.onnx is damaged on this node$"):
+        triage_on_ray(root, ray_fakes.FakePredictors(open_error="bundle/model.onnx is damaged on this node"),
+                      tmp_path / "c.parquet", options=options)
 
 
 def test_cluster_too_small_and_options_refused(cluster: str, tmp_path: Path) -> None:

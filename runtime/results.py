@@ -35,6 +35,11 @@ Format = Literal["csv", "parquet"]
 #: ``--out`` names that pick each format; anything else is a usage error that lists these.
 SUFFIXES: dict[str, Format] = {".csv": "csv", ".parquet": "parquet"}
 
+#: The columns before the per-class probabilities, in order (both formats, both engines).
+FIXED_COLUMNS: tuple[str, ...] = (
+    "path", "fine_class", "macro_class", "confidence", "flagged", "status", "error",
+)
+
 #: Columns that are not text: read as numbers (or a boolean) in Parquet and in reports.
 _BOOLEAN = "flagged"
 _TEXT = frozenset({"path", "fine_class", "macro_class", "status", "error"})
@@ -275,7 +280,6 @@ class Results:
         return len(self.path)
 
 
-_SUMMARY_COLUMNS = ("path", "fine_class", "macro_class", "confidence", "flagged", "status", "error")
 
 
 def load_results(path: Path) -> Results:
@@ -294,7 +298,12 @@ def load_results(path: Path) -> Results:
     settings = _read_record(record)
     labels = [name[2:] for name in header if name.startswith("p_")]
     root = Path(settings["DIR"]) if isinstance(settings.get("DIR"), str) else None
-    confidence = np.array([np.nan if c is None or c == "" else float(c) for c in columns["confidence"]], dtype=np.float64)
+    try:
+        confidence = np.array([np.nan if c is None or c == "" else float(c) for c in columns["confidence"]],
+                              dtype=np.float64)
+    except ValueError as exc:
+        raise FlareError(f"{path} has a confidence that is not a number ({exc}); it was edited or damaged: "
+                         f"fix it, or triage again into another --out") from exc
     flagged = np.array([c is True or c == "1" for c in columns["flagged"]], dtype=bool)
     text = {name: np.array(["" if c is None else str(c) for c in columns[name]], dtype=object)
             for name in ("path", "fine_class", "macro_class", "status", "error")}
@@ -315,14 +324,14 @@ def _read_csv_columns(path: Path) -> tuple[list[str], dict[str, list[Any]]]:
     with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
-        if header is None or list(header[:len(_SUMMARY_COLUMNS)]) != list(_SUMMARY_COLUMNS):
+        if header is None or list(header[:len(FIXED_COLUMNS)]) != list(FIXED_COLUMNS):
             raise FlareError(f"{path} is not a triage results file (its first line is not the triage columns); "
                              f"give the --out of a 'flare triage' run")
-        columns: dict[str, list[Any]] = {name: [] for name in _SUMMARY_COLUMNS}
+        columns: dict[str, list[Any]] = {name: [] for name in FIXED_COLUMNS}
         for row in reader:
             if len(row) != len(header):
                 continue  # a torn last line of a run being written; triage repairs it on resume
-            for i, name in enumerate(_SUMMARY_COLUMNS):
+            for i, name in enumerate(FIXED_COLUMNS):
                 columns[name].append(row[i])
     return header, columns
 
@@ -335,10 +344,10 @@ def _read_parquet_columns(folder: Path) -> tuple[list[str], dict[str, list[Any]]
         raise FlareError(f"{folder} is not a triage results folder (no {PARQUET_RECORD}); give the --out of a "
                          f"'flare triage' run")
     header: list[str] = [str(c) for c in _read_record(folder / PARQUET_RECORD).get("columns", [])]
-    columns: dict[str, list[Any]] = {name: [] for name in _SUMMARY_COLUMNS}
+    columns: dict[str, list[Any]] = {name: [] for name in FIXED_COLUMNS}
     for part in committed_parts(folder):
         try:
-            table = pq.read_table(part, columns=list(_SUMMARY_COLUMNS))
+            table = pq.read_table(part, columns=list(FIXED_COLUMNS))
         except (OSError, pa.ArrowException) as exc:
             raise FlareError(f"{part} cannot be read ({exc}); move it aside and re-run triage to redo its rows") from exc
         for name, values in table.to_pydict().items():

@@ -1,13 +1,14 @@
-"""Offline batch triage of a survey folder: one CSV row per image, safe to stop and resume.
+"""Offline batch triage of a survey folder on this machine: one row per image, safe to stop and resume.
 
 Built for folders of 100k files on a laptop or an edge box, where a run can end at any
 moment (Ctrl-C, the OOM killer, a power cut). Hence:
 
-* rows are appended one batch at a time, each batch in a single ``write`` of whole lines
-  followed by ``fsync``, so a kill loses at most the batch being written and never leaves a
-  duplicate row;
-* re-running with the same CSV skips every path already in it and first cuts off a torn
-  last line, the only damage a kill in the middle of a write can leave;
+* rows go through a results journal (:mod:`flare.runtime.results`): a CSV appended one
+  batch at a time, each batch in a single ``write`` of whole lines followed by ``fsync``, or
+  a Parquet folder whose parts are renamed into place; a kill loses at most the rows not yet
+  committed and never leaves a duplicate row;
+* re-running with the same results skips every path already in them (a CSV first cuts off a
+  torn last line, the only damage a kill in the middle of a write can leave);
 * decoding runs on a thread pool a few batches ahead of inference (Pillow and numpy release
   the GIL), with a bounded window so memory stays flat however large the folder is;
 * a file that cannot be decoded becomes an ``error`` row instead of ending the run.
@@ -32,7 +33,7 @@ import numpy as np
 
 from flare.runtime.errors import FlareError, ImageDecodeError, UsageError, one_line
 from flare.runtime.imageio import DEFAULT_MAX_PIXELS, list_images, load_rgb
-from flare.runtime.results import open_journal, result_key, utf8_text
+from flare.runtime.results import FIXED_COLUMNS, open_journal, result_key, utf8_text
 from flare.runtime.preprocess import PreprocessSpec, preprocess
 from flare.runtime.taxonomy import macro_probabilities
 
@@ -48,10 +49,6 @@ __all__ = [
     "triage",
 ]
 
-#: The columns before the per-class probabilities, in order.
-FIXED_COLUMNS: tuple[str, ...] = (
-    "path", "fine_class", "macro_class", "confidence", "flagged", "status", "error",
-)
 PATH, _FINE, _FLAGGED, _STATUS = 0, 1, 4, 5
 
 #: What to do when a results file was made with other settings (either engine).
@@ -67,7 +64,7 @@ class Predictor(Protocol):
 
     ``notes`` says what the backend dropped while starting (empty when nothing was);
     ``fingerprint`` changes whenever the predictions could (a checksum of the model), so a
-    resumed CSV never mixes rows of two models.
+    resumed result never mixes rows of two models.
     """
 
     spec: PreprocessSpec
@@ -86,7 +83,7 @@ class TriageSummary:
     """What a run did and what the results file now holds.
 
     ``processed``, ``skipped`` and ``images_per_second`` describe this run only; the class
-    counts, ``flagged`` and ``errors`` describe the whole CSV, earlier (resumed) runs included,
+    counts, ``flagged`` and ``errors`` describe the whole results, earlier (resumed) runs included,
     because the file is the result the user acts on.
     """
 
@@ -95,7 +92,7 @@ class TriageSummary:
     threshold: float
     total: int  #: supported files found under ``root``
     processed: int  #: rows written by this run
-    skipped: int  #: files already in the CSV, not triaged again
+    skipped: int  #: files already in the results, not triaged again
     class_counts: dict[str, int]  #: ``ok`` rows per fine class, in label order
     flagged: int  #: rows flagged for review (low confidence)
     errors: int  #: ``error`` rows (files that could not be decoded)
@@ -105,7 +102,7 @@ class TriageSummary:
 
     @property
     def classified(self) -> int:
-        """Rows with a prediction in the whole CSV."""
+        """Rows with a prediction in the whole results."""
         return sum(self.class_counts.values())
 
     def format(self) -> str:
@@ -151,7 +148,7 @@ def triage(
     """Classify every image under ``root`` into ``out``, resuming what is already there.
 
     Rows are ``flagged`` when the top-1 confidence, as written, is below ``threshold``.
-    ``on_start`` gets the number of files left to do once the folder and the CSV have been
+    ``on_start`` gets the number of files left to do once the folder and the results have been
     read; ``progress`` gets the number of files finished since its previous call. Undecodable files
     become ``error`` rows; an exception from ``predictor.predict`` propagates, and the rows
     written before it stay (the next run resumes after them).
@@ -231,7 +228,7 @@ def _check_arguments(root: Path, threshold: float, batch_size: int, workers: int
 
 
 def _check_predictor(predictor: Predictor) -> tuple[list[str], dict[str, str]]:
-    """Fail before any work if the model's labels cannot make a well-formed CSV."""
+    """Fail before any work if the model's labels cannot make a well-formed result."""
     labels = list(predictor.labels)
     if not labels or len(set(labels)) != len(labels):
         raise FlareError(f"the model's labels must be non-empty and distinct, got {labels}")
@@ -242,7 +239,7 @@ def _check_predictor(predictor: Predictor) -> tuple[list[str], dict[str, str]]:
 
 
 class _Tally:
-    """Counts over CSV rows, fed both the rows found on resume and the ones written now."""
+    """Counts over result rows, fed both the rows found on resume and the ones written now."""
 
     def __init__(self, labels: list[str]) -> None:
         self.classes = {label: 0 for label in labels}
@@ -321,7 +318,7 @@ def _rows_for(
     macro_of: dict[str, str],
     threshold: float,
 ) -> list[list[str]]:
-    """CSV rows for one batch, in order; only the decoded files go through the model."""
+    """Result rows (as the CSV writes them) for one batch, in order; only the decoded files go through the model."""
     good = [d.tensor for d in batch if d.tensor is not None]
     probs = _predict(predictor, np.stack(good), len(labels)) if good else np.zeros((0, len(labels)))
     macros, macro_probs = macro_probabilities(probs, labels, macro_of)

@@ -225,7 +225,9 @@ def _check_options(options: RayOptions) -> None:
 
 @contextmanager
 def _connected(ray: Any, options: RayOptions) -> Iterator[None]:
-    """Join (or start) the cluster, check it can hold the actors, and leave it as found."""
+    """Join (or start) the cluster, check it can hold the actors, and leave it as found. A
+    caller that has already connected to Ray (``ray.init``) keeps its connection; ``address``
+    is then not used."""
     started_here = not ray.is_initialized()
     loggers = {name: logging.getLogger(name) for name in ("ray", "ray.data")}
     levels = {name: logger.level for name, logger in loggers.items()}
@@ -262,7 +264,7 @@ def _check_reachable(address: str | None) -> None:
     if not sep or not host or "://" in address or not port.isdigit():
         return  # None, 'auto', 'local' or a ray:// client address: Ray's own rules apply
     try:
-        socket.create_connection((host, int(port)), timeout=5).close()
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()  # [::1]:6379 is IPv6
     except OSError as exc:
         raise FlareError(f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one with "
                          f"'ray start --head --port={port}' or fix --address") from exc

@@ -223,3 +223,20 @@ def test_parquet_sigkill_loses_and_duplicates_nothing(tmp_path: Path) -> None:
         assert summary.skipped + summary.processed == len(rels)
         assert parquet_rows(out) == csv_rows(reference)
     assert mid_run >= 2, "the kills should mostly land while parts are being written"
+
+
+def test_results_may_lie_inside_the_survey(bundle: Path, tmp_path: Path) -> None:
+    """As a CSV always could: triage reads only image files and leaves its own results out."""
+    from click.testing import CliRunner
+
+    from flare.cli import cli
+
+    root = tmp_path / "survey"
+    rels = make_survey(root, 5)
+    for name in ("results.csv", "results.parquet"):
+        result = CliRunner().invoke(cli, ["triage", str(root), "--model", str(bundle), "--out", str(root / name)])
+        assert result.exit_code == 0, result.output
+        loaded = load_results(root / name)
+        assert sorted(loaded.path) == rels
+    again = CliRunner().invoke(cli, ["triage", str(root), "--model", str(bundle), "--out", str(root / "results.csv")])
+    assert again.exit_code == 0 and "0 triaged in this run" in again.stdout

@@ -6,9 +6,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +13,7 @@ import pytest
 from flare.runtime.errors import FlareError, UsageError
 from flare.runtime.results import PARQUET_RECORD, ParquetJournal, load_results, results_format, text_cell
 from flare.runtime.triage import csv_header, triage
-from test_triage import LABELS, REPO, FakePredictor, colour_image, make_survey, read_csv
+from test_triage import LABELS, FakePredictor, colour_image, make_survey, read_csv, run_and_kill
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -202,23 +199,14 @@ def test_parquet_sigkill_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     rels = make_survey(root, 40)
     reference = tmp_path / "reference.csv"
     triage(root, FakePredictor(), reference, batch_size=7)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     rng = random.Random(20261124)
     mid_run = 0
     for attempt in range(3):
         out = tmp_path / f"killed{attempt}.parquet"
         for _ in range(2):
-            proc = subprocess.Popen([sys.executable, "-c", KILLABLE_RUN, str(Path(__file__).parent), str(root), str(out)],
-                                    cwd=REPO, env=env, stderr=subprocess.PIPE)
-            deadline = time.monotonic() + 30
-            while proc.poll() is None and time.monotonic() < deadline and not list(out.glob("part-*.parquet")):
-                time.sleep(0.005)
-            time.sleep(rng.uniform(0.0, 0.6))
-            proc.send_signal(signal.SIGKILL)
-            _, stderr = proc.communicate()
-            assert proc.returncode in (-signal.SIGKILL, 0), stderr.decode()
+            code = run_and_kill(KILLABLE_RUN, root, out, lambda: bool(list(out.glob("part-*.parquet"))), rng)
             done = len(parquet_rows(out))
-            mid_run += proc.returncode == -signal.SIGKILL and 0 < done < len(rels)
+            mid_run += code == -signal.SIGKILL and 0 < done < len(rels)
         summary = triage(root, FakePredictor(), out, batch_size=3)
         assert summary.skipped + summary.processed == len(rels)
         assert parquet_rows(out) == csv_rows(reference)

@@ -18,6 +18,7 @@ import time
 import zlib
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -384,32 +385,36 @@ triage(pathlib.Path(sys.argv[2]), FakePredictor(delay=0.05), pathlib.Path(sys.ar
 """
 
 
+def run_and_kill(script: str, root: Path, out: Path, started: Callable[[], bool], rng: random.Random) -> int:
+    """Run ``script`` (a triage of ``root`` into ``out``), SIGKILL it a random moment after
+    ``started()`` first holds, and return its exit code (0 when it finished first)."""
+    proc = subprocess.Popen([sys.executable, "-c", script, str(Path(__file__).parent), str(root), str(out)],
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while proc.poll() is None and time.monotonic() < deadline and not started():
+        time.sleep(0.005)
+    time.sleep(rng.uniform(0.0, 0.5))
+    proc.send_signal(signal.SIGKILL)
+    _, stderr = proc.communicate()
+    assert proc.returncode in (-signal.SIGKILL, 0), stderr.decode()
+    return proc.returncode
+
+
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX SIGKILL")
 def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     root = tmp_path / "survey"
     rels = make_survey(root, 60)
     reference = tmp_path / "reference.csv"
     triage(root, FakePredictor(), reference, batch_size=7)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     rng = random.Random(20240611)
     kills_mid_run = 0
 
     for attempt in range(5):
         out = tmp_path / f"killed{attempt}.csv"
         for _ in range(2):  # the second kill lands in a resumed run
-            proc = subprocess.Popen(
-                [sys.executable, "-c", KILLABLE_RUN, str(Path(__file__).parent), str(root),
-                 str(out)], cwd=REPO, env=env, stderr=subprocess.PIPE)
-            deadline = time.monotonic() + 20
-            while proc.poll() is None and time.monotonic() < deadline and not (
-                    out.exists() and out.stat().st_size > 0):
-                time.sleep(0.005)
-            time.sleep(rng.uniform(0.0, 0.5))
-            proc.send_signal(signal.SIGKILL)
-            _, stderr = proc.communicate()
-            assert proc.returncode in (-signal.SIGKILL, 0), stderr.decode()
+            code = run_and_kill(KILLABLE_RUN, root, out, lambda: out.exists() and out.stat().st_size > 0, rng)
             rows_written = out.read_bytes().count(b"\n") - 1
-            kills_mid_run += proc.returncode == -signal.SIGKILL and 0 < rows_written < len(rels)
+            kills_mid_run += code == -signal.SIGKILL and 0 < rows_written < len(rels)
 
         summary = triage(root, FakePredictor(), out, batch_size=2)
         assert summary.skipped + summary.processed == len(rels)

@@ -234,15 +234,18 @@ def _connected(ray: Any, options: RayOptions) -> Iterator[None]:
     for logger in loggers.values():  # Ray's own logs stay in its session folder
         logger.setLevel(logging.ERROR)
     if started_here:
-        _check_reachable(options.address)
+        # Not Ray's own default, which would also join the cluster 'ray start' last started
+        # on this machine, or hang on its address when that one is gone: what is not named is new.
+        address = options.address or os.environ.get("RAY_ADDRESS") or "local"
+        _check_reachable(address)
         try:
-            ray.init(address=options.address, include_dashboard=False, log_to_driver=False,
+            ray.init(address=address, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.ERROR, configure_logging=True)
         except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
             if isinstance(exc, getattr(ray.exceptions, "AuthenticationError", ())):  # Ray 2.52 and later
-                raise FlareError(f"the Ray cluster at {options.address} uses token authentication: set RAY_AUTH_MODE=token "
+                raise FlareError(f"the Ray cluster at {address} uses token authentication: set RAY_AUTH_MODE=token "
                                  f"and its token (~/.ray/auth_token or RAY_AUTH_TOKEN) on this machine") from exc
-            raise FlareError(f"cannot reach a Ray cluster at {options.address or os.environ.get('RAY_ADDRESS') or 'a new local instance'}: "
+            raise FlareError(f"cannot reach a Ray cluster at {'a new local instance' if address == 'local' else address}: "
                              f"{exc}; start one with 'ray start --head' and pass its address to --address") from exc
     try:
         context = ray.data.DataContext.get_current()
@@ -257,12 +260,11 @@ def _connected(ray: Any, options: RayOptions) -> Iterator[None]:
             logger.setLevel(levels[name])
 
 
-def _check_reachable(address: str | None) -> None:
+def _check_reachable(address: str) -> None:
     """Refuse a ``host:port`` nothing answers on: Ray itself would retry it for many minutes."""
-    address = address or os.environ.get("RAY_ADDRESS") or ""
     host, sep, port = address.rpartition(":")
     if not sep or not host or "://" in address or not port.isdigit():
-        return  # None, 'auto', 'local' or a ray:// client address: Ray's own rules apply
+        return  # 'auto', 'local' or a ray:// client address: Ray's own rules apply
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()  # [::1]:6379 is IPv6
     except OSError as exc:

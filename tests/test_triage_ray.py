@@ -8,10 +8,12 @@ Ray's workers cannot import the tests folder) except in the CLI test, which runs
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,7 +52,10 @@ def cluster() -> str:
     address = f"127.0.0.1:{port}"
     # Token authentication (Ray's default for 'ray start' since 2.5x) needs every client to be
     # set up for it; a test cluster on 127.0.0.1 does without.
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    # Its own temporary folder: 'ray start' records the cluster it started there, and a record
+    # in the machine's /tmp/ray would outlive this test cluster.
+    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": ray_tmp}
     head = subprocess.Popen([str(RAY), "start", "--head", "--block", "--num-cpus=2", "--num-gpus=0", f"--port={port}",
                              "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -73,6 +78,7 @@ def cluster() -> str:
         except subprocess.TimeoutExpired:
             head.kill()
             head.wait()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
@@ -269,3 +275,23 @@ def test_engine_benchmark_measures_every_engine(cluster: str, bundle: Path, tmp_
         assert r["images_per_second"] == pytest.approx(24 / r["seconds"])
     table = (tmp_path / "bench" / "triage_engines.md").read_text()
     assert table.count("| ray |") == 2 and "Machine:" in table
+
+
+def test_no_address_starts_a_local_instance_despite_a_stale_record(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray's own default would try the cluster 'ray start' last recorded here, and hang on it
+    for minutes when that one is gone; no --address and no RAY_ADDRESS means a new instance."""
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+    try:
+        (ray_tmp / "ray").mkdir()
+        (ray_tmp / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
+        monkeypatch.setenv("RAY_TMPDIR", str(ray_tmp))
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+        root = tmp_path / "survey"
+        make_survey(root, 4)
+        started = time.monotonic()
+        summary = triage_on_ray(root, ray_fakes.FakePredictors(), tmp_path / "out.parquet")
+        assert summary.processed == 4 and time.monotonic() - started < 120
+        assert not ray.is_initialized()  # the instance it started is gone again
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -24,32 +24,37 @@ import os
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 
 from flare.runtime.errors import FlareError, ImageDecodeError, UsageError, one_line
 from flare.runtime.imageio import DEFAULT_MAX_PIXELS, list_images, load_rgb
-from flare.runtime.results import FIXED_COLUMNS, open_journal, result_key, utf8_text
+from flare.runtime.journal import CsvJournal
+from flare.runtime.results import FIXED_COLUMNS, ParquetJournal, open_journal, result_key, utf8_text
 from flare.runtime.preprocess import PreprocessSpec, preprocess
 from flare.runtime.taxonomy import macro_probabilities
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "FIXED_COLUMNS",
+    "ModelInfo",
     "Predictor",
+    "Run",
     "TriageSummary",
     "Decoder",
     "csv_header",
     "decode_ahead",
     "default_workers",
+    "open_run",
+    "result_rows",
     "triage",
 ]
 
-PATH, _FINE, _FLAGGED, _STATUS = 0, 1, 4, 5
+_PATH, _FINE, _FLAGGED, _STATUS = 0, 1, 4, 5
 
 #: What to do when a results file was made with other settings (either engine).
 RESUME_HINT = "triage into another --out, or delete the results to start over"
@@ -59,19 +64,24 @@ RESUME_HINT = "triage into another --out, or delete the results to start over"
 PREFETCH_BATCHES = 3
 
 
-class Predictor(Protocol):
-    """What triage needs from a classifier; a loaded bundle satisfies it, and so does a fake.
-
-    ``notes`` says what the backend dropped while starting (empty when nothing was);
-    ``fingerprint`` changes whenever the predictions could (a checksum of the model), so a
-    resumed result never mixes rows of two models.
-    """
+class ModelInfo(Protocol):
+    """What results are checked and recorded against: a model's labels, preprocessing and
+    ``fingerprint``, which changes whenever the predictions could (a checksum of the model),
+    so a resumed result never mixes rows of two models."""
 
     spec: PreprocessSpec
     labels: list[str]
     macro_of: dict[str, str]
-    notes: list[str]
     fingerprint: str
+
+
+class Predictor(ModelInfo, Protocol):
+    """What triage needs from a classifier; a loaded bundle satisfies it, and so does a fake.
+
+    ``notes`` says what the backend dropped while starting (empty when nothing was).
+    """
+
+    notes: list[str]
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """A batch of :func:`preprocess` outputs -> (N, len(labels)) probabilities summing to 1."""
@@ -153,57 +163,80 @@ def triage(
     become ``error`` rows; an exception from ``predictor.predict`` propagates, and the rows
     written before it stay (the next run resumes after them).
     """
-    root, out = Path(root).resolve(), Path(out)
-    _check_arguments(root, threshold, batch_size, workers)
-    labels, macro_of = _check_predictor(predictor)
-    header = csv_header(labels)
+    root = Path(root).resolve()
+    check_arguments(root, threshold, batch_size, workers)
+    with open_run(root, out, predictor, threshold, max_pixels) as run:
+        if on_start is not None:
+            on_start(len(run.todo))
+        jobs = [(root / rel, key) for rel, key in run.todo]
+        n_workers = workers or default_workers()
+        window = max(batch_size * PREFETCH_BATCHES, n_workers)
+        started = time.perf_counter()
+        decode = Decoder(predictor.spec, max_pixels)
+        with closing(decode_ahead(jobs, decode, n_workers, window)) as decoded:
+            while batch := list(itertools.islice(decoded, batch_size)):
+                rows = result_rows(batch, predictor, run.labels, run.macro_of, threshold)
+                run.append(rows)
+                if progress is not None:
+                    progress(len(rows))
+        elapsed = time.perf_counter() - started
+    return run.summary(elapsed, predictor.notes)
 
-    paths, unlisted = list_images(root, exclude=out)
-    hint = RESUME_HINT
-    with open_journal(out, header, hint, results_settings(root, predictor, threshold, max_pixels),
+
+@dataclass
+class Run:
+    """A results journal opened for one folder: what earlier runs wrote and what is left.
+
+    Both engines resume through it, so they skip, count and refuse the same way.
+    """
+
+    root: Path
+    out: Path
+    threshold: float
+    labels: list[str]
+    macro_of: dict[str, str]
+    journal: CsvJournal | ParquetJournal
+    paths: list[str]  #: every supported file under ``root``
+    unlisted: list[str]  #: folders that could not be listed
+    todo: list[tuple[str, str]]  #: (relative path, results key) of the files not in the results yet
+    tally: _Tally
+    processed: int = 0  #: rows appended by this run
+
+    def append(self, rows: list[list[str]]) -> None:
+        """Record whole rows of this run (their first cell is the results key)."""
+        self.journal.append(rows)
+        for row in rows:
+            self.tally.add(row)
+        self.processed += len(rows)
+
+    def summary(self, elapsed: float, notes: Iterable[str]) -> TriageSummary:
+        return TriageSummary(
+            root=self.root, out=self.out, threshold=self.threshold, total=len(self.paths),
+            processed=self.processed, skipped=len(self.paths) - len(self.todo),
+            class_counts=dict(self.tally.classes), flagged=self.tally.flagged, errors=self.tally.errors,
+            images_per_second=self.processed / elapsed if self.processed and elapsed > 0 else 0.0,
+            unlisted_dirs=tuple(self.unlisted), backend_notes=tuple(notes),
+        )
+
+
+@contextmanager
+def open_run(root: Path, out: Path, model: ModelInfo, threshold: float, max_pixels: int) -> Iterator[Run]:
+    """List ``root`` and open ``out`` for resume with ``model`` (only its labels, spec and
+    fingerprint are read); the journal is closed, and what it buffered committed, on exit."""
+    labels, macro_of = _check_predictor(model)
+    paths, unlisted = list_images(root, exclude=Path(out))
+    with open_journal(Path(out), csv_header(labels), RESUME_HINT, results_settings(root, model, threshold, max_pixels),
                       resume_columns=len(FIXED_COLUMNS)) as journal:
         tally = _Tally(labels)
         done: set[str] = set()
         for row in journal.rows:
             tally.add(row)
-            done.add(row[PATH])
-        todo = [(root / rel, key) for rel in paths if (key := result_key(rel)) not in done]
-        if on_start is not None:
-            on_start(len(todo))
-
-        n_workers = workers or default_workers()
-        window = max(batch_size * PREFETCH_BATCHES, n_workers)
-        started = time.perf_counter()
-        processed = 0
-        decode = Decoder(predictor.spec, max_pixels)
-        with closing(decode_ahead(todo, decode, n_workers, window)) as decoded:
-            while batch := list(itertools.islice(decoded, batch_size)):
-                rows = _rows_for(batch, predictor, labels, macro_of, threshold)
-                journal.append(rows)
-                for row in rows:
-                    tally.add(row)
-                processed += len(rows)
-                if progress is not None:
-                    progress(len(rows))
-        elapsed = time.perf_counter() - started
-
-    return TriageSummary(
-        root=root,
-        out=out,
-        threshold=threshold,
-        total=len(paths),
-        processed=processed,
-        skipped=len(paths) - len(todo),
-        class_counts=dict(tally.classes),
-        flagged=tally.flagged,
-        errors=tally.errors,
-        images_per_second=processed / elapsed if processed and elapsed > 0 else 0.0,
-        unlisted_dirs=tuple(unlisted),
-        backend_notes=tuple(predictor.notes),
-    )
+            done.add(row[_PATH])
+        todo = [(rel, key) for rel in paths if (key := result_key(rel)) not in done]
+        yield Run(root, Path(out), threshold, labels, macro_of, journal, paths, unlisted, todo, tally)
 
 
-def results_settings(root: Path, predictor: Predictor, threshold: float, max_pixels: int) -> dict[str, object]:
+def results_settings(root: Path, predictor: ModelInfo, threshold: float, max_pixels: int) -> dict[str, object]:
     """What makes a results file's rows, kept beside it (see :mod:`flare.runtime.fingerprint`):
     resuming with another model, threshold, pixel limit or folder is refused, whichever
     engine ran. ``DIR`` is also how ``flare report`` finds the images again."""
@@ -216,7 +249,7 @@ def default_workers() -> int:
     return min(8, os.cpu_count() or 1)
 
 
-def _check_arguments(root: Path, threshold: float, batch_size: int, workers: int | None) -> None:
+def check_arguments(root: Path, threshold: float, batch_size: int, workers: int | None) -> None:
     if not root.is_dir():
         raise UsageError(f"{root} is not a folder")
     if not 0.0 <= threshold <= 1.0:
@@ -227,7 +260,7 @@ def _check_arguments(root: Path, threshold: float, batch_size: int, workers: int
         raise UsageError(f"workers must be at least 1, got {workers}")
 
 
-def _check_predictor(predictor: Predictor) -> tuple[list[str], dict[str, str]]:
+def _check_predictor(predictor: ModelInfo) -> tuple[list[str], dict[str, str]]:
     """Fail before any work if the model's labels cannot make a well-formed result."""
     labels = list(predictor.labels)
     if not labels or len(set(labels)) != len(labels):
@@ -311,14 +344,15 @@ def decode_ahead(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _rows_for(
+def result_rows(
     batch: list[Decoded],
     predictor: Predictor,
     labels: list[str],
     macro_of: dict[str, str],
     threshold: float,
 ) -> list[list[str]]:
-    """Result rows (as the CSV writes them) for one batch, in order; only the decoded files go through the model."""
+    """Result rows (as the CSV writes them) for one batch, in order; only the decoded files go
+    through the model. Both engines make their rows here, so they write the same values."""
     good = [d.tensor for d in batch if d.tensor is not None]
     probs = _predict(predictor, np.stack(good), len(labels)) if good else np.zeros((0, len(labels)))
     macros, macro_probs = macro_probabilities(probs, labels, macro_of)

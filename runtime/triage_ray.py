@@ -4,7 +4,7 @@ The work is a Ray Data pipeline: the file list becomes a dataset of (index, path
 map tasks decode and preprocess the files (any CPU in the cluster; a file that cannot be
 decoded becomes an error, never a dropped block), and an actor pool classifies them with one
 model per actor (a GPU each with ``gpus_per_worker``). Rows are made by the same code as the
-local engine's (:func:`flare.runtime.triage._rows_for`), so both engines write the same values.
+local engine's (:func:`flare.runtime.triage.result_rows`), so both engines write the same values.
 
 Exactly-once output comes from a single writer. Workers send their finished rows (about
 200 bytes per image) back to the driver, which is the only process that writes the results:
@@ -39,23 +39,16 @@ from typing import Any, Callable, Iterator, Protocol
 import numpy as np
 
 from flare.runtime.errors import FlareError, MissingExtraError, UsageError, one_line
-from flare.runtime.imageio import DEFAULT_MAX_PIXELS, list_images
+from flare.runtime.imageio import DEFAULT_MAX_PIXELS
 from flare.runtime.preprocess import PreprocessSpec, preprocess
-from flare.runtime.results import open_journal, result_key
 from flare.runtime.triage import (
-    FIXED_COLUMNS,
-    PATH,
-    RESUME_HINT,
     Decoded,
     Decoder,
     Predictor,
     TriageSummary,
-    _check_arguments,
-    _check_predictor,
-    _rows_for,
-    _Tally,
-    csv_header,
-    results_settings,
+    check_arguments,
+    open_run,
+    result_rows,
 )
 
 __all__ = ["BundlePredictors", "PredictorFactory", "PredictorInfo", "RayOptions", "triage_on_ray"]
@@ -158,28 +151,17 @@ def triage_on_ray(
     """
     # Workers read files by absolute path: a relative one would be resolved in their own
     # working directory, on another machine.
-    root, out = Path(root).resolve(), Path(out)
-    _check_arguments(root, threshold, batch_size, None)
+    root = Path(root).resolve()
+    check_arguments(root, threshold, batch_size, None)
     _check_options(options)
     ray = import_ray()
     described = predictors.describe()
-    labels, macro_of = _check_predictor(described)
-    header = csv_header(labels)
-
-    paths, unlisted = list_images(root, exclude=out)
-    settings = results_settings(root, described, threshold, max_pixels)
-    with open_journal(out, header, RESUME_HINT, settings, resume_columns=len(FIXED_COLUMNS)) as journal:
-        tally = _Tally(labels)
-        done: set[str] = set()
-        for row in journal.rows:
-            tally.add(row)
-            done.add(row[PATH])
-        todo = [(rel, key) for rel in paths if (key := result_key(rel)) not in done]
+    notes: dict[str, None] = {}
+    with open_run(root, out, described, threshold, max_pixels) as run:
+        todo = run.todo
         if on_start is not None:
             on_start(len(todo))
         started = time.perf_counter()
-        written = 0
-        notes: dict[str, None] = {}
         if todo:
             with _connected(ray, options):
                 dataset = _pipeline(ray, root, todo, predictors, described, batch_size, max_pixels, threshold,
@@ -196,24 +178,15 @@ def triage_on_ray(
                             if not seen[index]:  # a batch redone after a worker died comes back twice
                                 seen[index] = True
                                 rows.append([todo[index][1], *json.loads(cells)])
-                        journal.append(rows)
-                        for row in rows:
-                            tally.add(row)
-                        written += len(rows)
+                        run.append(rows)
                         if progress is not None and rows:
                             progress(len(rows))
-            if written < len(todo):
-                raise FlareError(f"the cluster returned no row for {len(todo) - written} of {len(todo)} files (e.g. "
-                                 f"{root / todo[int(np.argmin(seen))][0]}); the {written} rows it did return are in "
-                                 f"{out}, re-run the same command to do the rest")
+            if run.processed < len(todo):
+                raise FlareError(f"the cluster returned no row for {len(todo) - run.processed} of {len(todo)} files "
+                                 f"(e.g. {root / todo[int(np.argmin(seen))][0]}); the {run.processed} rows it did "
+                                 f"return are in {out}, re-run the same command to do the rest")
         elapsed = time.perf_counter() - started
-
-    return TriageSummary(
-        root=root, out=out, threshold=threshold, total=len(paths), processed=written,
-        skipped=len(paths) - len(todo), class_counts=dict(tally.classes), flagged=tally.flagged,
-        errors=tally.errors, images_per_second=written / elapsed if written and elapsed > 0 else 0.0,
-        unlisted_dirs=tuple(unlisted), backend_notes=tuple(notes),
-    )
+    return run.summary(elapsed, notes)
 
 
 def _check_options(options: RayOptions) -> None:
@@ -372,7 +345,7 @@ class _ClassifyActor:
             items = [Decoded("", None if error else tensor, error)
                      for tensor, error in zip(batch["tensor"], batch["error"])]
             try:
-                rows = _rows_for(items, self.predictor, self.labels, self.macro_of, self.threshold)
+                rows = result_rows(items, self.predictor, self.labels, self.macro_of, self.threshold)
             except FlareError as exc:  # e.g. the model's output does not fit its labels
                 self.failure = str(exc)
         if self.failure:

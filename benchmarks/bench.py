@@ -24,10 +24,10 @@ from flare.benchmarks.memory import gpu_memory_mib, peak_rss_mib, reset_peak_rss
 from flare.benchmarks.source import BenchSource
 from flare.benchmarks.stats import summarize, time_calls
 from flare.benchmarks.targets import LIBRARY, Session, Skip, Target, open_session
-from flare.runtime.artifacts import Manifest
-from flare.runtime.errors import UsageError
-from flare.runtime.preprocess import normalize
-from flare.runtime.progress import log
+from flare.runtime.core.manifest import Manifest
+from flare.runtime.core.preprocess import normalize
+from flare.runtime.foundation.errors import UsageError
+from flare.runtime.foundation.progress import log
 
 #: GEMM sizes for the peak: large enough to reach a library's best rate (2048 stayed below
 #: what ONNX Runtime's convolutions reach on a 2-core EPYC), small enough to take about a

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from flare.benchmarks.common import write_results
-from flare.runtime.artifacts import BundleFile, Manifest
+from flare.runtime.core.manifest import BundleFile, Manifest
 
 
 def main() -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import click
 
-from flare.options import COUNT, PIXELS, POSITIVE, CommaList, FlareCommand, InputPath, OutputPath, RunOrName, input_size
 from flare.benchmarks.targets import BENCH_BACKENDS
-from flare.runtime.backends.base import BACKENDS
+from flare.runtime.core.backends.base import BACKENDS
+from flare.runtime.foundation.options import COUNT, PIXELS, POSITIVE, CommaList, FlareCommand, InputPath, OutputPath, RunOrName, input_size
 
 #: Written first into --out, so a bench that stopped early may run again into the same folder
 #: (reusing its bundles) while a folder of other files is refused.
@@ -76,8 +76,8 @@ def bench(bundle_or_name: str, out: Path, backends: list[str] | None, batches: l
     from flare.benchmarks.common import machine
     from flare.benchmarks.report import charts, headlines, markdown, table, e2e_table, headline_table
     from flare.benchmarks.source import resolve
-    from flare.runtime.atomic import write_json, write_text
-    from flare.runtime.progress import log
+    from flare.runtime.foundation.atomic import write_json, write_text
+    from flare.runtime.foundation.progress import log
 
     command = shlex.join(["flare", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else f"flare bench {bundle_or_name}"
     out.mkdir(parents=True, exist_ok=True)
@@ -128,7 +128,7 @@ def _bench_family(run: Callable[..., dict], markdown: Callable[..., str], bundle
     """The super-resolution or generation bench (:mod:`flare.benchmarks.sr_bench`,
     :mod:`flare.benchmarks.generate_bench`): run it, write bench.json and bench.md, show the table."""
     from flare.benchmarks.common import machine
-    from flare.runtime.atomic import write_json, write_text
+    from flare.runtime.foundation.atomic import write_json, write_text
 
     results = run(bundle_or_name, out, **settings)
     host = machine()

@@ -16,9 +16,9 @@ from typing import Callable
 import numpy as np
 
 from flare.benchmarks.targets import GPU_RUNNERS
-from flare.runtime.classify import Classifier
-from flare.runtime.imageio import DEFAULT_MAX_PIXELS, list_images
-from flare.runtime.triage import PREFETCH_BATCHES, Decoder, decode_ahead, default_workers, triage
+from flare.runtime.apps.triage import PREFETCH_BATCHES, Decoder, decode_ahead, default_workers, triage
+from flare.runtime.io.images import DEFAULT_MAX_PIXELS, list_images
+from flare.runtime.tasks.classify import Classifier
 
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from math import prod
 from pathlib import Path
 
-from flare.runtime.errors import BundleError
+from flare.runtime.foundation.errors import BundleError
 
 COUNTED = ("Conv", "ConvInteger", "QLinearConv", "ConvTranspose", "MatMul", "MatMulInteger", "QLinearMatMul", "Gemm")
 

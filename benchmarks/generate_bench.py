@@ -1,6 +1,6 @@
 """``flare bench`` for generation: seconds per image at N sampler steps.
 
-The runtime (:class:`~flare.runtime.generate.Generator`: numpy DPM-Solver++ around ONNX
+The runtime (:class:`~flare.runtime.tasks.generate.Generator`: numpy DPM-Solver++ around ONNX
 Runtime or OpenVINO, guidance batched into one UNet call per step) and the PyTorch pipeline
 (:meth:`~flare.training.diffusion.model.LatentDiffusion.generate`: diffusers' UNet, VAE and
 scheduler) make the same images from the same weights and seeds. Figures are seconds per
@@ -25,9 +25,11 @@ import numpy as np
 from flare.benchmarks.common import cpu_speedup_headline, markdown_footer
 from flare.benchmarks.memory import peak_rss_mib, reset_peak_rss
 from flare.benchmarks.stats import time_calls
-from flare.runtime.artifacts import DiffusionRun, Manifest, identify
-from flare.runtime.errors import FlareError
-from flare.runtime.progress import log
+from flare.runtime.core.artifact import identify
+from flare.runtime.core.manifest import Manifest
+from flare.runtime.core.runs import DiffusionRun
+from flare.runtime.foundation.errors import FlareError
+from flare.runtime.foundation.progress import log
 
 #: Backends a generation row can run on; others of ``flare bench`` are listed as skipped.
 GENERATE_BACKENDS = ("torch", "cpu", "cuda", "tensorrt", "openvino")
@@ -61,7 +63,7 @@ def _random_run(name: str, folder: Path) -> Path:
         return folder
     import torch
 
-    from flare.runtime.artifacts import DiffusionTraining
+    from flare.runtime.core.runs import DiffusionTraining
     from flare.training.diffusion.model import build_model, get_config, save_model
 
     config = get_config(NAMED[name])
@@ -181,7 +183,7 @@ def _torch_row(source: GenerateSource, precision: str, batch: int, steps: int, i
 
 def _runtime_row(bundle: Path, backend: str, precision: str, batch: int, steps: int, iterations: int, warmup: int,
                  max_seconds: float, skipped: list[dict[str, str]], reference: np.ndarray | None) -> dict | None:
-    from flare.runtime.generate import Generator
+    from flare.runtime.tasks.generate import Generator
 
     target = f"{backend} {precision} batch {batch}"
     names, seeds = _seeds(batch)

@@ -28,7 +28,7 @@ def grid(rows: list[np.ndarray], gap: int = 2) -> np.ndarray:
 
 
 def main() -> None:
-    from flare.runtime.generate import Generator
+    from flare.runtime.tasks.generate import Generator
     from flare.training.diffusion.model import load_diffusion
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -24,12 +24,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from flare.runtime.artifacts import ClassifierRun, Manifest, identify, sha256
-from flare.runtime.errors import FlareError, UsageError
-from flare.runtime.imageio import list_images, load_rgb
-from flare.runtime.preprocess import PreprocessSpec, resize
-from flare.runtime.progress import log
-from flare.runtime.taxonomy import fine_from_folder
+from flare.runtime.core.artifact import identify, sha256
+from flare.runtime.core.manifest import Manifest
+from flare.runtime.core.preprocess import PreprocessSpec, resize
+from flare.runtime.core.runs import ClassifierRun
+from flare.runtime.core.taxonomy import fine_from_folder
+from flare.runtime.foundation.errors import FlareError, UsageError
+from flare.runtime.foundation.progress import log
+from flare.runtime.io.images import list_images, load_rgb
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -142,7 +144,7 @@ def _from_name(name: str, out: Path, precisions: list[str], variants: list[str],
 
     from flare.training.checkpoints import save_weights
     from flare.training.classifiers.models import create_classifier, load_weights
-    from flare.runtime.taxonomy import FINE_CLASSES
+    from flare.runtime.core.taxonomy import FINE_CLASSES
 
     classes = list(FINE_CLASSES)
     notes = []

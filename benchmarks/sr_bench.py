@@ -1,8 +1,8 @@
 """``flare bench`` for super-resolution: megapixels per second of tiled enhancement.
 
-The runtime (:class:`~flare.runtime.enhance.Enhancer`: numpy tiling and blending around ONNX
+The runtime (:class:`~flare.runtime.tasks.enhance.Enhancer`: numpy tiling and blending around ONNX
 Runtime or OpenVINO, ``batch`` tiles per call) and PyTorch (``sr_tiled``: the same tiles,
-placed and blended by the same :mod:`flare.runtime.tiling`, one per call) enhance the same
+placed and blended by the same :mod:`flare.runtime.core.tiling`, one per call) enhance the same
 synthetic sky image. Figures are input megapixels per second of the whole tiled run, from
 the median of the timed runs; the speed-up is against PyTorch fp32 on the same device. The
 runtime output's PSNR against PyTorch's shows both computed the same picture.
@@ -24,9 +24,11 @@ import numpy as np
 from flare.benchmarks.common import cpu_speedup_headline, markdown_footer
 from flare.benchmarks.memory import peak_rss_mib, reset_peak_rss
 from flare.benchmarks.stats import summarize, time_calls
-from flare.runtime.artifacts import Manifest, SRRun, identify, sha256
-from flare.runtime.errors import FlareError
-from flare.runtime.progress import log
+from flare.runtime.core.artifact import identify, sha256
+from flare.runtime.core.manifest import Manifest
+from flare.runtime.core.runs import SRRun
+from flare.runtime.foundation.errors import FlareError
+from flare.runtime.foundation.progress import log
 
 #: Backends an SR row can run on; others of ``flare bench`` are listed as skipped.
 SR_BACKENDS = ("torch", "cpu", "cuda", "tensorrt", "openvino")
@@ -188,7 +190,7 @@ def _torch_row(source: SRSource, precision: str, image: np.ndarray, tile: int, o
 def _runtime_row(bundle: Path, backend: str, precision: str, batch: int, image: np.ndarray, tile: int,
                  overlap: int, iterations: int, warmup: int, max_seconds: float, skipped: list[dict[str, str]],
                  reference: np.ndarray | None) -> dict[str, Any] | None:
-    from flare.runtime.enhance import ArraySource, Enhancer
+    from flare.runtime.tasks.enhance import ArraySource, Enhancer
 
     target = f"{backend} {precision} batch {batch}"
     try:

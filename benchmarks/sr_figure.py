@@ -36,7 +36,7 @@ def main() -> None:
     from astropy.io import fits
 
     from flare.cli import cli
-    from flare.runtime.preprocess import StretchSpec, UnitMap
+    from flare.runtime.core.preprocess import StretchSpec, UnitMap
 
     source = Path(astropy.__file__).parent / M13
     with tempfile.TemporaryDirectory() as work:

@@ -32,13 +32,14 @@ def main() -> None:
     import torch
 
     from flare.benchmarks.common import write_results
-    from flare.runtime.imageio import load_rgb
+    from flare.runtime.io.images import load_rgb
     from flare.training.data.folders import scan_image_folder
     from flare.training.data.splits import split_groups
     from flare.training.pipeline.chain import link_tree
     from flare.training.sr.metrics import bicubic_upscale, psnr, ssim
     from flare.training.data.synth import SynthConfig, synthesize
-    from flare.runtime.artifacts import SRRun, SRTraining, to_plain
+    from flare.runtime.core.artifact import to_plain
+    from flare.runtime.core.runs import SRRun, SRTraining
     from flare.training.sr.train import load_sr, to_image, to_tensor, train_sr
 
     data = args.work / "data"

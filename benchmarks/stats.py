@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from flare.runtime.errors import UsageError
+from flare.runtime.foundation.errors import UsageError
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from flare.benchmarks.report import TARGETS
-from flare.runtime.atomic import write_text
+from flare.runtime.foundation.atomic import write_text
 
 
 def summarize(folder: Path) -> str:

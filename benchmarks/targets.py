@@ -6,7 +6,7 @@ agreement and accuracy), and the rate of a large GEMM through the same library, 
 precision (the peak a row is compared with). A backend that cannot run here raises
 :class:`Skip` with the reason a reader needs, instead of being left out silently.
 
-The runtime's backends are opened with :func:`flare.runtime.backends.open_runner`, exactly
+The runtime's backends are opened with :func:`flare.runtime.core.backends.open_runner`, exactly
 as ``flare classify`` and ``flare triage`` open them. ONNX Runtime rows are timed through IO
 binding (inputs placed once on the device, outputs bound there), so a CUDA figure is the
 model's time rather than host-device copies; the copies show in the end-to-end section.
@@ -24,9 +24,9 @@ from typing import Any, Callable
 import numpy as np
 
 from flare.benchmarks.peak import best_gflops, gemm_input, gemm_onnx
-from flare.runtime.artifacts import Manifest
-from flare.runtime.backends import Runner, open_runner
-from flare.runtime.errors import FlareError, MissingExtraError
+from flare.runtime.core.backends import Runner, open_runner
+from flare.runtime.core.manifest import Manifest
+from flare.runtime.foundation.errors import FlareError, MissingExtraError
 
 #: The backends ``--backends`` may name; runtime ones keep the runtime's ``--backend`` names.
 BENCH_BACKENDS = ("torch", "torch-compile", "cpu", "cuda", "tensorrt", "trt-engine", "openvino")
@@ -101,7 +101,7 @@ class RunnerSession(Session):
         session = getattr(self.runner, "session", None)
         if session is None:  # not ONNX Runtime: the runner's own call
             return lambda: self.runner.infer(feeds)
-        from flare.runtime.backends.ort_runner import import_onnxruntime
+        from flare.runtime.core.backends.ort_runner import import_onnxruntime
 
         ort = import_onnxruntime()
         binding = session.io_binding()
@@ -140,10 +140,10 @@ class RunnerSession(Session):
 
 def _gemm_runner(backend: str, path: Path, inputs, outputs) -> Runner:
     if backend == "openvino":
-        from flare.runtime.backends.openvino_runner import OpenVINORunner
+        from flare.runtime.core.backends.openvino_runner import OpenVINORunner
 
         return OpenVINORunner(path, inputs, outputs)
-    from flare.runtime.backends.ort_runner import OnnxRuntimeRunner
+    from flare.runtime.core.backends.ort_runner import OnnxRuntimeRunner
 
     return OnnxRuntimeRunner(path, inputs, outputs, backend=backend)
 

@@ -26,8 +26,8 @@ from typing import Callable
 import click
 
 from flare.benchmarks.common import write_results
-from flare.options import COUNT, CommaList, FlareCommand, InputPath, OutputPath
-from flare.runtime.triage import TriageSummary
+from flare.runtime.apps.triage import TriageSummary
+from flare.runtime.foundation.options import COUNT, CommaList, FlareCommand, InputPath, OutputPath
 
 
 @dataclass
@@ -61,7 +61,7 @@ def time_engine(run: Callable[[Path, Path], TriageSummary], images: Path, repeat
 
 def half_folder(images: Path, into: Path) -> Path:
     """A folder of links to the first half of ``images``' files (the same relative paths)."""
-    from flare.runtime.imageio import list_images
+    from flare.runtime.io.images import list_images
 
     paths, _ = list_images(images)
     for rel in paths[: len(paths) // 2]:
@@ -81,9 +81,9 @@ def measure(engine: str, workers: int, cpus_per_worker: float | None, run: Calla
 def bench_engines(bundle: Path, images: Path, workers: list[int], repeat: int, batch: int,
                   address: str | None) -> list[EngineRun]:
     """Local first, then Ray with each worker count, each over ``images`` and its first half."""
-    from flare.runtime.classify import Classifier
-    from flare.runtime.triage import triage
-    from flare.runtime.triage_ray import BundlePredictors, RayOptions, triage_on_ray
+    from flare.runtime.tasks.classify import Classifier
+    from flare.runtime.apps.triage import triage
+    from flare.runtime.apps.triage_ray import BundlePredictors, RayOptions, triage_on_ray
 
     def local(folder: Path, out: Path) -> TriageSummary:
         with Classifier(bundle, spin=False) as classifier:
@@ -108,7 +108,7 @@ def _cluster_cpus(address: str | None) -> float:
     """CPUs of the cluster the Ray runs will use (this machine's when none is named)."""
     if address is None and not os.environ.get("RAY_ADDRESS"):
         return float(os.cpu_count() or 1)
-    from flare.runtime.triage_ray import import_ray
+    from flare.runtime.apps.triage_ray import import_ray
 
     ray = import_ray()
     ray.init(address=address, include_dashboard=False, log_to_driver=False)

@@ -2,7 +2,7 @@
 
 A bundle is built in ``<out>.partial`` beside its destination, its manifest records every
 file's sha256 and size, and the finished folder is swapped in with
-:func:`flare.runtime.atomic.publish_folder`, so a reader (or a crash) sees the complete old
+:func:`flare.runtime.foundation.atomic.publish_folder`, so a reader (or a crash) sees the complete old
 bundle or the complete new one, never neither and never a mix.
 """
 
@@ -13,10 +13,10 @@ import shutil
 from pathlib import Path
 
 from flare.export.parity import ParityError, ParityReport
-from flare.runtime.artifacts import BundleFile, Manifest
-from flare.runtime.atomic import publish_folder
-from flare.runtime.errors import UsageError
-from flare.runtime.progress import log
+from flare.runtime.core.manifest import BundleFile, Manifest
+from flare.runtime.foundation.atomic import publish_folder
+from flare.runtime.foundation.errors import UsageError
+from flare.runtime.foundation.progress import log
 
 VERSIONED = ("flare-edge", "torch", "torchvision", "timm", "diffusers", "onnx", "onnxscript", "onnxslim",
              "onnxruntime", "onnxruntime-gpu", "tensorrt", "numpy", "pillow")

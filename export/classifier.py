@@ -19,15 +19,17 @@ from torch import nn
 
 from flare.export.bundle import bundle_files, library_versions, publish_checked, staging_dir
 from flare.export.onnx_export import export_onnx, finalize, tensor_specs
-from flare.export.precision import HalfPrecision
 from flare.export.parity import ParityReport, compare, run_onnx
+from flare.export.precision import HalfPrecision
 from flare.export.tensorrt import TensorRTOptions, prepare_for_tensorrt
-from flare.runtime.paths import check_apart
-from flare.runtime.artifacts import ClassifierRun, Labels, Manifest, identify, sha256
-from flare.runtime.errors import UsageError
-from flare.runtime.imageio import list_images, load_rgb
-from flare.runtime.preprocess import PreprocessSpec, normalize, resize
-from flare.runtime.taxonomy import FINE_CLASSES, MACRO_OF
+from flare.runtime.core.artifact import identify, sha256
+from flare.runtime.core.manifest import Labels, Manifest
+from flare.runtime.core.preprocess import PreprocessSpec, normalize, resize
+from flare.runtime.core.runs import ClassifierRun
+from flare.runtime.core.taxonomy import FINE_CLASSES, MACRO_OF
+from flare.runtime.foundation.errors import UsageError
+from flare.runtime.foundation.paths import check_apart
+from flare.runtime.io.images import list_images, load_rgb
 
 INPUT, OUTPUT = "image", "logits"
 

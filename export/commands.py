@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from flare.options import (COUNT, NON_NEGATIVE, PIXELS, CommandGroup, CommaList, InputPath, OutputPath, RunOrName,
+from flare.runtime.foundation.options import (COUNT, NON_NEGATIVE, PIXELS, CommandGroup, CommaList, InputPath, OutputPath, RunOrName,
                            input_size)
 
 
@@ -46,7 +46,7 @@ def tensorrt_options(engine: bool, max_batch: int | None, timing_cache: Path | N
                      allow_unsupported_ops: bool, max_tile: int | None = None) -> Any:
     """The :class:`flare.export.tensorrt.TensorRTOptions` the shared options ask for."""
     from flare.export.tensorrt import TensorRTOptions
-    from flare.runtime.engines import ProfileOptions
+    from flare.runtime.core.engines import ProfileOptions
 
     return TensorRTOptions(engine=engine, profile=ProfileOptions(max_batch=max_batch, max_tile=max_tile),
                            timing_cache=timing_cache, allow_unsupported_ops=allow_unsupported_ops)
@@ -74,7 +74,7 @@ def classifier(run_or_name: str, out: Path, num_classes: int | None, weights: Pa
                allow_parity_failure: bool) -> None:
     """Export a training RUN, or a timm/googlenet architecture, as a classify bundle."""
     from flare.export.classifier import export_classifier
-    from flare.runtime.progress import log
+    from flare.runtime.foundation.progress import log
 
     path, report = export_classifier(run_or_name, out, num_classes=num_classes, weights=weights,
                                      precision=precision, calib=calib, samples=samples, input_size=input_size,
@@ -103,7 +103,7 @@ def sr(checkpoint: Path, out: Path, precision: str, calib: Path | None, tile: in
        allow_unsupported_ops: bool, allow_parity_failure: bool) -> None:
     """Export an official SwinIR .pth or a 'flare train-sr' RUN as an enhance bundle."""
     from flare.export.sr import export_sr
-    from flare.runtime.progress import log
+    from flare.runtime.foundation.progress import log
 
     path, report = export_sr(checkpoint, out, precision=precision, calib=calib, tile=tile, overlap=overlap,
                              allow_parity_failure=allow_parity_failure,
@@ -130,7 +130,7 @@ def diffusion(source: Path, out: Path, precision: str, calib: Path | None, class
               allow_parity_failure: bool) -> None:
     """Export a 'flare train-diffusion' RUN or a local Stable-Diffusion pipeline folder as a generate bundle."""
     from flare.export.diffusion import export_diffusion
-    from flare.runtime.progress import log
+    from flare.runtime.foundation.progress import log
 
     path, report = export_diffusion(source, out, precision=precision, calib=calib, classes=classes,
                                     tensorrt=tensorrt_options(engine, max_batch, timing_cache, allow_unsupported_ops),
@@ -149,9 +149,9 @@ def engine(bundle: Path, max_batch: int | None, timing_cache: Path | None, max_t
     picks the one built for the machine it runs on. Needs TensorRT and cuda-python, not torch.
     """
     from flare.export.tensorrt import add_engines
-    from flare.runtime.artifacts import Manifest
-    from flare.runtime.engines import ProfileOptions
-    from flare.runtime.progress import log
+    from flare.runtime.core.manifest import Manifest
+    from flare.runtime.core.engines import ProfileOptions
+    from flare.runtime.foundation.progress import log
 
     manifest = Manifest.load(bundle)
     add_engines(bundle, manifest, ProfileOptions(max_batch=max_batch, max_tile=max_tile), timing_cache)
@@ -176,7 +176,7 @@ def triton(bundles: tuple[Path, ...], out: Path, kind: str, instances: int, max_
     need 'flare-edge[cpu]' installed in the server's Python environment.
     """
     from flare.export.triton import ServingOptions, export_triton
-    from flare.runtime.progress import log
+    from flare.runtime.foundation.progress import log
 
     path = export_triton(list(bundles), out, ServingOptions(kind=kind, instances=instances, max_batch=max_batch))
     log(f"model repository written to {path}; serve it with: docker run --gpus all --rm -p 8000:8000 -p 8001:8001 "

@@ -41,13 +41,15 @@ from flare.export.onnx_export import export_onnx, external_data_files, finalize,
 from flare.export.parity import GateReport, ParityReport, compare, compare_images, sample_images
 from flare.export.precision import HalfPrecision
 from flare.export.tensorrt import TensorRTOptions, prepare_for_tensorrt
-from flare.runtime.artifacts import DiffusionRun, Manifest, ModelIO, identify, sha256
-from flare.runtime.errors import FlareError, UsageError
-from flare.runtime.generation_spec import STEP_COEFFICIENTS, GenerationSpec, TextSpec, prompt_for, source_input
-from flare.runtime.paths import check_apart
-from flare.runtime.progress import log
-from flare.runtime.schedulers import alphas_cumprod, beta_schedule
-from flare.runtime.tokenizer import PromptTokenizer
+from flare.runtime.core.artifact import identify, sha256
+from flare.runtime.core.generation_spec import STEP_COEFFICIENTS, GenerationSpec, TextSpec, prompt_for, source_input
+from flare.runtime.core.manifest import Manifest, ModelIO
+from flare.runtime.core.runs import DiffusionRun
+from flare.runtime.core.schedulers import alphas_cumprod, beta_schedule
+from flare.runtime.core.tokenizer import PromptTokenizer
+from flare.runtime.foundation.errors import FlareError, UsageError
+from flare.runtime.foundation.paths import check_apart
+from flare.runtime.foundation.progress import log
 
 #: Timesteps the UNet gate checks, across the whole schedule (noisy to nearly clean).
 GATE_TIMESTEPS = (999, 700, 400, 100, 10, 1)
@@ -285,7 +287,7 @@ def _save_tokenizer(tokenizer: Any, path: Path, spec: TextSpec, prompts: list[st
 
 
 def save_sampler_step(path: Path, latent_shape: tuple[int, int, int]) -> None:
-    """Write the sampler-step graph (see ``STEP_INPUTS`` in :mod:`flare.runtime.generation_spec`).
+    """Write the sampler-step graph (see ``STEP_INPUTS`` in :mod:`flare.runtime.core.generation_spec`).
 
     Plain element-wise ONNX, built here rather than traced: guidance from the two halves of
     the UNet output (one half each when there is no guidance, so the same graph serves both),

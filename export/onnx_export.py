@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from flare.runtime.artifacts import TensorSpec
-from flare.runtime.errors import FlareError
+from flare.runtime.core.manifest import TensorSpec
+from flare.runtime.foundation.errors import FlareError
 
 OPSET = 18
 _TWO_GIB = 2 * 1024**3

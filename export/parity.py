@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from flare.runtime.errors import FlareError, UsageError
+from flare.runtime.foundation.errors import FlareError, UsageError
 
 #: precision -> (max relative difference, min top-1 agreement)
 TOLERANCES = {"fp32": (1e-3, 1.0), "fp16": (2e-2, 0.97), "int8": (float("inf"), 0.85)}
@@ -128,7 +128,7 @@ def compare_images(pairs: list[tuple[np.ndarray, np.ndarray]], precision: str, i
 def run_onnx(path: Path, feeds: dict[str, np.ndarray], batch: int = 16) -> tuple[np.ndarray, str]:
     """First output of an ONNX model on CPU, in batches (the gate must not need a GPU)."""
     from flare.export.onnx_export import tensor_specs
-    from flare.runtime.backends.ort_runner import OnnxRuntimeRunner
+    from flare.runtime.core.backends.ort_runner import OnnxRuntimeRunner
 
     inputs, outputs = tensor_specs(path)
     with OnnxRuntimeRunner(Path(path), inputs, outputs, backend="cpu") as runner:
@@ -145,7 +145,7 @@ def sample_images(calib: Path | None, data: Path | None, samples: int) -> tuple[
     Synthetic sky is the last resort, and the phrase says so: a gate on made-up images
     proves less than one on the user's own.
     """
-    from flare.runtime.imageio import list_images, load_rgb
+    from flare.runtime.io.images import list_images, load_rgb
 
     folder, where = (calib, f"images from {calib}") if calib is not None else \
         (data, f"images from the run's data {data}")

@@ -28,11 +28,13 @@ from flare.export.onnx_export import export_onnx, finalize, tensor_specs
 from flare.export.parity import ParityReport, compare_images, run_onnx, sample_images
 from flare.export.precision import HalfPrecision
 from flare.export.tensorrt import TensorRTOptions, prepare_for_tensorrt
-from flare.runtime.artifacts import Manifest, SRRun, identify, sha256
-from flare.runtime.errors import UsageError
-from flare.runtime.paths import check_apart
-from flare.runtime.preprocess import EnhanceSpec
-from flare.runtime.progress import log
+from flare.runtime.core.artifact import identify, sha256
+from flare.runtime.core.manifest import Manifest
+from flare.runtime.core.preprocess import EnhanceSpec
+from flare.runtime.core.runs import SRRun
+from flare.runtime.foundation.errors import UsageError
+from flare.runtime.foundation.paths import check_apart
+from flare.runtime.foundation.progress import log
 from flare.training.sr.swinir import CONFIGS, SwinIRConfig
 
 INPUT, OUTPUT = "image", "enhanced"

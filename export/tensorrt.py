@@ -12,7 +12,7 @@ never as plain attributes, so a test can list every plain ``trt.`` attribute thi
 uses and check each one exists in TensorRT 10 and 11 (``tests/test_tensorrt_build.py``).
 
 Engines are added to a finished bundle (``--engine`` on an export, or ``flare export
-engine BUNDLE`` on the target machine), keyed and recorded as :mod:`flare.runtime.engines`
+engine BUNDLE`` on the target machine), keyed and recorded as :mod:`flare.runtime.core.engines`
 describes. TensorRT cannot be installed on our CI machines: a real build runs only in the
 tests marked ``tensorrt``.
 """
@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from flare.export.trt_ops import UnsupportedOpError, check_models
-from flare.runtime.artifacts import GENERATE_MODELS, BundleFile, EngineInfo, Manifest, sha256
-from flare.runtime.atomic import write_atomically
-from flare.runtime.engines import (Platform, Profile, ProfileOptions, engine_file_name, engine_profile,
+from flare.runtime.core.artifact import sha256
+from flare.runtime.core.engines import (Platform, Profile, ProfileOptions, engine_file_name, engine_profile,
                                    profile_to_manifest, this_platform)
-from flare.runtime.errors import FlareError, MissingExtraError, one_line
-from flare.runtime.progress import log
+from flare.runtime.core.manifest import GENERATE_MODELS, BundleFile, EngineInfo, Manifest
+from flare.runtime.foundation.atomic import write_atomically
+from flare.runtime.foundation.errors import FlareError, MissingExtraError, one_line
+from flare.runtime.foundation.progress import log
 
 #: The timing cache a bundle keeps beside its engines: reused by the next build on the same GPU.
 TIMING_CACHE = "timing.cache"

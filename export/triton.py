@@ -15,7 +15,7 @@ For each bundle (``NAME`` is its folder name, made a valid model name):
 
 ONNX models get dynamic batching with preferred sizes, an instance group, and on GPUs the
 TensorRT accelerator (FP16 where the bundle is fp16, INT8 for an int8 bundle). The Python
-models are :mod:`flare.runtime.serving`; they need ``flare-edge[cpu]`` in the server's
+models are :mod:`flare.runtime.apps.serving`; they need ``flare-edge[cpu]`` in the server's
 Python environment. The repository is written beside its destination and swapped in.
 """
 
@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flare.runtime.artifacts import GENERATE_MODELS, Manifest, TensorSpec
-from flare.runtime.atomic import publish_folder, write_json, write_text
-from flare.runtime.engines import DEFAULT_MAX_BATCH, GUIDED_PARTS
-from flare.runtime.errors import UsageError
-from flare.runtime.fingerprint import fingerprint_path
-from flare.runtime.progress import log
-from flare.runtime.serving import ENHANCED, GENERATE_INPUTS, IMAGE, IMAGES
+from flare.runtime.apps.serving import ENHANCED, GENERATE_INPUTS, IMAGE, IMAGES
+from flare.runtime.core.engines import DEFAULT_MAX_BATCH, GUIDED_PARTS
+from flare.runtime.core.manifest import GENERATE_MODELS, Manifest, TensorSpec
+from flare.runtime.foundation.atomic import publish_folder, write_json, write_text
+from flare.runtime.foundation.errors import UsageError
+from flare.runtime.foundation.fingerprint import fingerprint_path
+from flare.runtime.foundation.progress import log
 
 #: Marks a folder as a repository this command wrote (it may then be replaced).
 MARKER = "flare-triton.json"
@@ -134,11 +134,11 @@ def python_config(name: str, inputs: list[dict[str, Any]], outputs: list[dict[st
 
 
 MODEL_PY = '''"""Triton Python-backend model written by `flare export triton` ({kind}); the logic is
-flare.runtime.serving (pip install 'flare-edge[cpu]' in the server's Python environment)."""
+flare.runtime.apps.serving (pip install 'flare-edge[cpu]' in the server's Python environment)."""
 
 import triton_python_backend_utils as pb_utils
 
-from flare.runtime.serving import triton_model
+from flare.runtime.apps.serving import triton_model
 
 TritonPythonModel = triton_model("{kind}", pb_utils)
 '''

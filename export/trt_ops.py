@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from flare.export.trt_op_table import SOURCE, SUPPORTED
-from flare.runtime.errors import FlareError
+from flare.runtime.foundation.errors import FlareError
 
 #: Domains whose ops the table covers (the default ONNX domain).
 ONNX_DOMAINS = ("", "ai.onnx")

@@ -1,6 +1,6 @@
 """``flare``: one command for data, training, export and the torch-free runtime.
 
-Sub-commands are defined next to the code they drive (``flare.runtime.commands``,
+Sub-commands are defined next to the code they drive (``flare.runtime.apps.commands``,
 ``flare.training.<stage>.commands``, ``flare.export.commands``) and loaded here on first
 use, so the runtime install (no torch) can run ``flare --help``, ``flare classify`` and
 ``flare triage``.
@@ -18,8 +18,8 @@ from typing import Any
 
 import click
 
-from flare.runtime.errors import FlareError, UsageError, one_line
-from flare.runtime.paths import os_error_line
+from flare.runtime.foundation.errors import FlareError, UsageError, one_line
+from flare.runtime.foundation.paths import os_error_line
 
 #: name -> (module, attribute). Module import must stay light (click only at top level).
 COMMANDS = {
@@ -30,12 +30,12 @@ COMMANDS = {
     "augment": ("flare.training.pipeline.commands", "augment"),
     "experiment": ("flare.training.pipeline.commands", "experiment"),
     "export": ("flare.export.commands", "export"),
-    "info": ("flare.runtime.commands", "info"),
-    "classify": ("flare.runtime.commands", "classify"),
-    "triage": ("flare.runtime.commands", "triage"),
-    "report": ("flare.runtime.commands", "report"),
-    "enhance": ("flare.runtime.commands", "enhance"),
-    "generate": ("flare.runtime.commands", "generate"),
+    "info": ("flare.runtime.apps.commands", "info"),
+    "classify": ("flare.runtime.apps.commands", "classify"),
+    "triage": ("flare.runtime.apps.commands", "triage"),
+    "report": ("flare.runtime.apps.commands", "report"),
+    "enhance": ("flare.runtime.apps.commands", "enhance"),
+    "generate": ("flare.runtime.apps.commands", "generate"),
     "bench": ("flare.benchmarks.commands", "bench"),
     "demo": ("flare.demo", "demo"),
 }

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import click
 
-from flare.options import COUNT, FlareCommand, OutputPath, input_size
+from flare.runtime.foundation.options import COUNT, FlareCommand, OutputPath, input_size
 
 #: Real astronomical FITS files that ship with astropy's test data (globular cluster M13,
 #: a survey field, an HST raw frame); whichever exist in the installed astropy are used.
@@ -47,8 +47,8 @@ def _changed_options(out: Path, options: dict[str, object]) -> list[str]:
 
 def _exported_from(bundle: Path) -> str | None:
     """sha256 of the checkpoint the bundle in ``bundle`` was exported from, if it is readable."""
-    from flare.runtime.artifacts import Manifest
-    from flare.runtime.errors import FlareError
+    from flare.runtime.core.manifest import Manifest
+    from flare.runtime.foundation.errors import FlareError
 
     try:
         return Manifest.load(bundle).source.get("sha256") if (bundle / Manifest.FILE).is_file() else None
@@ -58,7 +58,7 @@ def _exported_from(bundle: Path) -> str | None:
 
 def _remove(paths: list[Path]) -> None:
     """Remove outputs of earlier demo steps (files, folders, and a CSV's settings record)."""
-    from flare.runtime.fingerprint import record_path
+    from flare.runtime.foundation.fingerprint import record_path
 
     for path in paths:
         if path.is_dir():
@@ -89,12 +89,13 @@ def astropy_fits_files() -> list[Path]:
 def demo(out: Path, model_name: str, per_class: int, epochs: int, input_size: int) -> None:
     """Synthesize, train, export with the parity gate, and triage a survey, in minutes on a CPU."""
     from flare.export.classifier import export_classifier
-    from flare.runtime.artifacts import ClassifierTraining, sha256
-    from flare.runtime.atomic import write_json
-    from flare.runtime.classify import Classifier
-    from flare.runtime.progress import log, progress_bar
-    from flare.runtime.report import write_report
-    from flare.runtime.triage import triage
+    from flare.runtime.core.artifact import sha256
+    from flare.runtime.core.runs import ClassifierTraining
+    from flare.runtime.foundation.atomic import write_json
+    from flare.runtime.tasks.classify import Classifier
+    from flare.runtime.foundation.progress import log, progress_bar
+    from flare.runtime.apps.report import write_report
+    from flare.runtime.apps.triage import triage
     from flare.training.classifiers.train import train
     from flare.training.data.synth import SynthConfig, synthesize
 

@@ -27,7 +27,7 @@ def sky_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def trained_run(sky_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A resnet18 trained for one epoch at 32 px on ``sky_data``."""
     pytest.importorskip("torch")
-    from flare.runtime.artifacts import ClassifierTraining
+    from flare.runtime.core.runs import ClassifierTraining
     from flare.training.classifiers.train import train
 
     run = tmp_path_factory.mktemp("run") / "run"
@@ -120,7 +120,7 @@ def _tiny_clip(folder: Path) -> tuple[object, object]:
     """A random CLIP tokenizer + text encoder small enough for a unit test, saved to ``folder``."""
     transformers = pytest.importorskip("transformers", reason="CLIP text encoders need transformers")
     torch = pytest.importorskip("torch")
-    from flare.runtime.taxonomy import FINE_CLASSES
+    from flare.runtime.core.taxonomy import FINE_CLASSES
 
     # a word-level BPE: letters, then merges that build each word of the class prompts
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}

@@ -10,8 +10,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from flare.runtime.errors import FlareError
-from flare.runtime.triage_ray import PredictorInfo
+from flare.runtime.apps.triage_ray import PredictorInfo
+from flare.runtime.foundation.errors import FlareError
 from test_triage import FakePredictor
 
 

@@ -10,10 +10,11 @@ import pytest
 from click.testing import CliRunner
 
 from flare.cli import cli
-from flare.runtime.artifacts import (ClassifierRun, ClassifierTraining, Conditioner, DiffusionRun,
-                                     DiffusionTraining, Manifest, SRRun, SRTraining, identify, sha256)
-from flare.runtime.errors import ArtifactError, BundleError
-from flare.runtime.preprocess import PreprocessSpec, StretchSpec
+from flare.runtime.core.artifact import identify, sha256
+from flare.runtime.core.manifest import Manifest
+from flare.runtime.core.preprocess import PreprocessSpec, StretchSpec
+from flare.runtime.core.runs import ClassifierRun, ClassifierTraining, Conditioner, DiffusionRun, DiffusionTraining, SRRun, SRTraining
+from flare.runtime.foundation.errors import ArtifactError, BundleError
 
 
 def classifier_run() -> ClassifierRun:

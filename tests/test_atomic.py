@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import flare.runtime.atomic as atomic
-from flare.runtime.atomic import publish_folder, write_json
+import flare.runtime.foundation.atomic as atomic
+from flare.runtime.foundation.atomic import publish_folder, write_json
 
 
 def make_bundle(folder: Path, version: int) -> Path:

@@ -16,9 +16,9 @@ from flare.benchmarks.endtoend import bound
 from flare.benchmarks.stats import MIN_ITERATIONS, summarize, time_calls
 from flare.benchmarks.targets import RunnerSession, Skip, Target, open_session
 from flare.cli import cli
-from flare.runtime.artifacts import BundleFile, Manifest
-from flare.runtime.backends import open_runner
-from flare.runtime.errors import UsageError
+from flare.runtime.core.backends import open_runner
+from flare.runtime.core.manifest import BundleFile, Manifest
+from flare.runtime.foundation.errors import UsageError
 
 
 def test_latency_percentiles_and_throughput() -> None:
@@ -106,7 +106,7 @@ def test_gemm_peak_model_multiplies(tmp_path: Path, precision: str) -> None:
     pytest.importorskip("onnx")
     from flare.benchmarks.peak import best_gflops, gemm_input, gemm_onnx
     from flare.export.onnx_export import tensor_specs
-    from flare.runtime.backends.ort_runner import OnnxRuntimeRunner
+    from flare.runtime.core.backends.ort_runner import OnnxRuntimeRunner
 
     path = gemm_onnx(tmp_path / "gemm.onnx", 64, precision)
     a = gemm_input(64, precision)
@@ -267,7 +267,7 @@ def test_a_backend_that_fails_while_running_is_skipped_with_its_reason(tmp_path:
     torch = pytest.importorskip("torch")
     from flare.benchmarks.bench import Settings, _measure_target
     from flare.benchmarks.source import BenchSource, EvalSet
-    from flare.runtime.preprocess import PreprocessSpec
+    from flare.runtime.core.preprocess import PreprocessSpec
 
     class Broken(torch.nn.Module):
         def forward(self, x):

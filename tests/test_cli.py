@@ -176,11 +176,11 @@ def leaf_commands() -> dict[str, object]:
 
 
 def test_every_command_checks_its_paths_and_ranges() -> None:
-    """The mechanisms of flare.options reach every command: a new command that forgets them
+    """The mechanisms of flare.runtime.foundation.options reach every command: a new command that forgets them
     fails here, not in a user's hands."""
     import click
 
-    from flare.options import CommaList, FlareCommand, InputPath, OutputPath
+    from flare.runtime.foundation.options import CommaList, FlareCommand, InputPath, OutputPath
 
     commands = leaf_commands()
     assert len(commands) >= 14
@@ -190,7 +190,7 @@ def test_every_command_checks_its_paths_and_ranges() -> None:
             kind = param.type
             where = f"flare {path} {param.human_readable_name}"
             # every number has a declared range: a bare int/float lets 0 or -1 through to torch
-            assert kind not in (click.INT, click.FLOAT), f"{where}: give it a range type from flare.options"
+            assert kind not in (click.INT, click.FLOAT), f"{where}: give it a range type from flare.runtime.foundation.options"
             if isinstance(kind, CommaList):  # each item of a list too
                 assert kind.item not in (click.INT, click.FLOAT), f"{where}: give its items a range type"
             # every path is declared as read or written, so existence and overlap are checked

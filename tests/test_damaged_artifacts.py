@@ -23,9 +23,9 @@ torch = pytest.importorskip("torch")
 from click.testing import CliRunner, Result  # noqa: E402
 
 from flare.cli import cli  # noqa: E402
-from flare.runtime.artifacts import (ClassifierRun, ClassifierTraining, DiffusionTraining, Manifest,  # noqa: E402
-                                     SRRun, SRTraining)
-from flare.runtime.errors import ArtifactError, BundleError  # noqa: E402
+from flare.runtime.core.manifest import Manifest
+from flare.runtime.core.runs import ClassifierRun, ClassifierTraining, DiffusionTraining, SRRun, SRTraining
+from flare.runtime.foundation.errors import ArtifactError, BundleError  # noqa: E402
 from flare.training.checkpoints import EpochLog, load_state, restore_parts, save_weights  # noqa: E402
 from flare.training.classifiers.models import create_classifier, load_weights  # noqa: E402
 from flare.training.classifiers.train import build_from_run, train  # noqa: E402
@@ -253,7 +253,7 @@ def test_cli_refuses_a_manifest_whose_input_shape_was_edited(bundle: Path, sky_d
 def test_runner_compares_manifest_with_the_model(bundle: Path, tmp_path: Path, edit: Callable[[dict], object],
                                                  says: str) -> None:
     pytest.importorskip("onnxruntime")
-    from flare.runtime.classify import Classifier
+    from flare.runtime.tasks.classify import Classifier
 
     edited = edited_bundle(bundle, tmp_path, edit)
     with pytest.raises(BundleError) as info:
@@ -263,7 +263,7 @@ def test_runner_compares_manifest_with_the_model(bundle: Path, tmp_path: Path, e
 
 def test_a_manifest_may_fix_what_the_model_leaves_symbolic(bundle: Path, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
-    from flare.runtime.classify import Classifier
+    from flare.runtime.tasks.classify import Classifier
 
     edited = edited_bundle(bundle, tmp_path, lambda m: m["inputs"][0].update(shape=[4, 3, 32, 32]))
     with Classifier(edited) as clf:

@@ -41,7 +41,7 @@ def test_demo_classifier_passes_the_parity_gate_in_reduced_precision(demo: tuple
                                                                      precision: str) -> None:
     onnx = pytest.importorskip("onnx")
     from flare.export.classifier import export_classifier
-    from flare.runtime.artifacts import Manifest
+    from flare.runtime.core.manifest import Manifest
 
     path, report = export_classifier(str(demo[0] / "run"), tmp_path / precision, precision=precision)
     assert report.passed, report.summary()

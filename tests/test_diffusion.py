@@ -15,10 +15,10 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from flare.runtime.artifacts import DiffusionRun, DiffusionTraining
-from flare.runtime.errors import FlareError, UsageError
 from flare.cli import cli
-from flare.runtime.taxonomy import FINE_CLASSES
+from flare.runtime.core.runs import DiffusionRun, DiffusionTraining
+from flare.runtime.core.taxonomy import FINE_CLASSES
+from flare.runtime.foundation.errors import FlareError, UsageError
 from flare.training.data.synth import SynthConfig, synthesize
 from flare.training.diffusion.commands import train_diffusion
 from flare.training.diffusion.model import (ClassPromptEmbedding, LatentDiffusion, PromptTable, build_model,

@@ -1,4 +1,4 @@
-"""Engine profiles, keying and refusal (flare.runtime.engines), and the provider options
+"""Engine profiles, keying and refusal (flare.runtime.core.engines), and the provider options
 built from them: everything about TensorRT engines that needs no GPU."""
 
 from __future__ import annotations
@@ -11,17 +11,17 @@ import pytest
 from click.testing import CliRunner
 
 from flare.cli import cli
-from flare.runtime.artifacts import BundleFile, EngineInfo, Manifest, TensorSpec
-from flare.runtime.engines import (Platform, ProfileOptions, engine_file_name, engine_for, engine_profile,
+from flare.runtime.core.engines import (Platform, ProfileOptions, engine_file_name, engine_for, engine_profile,
                                    profile_shapes, profile_to_manifest)
-from flare.runtime.errors import BackendError, UsageError
+from flare.runtime.core.manifest import BundleFile, EngineInfo, Manifest, TensorSpec
+from flare.runtime.foundation.errors import BackendError, UsageError
 
 H100_TRT10 = Platform(tensorrt="10.13.0", compute_capability="9.0", gpu="NVIDIA H100 80GB HBM3")
 ORIN_TRT10 = Platform(tensorrt="10.3.0", compute_capability="8.7", gpu="Orin")
 
 
 def manifest(task: str, inputs: dict[str, list], preprocessing: dict | None = None, models: dict | None = None) -> Manifest:
-    from flare.runtime.artifacts import ModelIO
+    from flare.runtime.core.manifest import ModelIO
 
     specs = [TensorSpec(name, shape) for name, shape in inputs.items()]
     return Manifest(task=task, files={"model": BundleFile("model.onnx", "0" * 64, 1)}, inputs=specs,
@@ -136,7 +136,7 @@ def test_manifest_round_trips_engines_and_refuses_an_unnamed_engine_file(bundle:
 
 def test_cli_refuses_an_engine_built_elsewhere_in_one_line(bundle: Path, sky_data: Path, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    import flare.runtime.engines as engines
+    import flare.runtime.core.engines as engines
 
     copy, _ = _bundle_with_engine(bundle, tmp_path, ORIN_TRT10)
     monkeypatch.setattr(engines, "this_platform", lambda: H100_TRT10)

@@ -19,8 +19,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from flare.cli import cli
-from flare.runtime.enhance import ArraySource, Enhancer
-from flare.runtime.pngwrite import PngWriter
+from flare.runtime.io.pngwrite import PngWriter
+from flare.runtime.tasks.enhance import ArraySource, Enhancer
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
@@ -32,7 +32,7 @@ SIP = ASTROPY_DATA / "nddata/tests/data/sip-wcs.fits"  # SIP distortion, PC + CD
 
 @pytest.fixture(scope="module")
 def sr_run(sky_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from flare.runtime.artifacts import SRTraining
+    from flare.runtime.core.runs import SRTraining
     from flare.training.sr.train import train_sr
 
     run = tmp_path_factory.mktemp("enhance") / "run"
@@ -329,7 +329,7 @@ def test_working_memory_is_bounded_by_tiles_not_the_image(tmp_path: Path, swinir
 
 
 def test_sr_bundle_passes_the_static_tensorrt_op_check(sr_bundle: Path) -> None:
-    from flare.runtime.artifacts import Manifest
+    from flare.runtime.core.manifest import Manifest
 
     ops = Manifest.load(sr_bundle).extra["tensorrt_ops"]
     assert ops["passed"] and "TensorRT 10.16" in ops["checked_against"]

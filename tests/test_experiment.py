@@ -43,7 +43,7 @@ def test_experiment_runs_all_arms_and_resumes(sky_data: Path, tmp_path: Path) ->
     # other settings are refused, naming what changed, and nothing is redone or rewritten
     from dataclasses import replace
 
-    from flare.runtime.errors import FlareError
+    from flare.runtime.foundation.errors import FlareError
 
     before = (out / "results.json").read_bytes()
     with pytest.raises(FlareError, match=r"--epochs 1 then, 2 now.*new --out"):

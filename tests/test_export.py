@@ -14,9 +14,9 @@ onnx = pytest.importorskip("onnx")
 
 import flare.export.classifier as exporter  # noqa: E402
 from flare.export.parity import ParityError  # noqa: E402
-from flare.runtime.classify import Classifier  # noqa: E402
-from flare.runtime.errors import BundleError  # noqa: E402
-from flare.runtime.artifacts import Manifest  # noqa: E402
+from flare.runtime.core.manifest import Manifest
+from flare.runtime.foundation.errors import BundleError  # noqa: E402
+from flare.runtime.tasks.classify import Classifier  # noqa: E402
 from flare.training.classifiers.train import build_from_run  # noqa: E402
 
 
@@ -50,8 +50,8 @@ def test_bundle_manifest_and_runtime_match_pytorch(bundle: Path, trained_run: Pa
     files = sorted((sky_data / "lr").rglob("*.png"))[:10]
     preds = clf.classify_files(files, top_k=8)
     model, _, _ = build_from_run(trained_run)
-    from flare.runtime.imageio import load_rgb
-    from flare.runtime.preprocess import preprocess
+    from flare.runtime.io.images import load_rgb
+    from flare.runtime.core.preprocess import preprocess
 
     x = torch.from_numpy(np.stack([preprocess(load_rgb(f), clf.spec) for f in files]))
     with torch.inference_mode():
@@ -137,9 +137,9 @@ def test_fused_preprocess_bundle_takes_uint8_and_agrees_with_the_plain_one(
         assert fused.spec.fused and not plain.spec.fused
         got, want = fused.classify_files(files, top_k=8), plain.classify_files(files, top_k=8)
         # the runner refuses the float input of a plain bundle, by name, instead of casting it
-        from flare.runtime.imageio import load_rgb
-        from flare.runtime.preprocess import preprocess
-        from flare.runtime.errors import UsageError
+        from flare.runtime.io.images import load_rgb
+        from flare.runtime.core.preprocess import preprocess
+        from flare.runtime.foundation.errors import UsageError
 
         with pytest.raises(UsageError, match="must be uint8, not float32"):
             fused.predict(preprocess(load_rgb(files[0]), plain.spec)[None])

@@ -20,8 +20,8 @@ from PIL import Image  # noqa: E402
 from flare.cli import cli  # noqa: E402
 from flare.export.parity import ParityError  # noqa: E402
 from flare.export.sr import export_sr, recommend_tile  # noqa: E402
-from flare.runtime.artifacts import Manifest  # noqa: E402
-from flare.runtime.preprocess import EnhanceSpec  # noqa: E402
+from flare.runtime.core.manifest import Manifest
+from flare.runtime.core.preprocess import EnhanceSpec  # noqa: E402
 from flare.training.sr.swinir import CONFIGS, SwinIRConfig, load_swinir  # noqa: E402
 
 #: Each structural variant of the released models (head, residual connection, scale, window,
@@ -78,7 +78,7 @@ def test_every_layout_exports_and_matches_pytorch(name: str, calib: Path, tmp_pa
 
 
 def test_train_sr_run_exports_with_its_own_data(sky_data: Path, tmp_path: Path) -> None:
-    from flare.runtime.artifacts import SRTraining
+    from flare.runtime.core.runs import SRTraining
     from flare.training.sr.train import train_sr
 
     run = tmp_path / "run"

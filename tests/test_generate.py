@@ -26,10 +26,11 @@ pytest.importorskip("onnx")
 pytest.importorskip("diffusers")
 
 from flare.cli import cli  # noqa: E402
-from flare.runtime.artifacts import GENERATE_MODELS, DiffusionTraining, Manifest  # noqa: E402
-from flare.runtime.generate import Generator  # noqa: E402
-from flare.runtime.generate_files import read_provenance  # noqa: E402
-from flare.runtime.generation_spec import initial_noise, prompt_for  # noqa: E402
+from flare.runtime.apps.generate_files import read_provenance  # noqa: E402
+from flare.runtime.core.generation_spec import initial_noise, prompt_for  # noqa: E402
+from flare.runtime.core.manifest import GENERATE_MODELS, Manifest
+from flare.runtime.core.runs import DiffusionTraining
+from flare.runtime.tasks.generate import Generator  # noqa: E402
 from flare.training.data.synth import SynthConfig, synthesize  # noqa: E402
 from flare.training.diffusion.model import load_diffusion, make_scheduler  # noqa: E402
 from flare.training.diffusion.train import train_diffusion  # noqa: E402
@@ -243,8 +244,8 @@ def test_pipeline_bundle_carries_text_encoder_and_tokenizer(sd: dict[str, Path])
     assert {"text_encoder", "tokenizer", "vae_encoder"} <= set(manifest.files)
     assert manifest.parity["parts"]["tokenizer"]["passed"] and manifest.parity["parts"]["text_encoder"]["passed"]
     assert manifest.preprocessing["classes"] == ["galaxy", "comet"] and manifest.preprocessing["image_mode"] == "img2img"
-    from flare.runtime.generation_spec import TextSpec
-    from flare.runtime.tokenizer import PromptTokenizer
+    from flare.runtime.core.generation_spec import TextSpec
+    from flare.runtime.core.tokenizer import PromptTokenizer
 
     slow = CLIPTokenizer.from_pretrained(str(sd["pipe"] / "tokenizer"), local_files_only=True)
     prompts = [prompt_for("black hole"), "", "an image of space " * 10]  # the last is truncated
@@ -357,8 +358,8 @@ def test_sampler_step_graph_equals_the_numpy_step(tmp_path: Path, sampler: str, 
     import onnxruntime
 
     from flare.export.diffusion import save_sampler_step
-    from flare.runtime.generation_spec import step_coefficients
-    from flare.runtime.schedulers import make_sampler
+    from flare.runtime.core.generation_spec import step_coefficients
+    from flare.runtime.core.schedulers import make_sampler
 
     save_sampler_step(tmp_path / "step.onnx", (4, 8, 8))
     session = onnxruntime.InferenceSession(str(tmp_path / "step.onnx"), providers=["CPUExecutionProvider"])

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flare.runtime.classify import Classifier
+from flare.runtime.tasks.classify import Classifier
 
 
 @pytest.mark.gpu

@@ -12,7 +12,7 @@ from PIL import Image
 
 pytest.importorskip("torch")
 
-from flare.runtime.errors import UsageError  # noqa: E402
+from flare.runtime.foundation.errors import UsageError  # noqa: E402
 from flare.training.data.folders import scan_image_folder  # noqa: E402
 from flare.training.pipeline.merge import MergeConfig, merge  # noqa: E402
 from flare.training.pipeline.stage1 import Stage1Config, run_stage1  # noqa: E402
@@ -127,7 +127,7 @@ def test_merge_never_harms_its_inputs_or_files_it_did_not_write(pools, tmp_path:
     from click.testing import CliRunner
 
     from flare.cli import cli
-    from flare.runtime.errors import FlareError
+    from flare.runtime.foundation.errors import FlareError
 
     s1, s2, _ = pools
     before = {p: p.read_bytes() for p in s1.rglob("*") if p.is_file()}

@@ -166,7 +166,7 @@ def _snapshot(root: Path, skip: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def world(sky_data: Path, trained_run: Path, bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Inputs for every case, copied so damaging them harms no other test."""
-    from flare.runtime.artifacts import ClassifierRun
+    from flare.runtime.core.runs import ClassifierRun
     from flare.training.pipeline.stage1 import Stage1Config, run_stage1
 
     w = tmp_path_factory.mktemp("world")

@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from flare.cli import cli
-from flare.runtime.artifacts import Manifest
-from flare.runtime.backends import open_runner
-from flare.runtime.backends.ort_runner import OnnxRuntimeRunner
-from flare.runtime.classify import Classifier
+from flare.runtime.core.backends import open_runner
+from flare.runtime.core.backends.ort_runner import OnnxRuntimeRunner
+from flare.runtime.core.manifest import Manifest
+from flare.runtime.tasks.classify import Classifier
 
 
 def test_bound_buffers_give_the_plain_sessions_outputs_for_changing_shapes(bundle: Path) -> None:
@@ -83,7 +83,7 @@ def test_gpu_backends_on_a_cpu_build_say_so(bundle: Path, backend: str) -> None:
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("this ONNX Runtime has GPU providers")
-    from flare.runtime.errors import BackendError
+    from flare.runtime.foundation.errors import BackendError
 
     with pytest.raises(BackendError, match="not in this ONNX Runtime build"):
         open_runner(bundle, Manifest.load(bundle), backend).activate()

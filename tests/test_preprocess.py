@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flare.runtime.errors import BundleError, ImageDecodeError
-from flare.runtime.imageio import load_rgb
-from flare.runtime.preprocess import PreprocessSpec, StretchSpec, planes_to_rgb, preprocess, stretch, to_rgb
+from flare.runtime.core.preprocess import PreprocessSpec, StretchSpec, planes_to_rgb, preprocess, stretch, to_rgb
+from flare.runtime.foundation.errors import BundleError, ImageDecodeError
+from flare.runtime.io.images import load_rgb
 
 
 def write_images(folder: Path) -> list[Path]:

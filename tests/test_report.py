@@ -1,7 +1,7 @@
 """``flare report``: the page agrees with the results it summarises, stays self-contained and
 bounded, and renders in a real browser without console messages.
 
-The results come from the real :func:`flare.runtime.triage.triage` over a small folder with
+The results come from the real :func:`flare.runtime.apps.triage.triage` over a small folder with
 class folders (so the report has ground truth), a broken file, and file names that need HTML
 escaping; every figure on the page is recomputed here from the CSV with the csv module.
 """
@@ -25,11 +25,11 @@ from click.testing import CliRunner
 from PIL import Image
 
 from flare.cli import cli
-from flare.runtime.errors import FlareError
-from flare.runtime.fingerprint import record_path
-from flare.runtime.report import truth_labels, write_report
-from flare.runtime.taxonomy import FINE_CLASSES, MACRO_OF
-from flare.runtime.triage import csv_header, triage
+from flare.runtime.apps.report import truth_labels, write_report
+from flare.runtime.apps.triage import csv_header, triage
+from flare.runtime.core.taxonomy import FINE_CLASSES, MACRO_OF
+from flare.runtime.foundation.errors import FlareError
+from flare.runtime.foundation.fingerprint import record_path
 
 from test_triage import FakePredictor, colour_image, make_survey
 
@@ -327,7 +327,7 @@ def test_a_binary_file_is_not_results(tmp_path: Path) -> None:
 
 
 def test_twenty_thousand_rows_decode_only_the_sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import flare.runtime.report as report
+    import flare.runtime.apps.report as report
 
     n, shown = 20_000, 50
     rng = np.random.default_rng(0)

@@ -1,5 +1,5 @@
 """Parquet results for the local triage engine: typed columns, the CSV's values, resume, kills,
-and the choice of format by ``--out``'s name (flare.runtime.results)."""
+and the choice of format by ``--out``'s name (flare.runtime.apps.results)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from flare.runtime.errors import FlareError, UsageError
-from flare.runtime.results import PARQUET_RECORD, ParquetJournal, load_results, results_format, text_cell
-from flare.runtime.triage import csv_header, triage
+from flare.runtime.apps.results import PARQUET_RECORD, ParquetJournal, load_results, results_format, text_cell
+from flare.runtime.apps.triage import csv_header, triage
+from flare.runtime.foundation.errors import FlareError, UsageError
 from test_triage import LABELS, FakePredictor, colour_image, make_survey, read_csv, run_and_kill
 
 pa = pytest.importorskip("pyarrow")
@@ -186,8 +186,8 @@ KILLABLE_RUN = """
 import pathlib, sys
 sys.path.insert(0, sys.argv[1])
 from test_triage import FakePredictor
-from flare.runtime.results import ParquetJournal
-from flare.runtime.triage import triage
+from flare.runtime.apps.results import ParquetJournal
+from flare.runtime.apps.triage import triage
 ParquetJournal.COMMIT_SECONDS = 0.05  # many parts, so kills land between and inside commits
 triage(pathlib.Path(sys.argv[2]), FakePredictor(delay=0.05), pathlib.Path(sys.argv[3]), batch_size=2, workers=2)
 """

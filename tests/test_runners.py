@@ -11,11 +11,11 @@ import pytest
 from click.testing import CliRunner
 
 from flare.cli import cli
-from flare.runtime.artifacts import BundleFile, Manifest
-from flare.runtime.backends import open_runner
-from flare.runtime.classify import Classifier
-from flare.runtime.errors import BackendError, UsageError
-from flare.runtime.triage import triage
+from flare.runtime.apps.triage import triage
+from flare.runtime.core.backends import open_runner
+from flare.runtime.core.manifest import BundleFile, Manifest
+from flare.runtime.foundation.errors import BackendError, UsageError
+from flare.runtime.tasks.classify import Classifier
 
 
 def test_lifecycle(bundle: Path) -> None:

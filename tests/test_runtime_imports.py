@@ -19,7 +19,7 @@ def runtime_modules() -> list[str]:
 
 def test_every_runtime_module_imports_without_torch() -> None:
     modules = runtime_modules()
-    assert {"flare.runtime.triage", "flare.runtime.classify", "flare.runtime.backends.ort_runner", "flare.runtime.commands"} <= set(modules)
+    assert {"flare.runtime.apps.triage", "flare.runtime.tasks.classify", "flare.runtime.core.backends.ort_runner", "flare.runtime.apps.commands"} <= set(modules)
     code = (
         "import importlib, sys\n"
         f"for m in {modules!r}: importlib.import_module(m)\n"

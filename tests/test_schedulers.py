@@ -23,8 +23,7 @@ import numpy as np
 import pytest
 
 import flare.runtime
-from flare.runtime.errors import UsageError
-from flare.runtime.schedulers import (
+from flare.runtime.core.schedulers import (
     DDIM,
     SAMPLERS,
     DPMSolverPlusPlus,
@@ -33,6 +32,7 @@ from flare.runtime.schedulers import (
     beta_schedule,
     make_sampler,
 )
+from flare.runtime.foundation.errors import UsageError
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
@@ -319,8 +319,8 @@ def test_beta_schedule_rejects_unknown_schedule() -> None:
 
 def test_importing_schedulers_loads_no_torch() -> None:
     forbidden = ("torch", "torchvision", "diffusers", "flare.training", "flare.export")
-    code = ("import sys, flare.runtime.schedulers\n"
+    code = ("import sys, flare.runtime.core.schedulers\n"
             f"print(','.join(m for m in {forbidden!r} if m in sys.modules))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             cwd=Path(flare.runtime.__file__).anchor)  # not the checkout: only the installed flare
-    assert result.stdout.strip() == "", f"flare.runtime.schedulers imports {result.stdout.strip()}"
+    assert result.stdout.strip() == "", f"flare.runtime.core.schedulers imports {result.stdout.strip()}"

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from flare.cli import cli
-from flare.runtime.errors import UsageError
+from flare.runtime.foundation.errors import UsageError
 from flare.training.data.folders import Sample, scan_image_folder
 from flare.training.data.splits import group_of, read_split, split_groups
 

@@ -16,15 +16,15 @@ torch = pytest.importorskip("torch")
 from click.testing import CliRunner  # noqa: E402
 
 from flare.cli import cli  # noqa: E402
-from flare.training.pipeline.augment import AUGMENTATIONS, _pipelines, augment_image  # noqa: E402
 from flare.training.data.folders import scan_image_folder  # noqa: E402
 from flare.training.data.splits import split_groups  # noqa: E402
+from flare.training.pipeline.augment import AUGMENTATIONS, _pipelines, augment_image  # noqa: E402
 from flare.training.sr.metrics import luminance, psnr, ssim  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def sr_run(sky_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from flare.runtime.artifacts import SRTraining
+    from flare.runtime.core.runs import SRTraining
     from flare.training.sr.train import train_sr
 
     run = tmp_path_factory.mktemp("sr") / "run"
@@ -70,7 +70,7 @@ def test_augment_image_is_deterministic_per_image() -> None:
 
 
 def test_train_sr_run_and_resume(sr_run: Path, sky_data: Path) -> None:
-    from flare.runtime.artifacts import SRTraining
+    from flare.runtime.core.runs import SRTraining
     from flare.training.sr.train import load_sr, train_sr
 
     rows = [json.loads(line) for line in (sr_run / "metrics.jsonl").read_text().splitlines()]
@@ -152,7 +152,7 @@ def test_stage1_records_an_unreadable_image_and_goes_on(sky_data: Path, tmp_path
 
 
 def test_stage1_resume_checks_its_outputs_and_settings(sky_data: Path, tmp_path: Path) -> None:
-    from flare.runtime.errors import FlareError
+    from flare.runtime.foundation.errors import FlareError
     from flare.training.pipeline.stage1 import Stage1Config, run_stage1
 
     out = tmp_path / "s1"

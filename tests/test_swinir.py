@@ -16,7 +16,7 @@ import pytest
 import torch
 from spandrel.architectures.SwinIR import SwinIR as RefSwinIR
 
-from flare.runtime.errors import FlareError
+from flare.runtime.foundation.errors import FlareError
 from flare.training.sr.swinir import CONFIGS, SwinIR, SwinIRConfig, detect_config, load_swinir
 
 ATOL = 1e-4

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flare.runtime.errors import FlareError
-from flare.runtime.taxonomy import FINE_CLASSES, slug
+from flare.runtime.core.taxonomy import FINE_CLASSES, slug
+from flare.runtime.foundation.errors import FlareError
 from flare.training.data.synth import SynthConfig, degrade, render, synthesize
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from flare.runtime.artifacts import Manifest
-from flare.runtime.engines import PLAN_TAG, Platform, ProfileOptions, plan_version
+from flare.runtime.core.engines import PLAN_TAG, Platform, ProfileOptions, plan_version
+from flare.runtime.core.manifest import Manifest
 from trt_api_tables import TRT10_SYMBOLS, TRT11_SYMBOLS
 
 ROOT = Path(__file__).resolve().parents[1]

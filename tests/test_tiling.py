@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from flare.runtime.errors import FlareError
+from flare.runtime.core.tiling import tile_starts
+from flare.runtime.foundation.errors import FlareError
 from flare.training.sr.swinir import CONFIGS, SwinIR
-from flare.runtime.tiling import tile_starts
 from flare.training.sr.tiling import sr_tiled
 
 

@@ -11,9 +11,9 @@ torch = pytest.importorskip("torch")
 
 from safetensors.torch import load_file  # noqa: E402
 
-from flare.runtime.errors import FlareError, UsageError  # noqa: E402
+from flare.runtime.core.runs import ClassifierRun, ClassifierTraining
+from flare.runtime.foundation.errors import FlareError, UsageError  # noqa: E402
 from flare.training.classifiers.models import create_classifier, load_weights  # noqa: E402
-from flare.runtime.artifacts import ClassifierRun, ClassifierTraining  # noqa: E402
 from flare.training.classifiers.train import train  # noqa: E402
 
 
@@ -92,7 +92,7 @@ def test_resume_refuses_a_state_file_that_would_run_code(trained_run: Path, sky_
     import pickle
     import shutil
 
-    from flare.runtime.errors import FlareError
+    from flare.runtime.foundation.errors import FlareError
 
     marker = tmp_path / "code_ran"
 

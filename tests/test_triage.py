@@ -1,4 +1,4 @@
-"""Tests for flare.runtime.triage: CSV shape, bad files, resume, SIGKILL safety, the ONNX path.
+"""Tests for flare.runtime.apps.triage: CSV shape, bad files, resume, SIGKILL safety, the ONNX path.
 
 A fake numpy predictor (probabilities from each image's mean colour) stands in for a model so
 the tests need no bundle; one test runs a real tiny ONNX graph through onnxruntime.
@@ -24,12 +24,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flare.runtime.errors import FlareError, UsageError
-from flare.runtime.imageio import load_rgb
-from flare.runtime.preprocess import PreprocessSpec, preprocess
-from flare.runtime.taxonomy import FINE_CLASSES, MACRO_OF
-from flare.runtime.imageio import list_images
-from flare.runtime.triage import FIXED_COLUMNS, TriageSummary, csv_header, triage
+from flare.runtime.apps.triage import FIXED_COLUMNS, TriageSummary, csv_header, triage
+from flare.runtime.core.preprocess import PreprocessSpec, preprocess
+from flare.runtime.core.taxonomy import FINE_CLASSES, MACRO_OF
+from flare.runtime.foundation.errors import FlareError, UsageError
+from flare.runtime.io.images import load_rgb
+from flare.runtime.io.images import list_images
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = list(FINE_CLASSES)
@@ -269,7 +269,7 @@ def test_small_max_pixels_refuses_large_images(tmp_path: Path) -> None:
 
 def test_unexpected_decoder_exception_becomes_error_row(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    import flare.runtime.triage as triage_module
+    import flare.runtime.apps.triage as triage_module
 
     root = tmp_path / "survey"
     rels = make_survey(root, 5)
@@ -379,7 +379,7 @@ KILLABLE_RUN = """
 import pathlib, sys
 sys.path.insert(0, sys.argv[1])
 from test_triage import FakePredictor
-from flare.runtime.triage import triage
+from flare.runtime.apps.triage import triage
 triage(pathlib.Path(sys.argv[2]), FakePredictor(delay=0.05), pathlib.Path(sys.argv[3]),
        batch_size=2, workers=2)
 """
@@ -564,8 +564,8 @@ def test_resume_with_another_model_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_second_run_on_the_same_csv_is_told_to_wait(tmp_path: Path) -> None:
-    from flare.runtime.journal import CsvJournal
-    from flare.runtime.triage import csv_header
+    from flare.runtime.foundation.journal import CsvJournal
+    from flare.runtime.apps.triage import csv_header
 
     root = tmp_path / "survey"
     make_survey(root, 2)

@@ -21,8 +21,8 @@ import pytest
 from click.testing import CliRunner
 
 from flare.cli import cli
-from flare.runtime.errors import FlareError, UsageError
-from flare.runtime.triage import triage
+from flare.runtime.apps.triage import triage
+from flare.runtime.foundation.errors import FlareError, UsageError
 from test_results import csv_rows, parquet_rows, survey_with_errors
 from test_triage import REPO, FakePredictor, make_survey
 
@@ -30,7 +30,7 @@ ray = pytest.importorskip("ray", reason="the Ray engine needs the 'ray' extra")
 pytest.importorskip("pyarrow")
 
 import ray_fakes  # noqa: E402 - after the skip: it imports the Ray engine
-from flare.runtime.triage_ray import RayOptions, triage_on_ray  # noqa: E402
+from flare.runtime.apps.triage_ray import RayOptions, triage_on_ray  # noqa: E402
 
 RAY = Path(sys.executable).with_name("ray")
 
@@ -144,8 +144,8 @@ DRIVER = """
 import pathlib, sys
 sys.path.insert(0, sys.argv[1])
 import ray_fakes
-from flare.runtime.results import ParquetJournal
-from flare.runtime.triage_ray import RayOptions, triage_on_ray
+from flare.runtime.apps.results import ParquetJournal
+from flare.runtime.apps.triage_ray import RayOptions, triage_on_ray
 ray_fakes.register_by_value()
 ParquetJournal.COMMIT_SECONDS = 0.2
 triage_on_ray(pathlib.Path(sys.argv[2]), ray_fakes.FakePredictors(delay=float(sys.argv[5])), pathlib.Path(sys.argv[3]),

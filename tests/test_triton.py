@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from triton_fakes import Server, check_onnx_model, parse  # noqa: I001 - test support module
 
 from flare.cli import cli
-from flare.runtime.artifacts import Manifest
-from flare.runtime.classify import Classifier
+from flare.runtime.core.manifest import Manifest
+from flare.runtime.tasks.classify import Classifier
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_the_ensemble_wires_preprocessing_into_the_model(repo: Path, bundle: Pat
 
 
 def test_a_client_gets_the_runtimes_probabilities_from_image_bytes(repo: Path, bundle: Path, sky_data: Path) -> None:
-    from flare.runtime.classify import softmax
+    from flare.runtime.tasks.classify import softmax
 
     files = sorted((sky_data / "hr").rglob("*.png"))[:5]
     server = Server(repo)

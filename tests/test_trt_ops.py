@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from flare.cli import cli  # noqa: E402
 from flare.export.trt_ops import UnsupportedOpError, check_model, check_models  # noqa: E402
-from flare.runtime.artifacts import Manifest  # noqa: E402
+from flare.runtime.core.manifest import Manifest
 
 
 def _graph(path: Path, nodes: list, initializers: list | None = None, opset: int = 19) -> Path:

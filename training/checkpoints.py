@@ -7,7 +7,7 @@ plain containers, so a planted ``train_state.pt`` cannot run code on ``--resume`
 written atomically, so a killed run leaves the previous complete file.
 
 Every reader turns a missing, truncated, foreign or mismatched file into one
-:class:`~flare.runtime.errors.ArtifactError` whose one-line message names the file and says
+:class:`~flare.runtime.foundation.errors.ArtifactError` whose one-line message names the file and says
 what to do; torch's own messages span lines and advise ``weights_only=False``, which is the
 one thing not to do here.
 """
@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from flare.runtime.artifacts import quote_error
-from flare.runtime.atomic import write_atomically, write_text
-from flare.runtime.errors import ArtifactError
+from flare.runtime.core.artifact import quote_error
+from flare.runtime.foundation.atomic import write_atomically, write_text
+from flare.runtime.foundation.errors import ArtifactError
 
 #: What to do when the state a resume needs cannot be used: it is all or nothing.
 RESUME_ADVICE = "start the run afresh: re-run without --resume, with a new --out"

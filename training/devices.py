@@ -1,6 +1,6 @@
 """Which torch device a command runs on, and mixed precision on it.
 
-``--device`` is checked for its form when the command line is parsed (:mod:`flare.options`);
+``--device`` is checked for its form when the command line is parsed (:mod:`flare.runtime.foundation.options`);
 here it is checked against the machine, so ``cuda`` on a machine without a usable GPU is a
 clear usage error instead of a CUDA traceback in the middle of training.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from flare.options import parse_device
-from flare.runtime.errors import UsageError
+from flare.runtime.foundation.errors import UsageError
+from flare.runtime.foundation.options import parse_device
 
 
 def available_devices() -> list[str]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from flare.options import (COUNT, DEVICE, NON_NEGATIVE, POSITIVE, SEED, FlareCommand, InputPath, OutputPath,
+from flare.runtime.foundation.options import (COUNT, DEVICE, NON_NEGATIVE, POSITIVE, SEED, FlareCommand, InputPath, OutputPath,
                            check_resume, input_size)
 
 
@@ -32,10 +32,10 @@ def train(ctx: click.Context, data_dir: Path, model_name: str, out: Path, split_
           batch: int, lr: float, input_size: int, weights: Path | None, seed: int, workers: int, amp: bool,
           device: str, resume: bool) -> None:
     """Train a classifier on DATA (an ImageFolder tree or SpaceNet's layout)."""
-    from flare.runtime.progress import log
-    from flare.runtime.artifacts import ClassifierTraining
+    from flare.runtime.foundation.progress import log
+    from flare.runtime.core.runs import ClassifierTraining
     from flare.training.classifiers.train import train as run_training
-    from flare.runtime.artifacts import ClassifierRun
+    from flare.runtime.core.runs import ClassifierRun
 
     if resume and (out / ClassifierRun.FILE).is_file():
         kept = ClassifierRun.load(out).train

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flare.runtime.atomic import write_atomically, write_json
+from flare.runtime.foundation.atomic import write_atomically, write_json
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from flare.runtime.errors import ArtifactError, UsageError
+from flare.runtime.foundation.errors import ArtifactError, UsageError
 from flare.training.checkpoints import load_weights_file, read_torch_file
 
 #: Edge-size backbones that train and run comfortably on a CPU or a Jetson.

@@ -2,10 +2,10 @@
 
 The recipe defaults are the FLARE authors' (Adam lr 2e-5, StepLR 10 / 0.5, 50 epochs, batch
 64, 224 px, ImageNet normalisation, best-validation-loss checkpoint). Inputs go through
-:func:`flare.runtime.preprocess.preprocess`, the same function the runtime uses, so an exported
+:func:`flare.runtime.core.preprocess.preprocess`, the same function the runtime uses, so an exported
 bundle sees the same pixels. A RUN folder holds:
 
-- ``run.json``: the :class:`~flare.runtime.artifacts.ClassifierRun` (settings, classes, macro map, preprocessing)
+- ``run.json``: the :class:`~flare.runtime.core.runs.ClassifierRun` (settings, classes, macro map, preprocessing)
 - ``last.safetensors`` / ``best.safetensors``: weights after the last epoch / at the best
   validation loss; ``train_state.pt``: optimizer, scheduler and epoch for ``--resume``
 - ``metrics.jsonl``: one line per epoch; ``split.csv``: the split that was used
@@ -23,13 +23,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from flare.runtime.artifacts import ClassifierRun, ClassifierTraining
-from flare.runtime.atomic import write_json
-from flare.runtime.errors import FlareError, UsageError
-from flare.runtime.imageio import load_rgb
-from flare.runtime.preprocess import PreprocessSpec, preprocess
-from flare.runtime.progress import log, progress_bar
-from flare.runtime.taxonomy import FINE_CLASSES, output_labels
+from flare.runtime.core.preprocess import PreprocessSpec, preprocess
+from flare.runtime.core.runs import ClassifierRun, ClassifierTraining
+from flare.runtime.core.taxonomy import FINE_CLASSES, output_labels
+from flare.runtime.foundation.atomic import write_json
+from flare.runtime.foundation.errors import FlareError, UsageError
+from flare.runtime.foundation.progress import log, progress_bar
+from flare.runtime.io.images import load_rgb
 from flare.training.checkpoints import (RESUME_ADVICE, EpochLog, load_model_weights, load_state, restore_parts, save_state,
                                        save_weights)
 from flare.training.classifiers.metrics import accuracy, confusion_matrix, macro_f1, save_confusion

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from flare.options import COUNT, FRACTION, PIXELS, SEED, CommandGroup, InputPath, OutputPath
+from flare.runtime.foundation.options import COUNT, FRACTION, PIXELS, SEED, CommandGroup, InputPath, OutputPath
 
 
 @click.group(cls=CommandGroup)
@@ -22,7 +22,7 @@ def data() -> None:
 @click.option("--scale", type=COUNT, default=4, show_default=True, help="HR/LR scale factor.")
 def synth(out: Path, per_class: int, size: int, seed: int, scale: int) -> None:
     """Procedural sky images for the 8 classes, HR and their degraded LR twins."""
-    from flare.runtime.progress import log, progress_bar
+    from flare.runtime.foundation.progress import log, progress_bar
     from flare.training.data.synth import SynthConfig, synthesize
 
     config = SynthConfig(per_class=per_class, size=size, seed=seed, scale=scale)
@@ -42,7 +42,7 @@ def split(data_dir: Path, out: Path, group_regex: str | None, val: float, test: 
     """Leak-free, class-stratified split grouped by original image."""
     from collections import Counter
 
-    from flare.runtime.progress import log
+    from flare.runtime.foundation.progress import log
     from flare.training.data.folders import scan_image_folder
     from flare.training.data.splits import check_split, split_groups, write_split
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from flare.runtime.errors import UsageError
-from flare.runtime.imageio import is_supported
-from flare.runtime.taxonomy import FINE_CLASSES, fine_from_folder
+from flare.runtime.core.taxonomy import FINE_CLASSES, fine_from_folder
+from flare.runtime.foundation.errors import UsageError
+from flare.runtime.io.images import is_supported
 
 SPACENET_ROOT = "SpaceNet.FLARE.imam_alam"
 

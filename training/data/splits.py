@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from flare.runtime.atomic import write_text
-from flare.runtime.errors import FlareError, UsageError
+from flare.runtime.foundation.atomic import write_text
+from flare.runtime.foundation.errors import FlareError, UsageError
 from flare.training.data.folders import Sample, resolve_root
 
 #: The original image's identity in SpaceNet file names.

@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from flare.runtime.atomic import save_png, write_json
-from flare.runtime.errors import FlareError
-from flare.runtime.taxonomy import FINE_CLASSES, slug
+from flare.runtime.core.taxonomy import FINE_CLASSES, slug
+from flare.runtime.foundation.atomic import save_png, write_json
+from flare.runtime.foundation.errors import FlareError
 
 MIN_SIZE = 32
 """Smallest renderable image: below this the objects are a handful of pixels."""

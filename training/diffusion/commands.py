@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from flare.options import (COUNT, DEVICE, NON_NEGATIVE, PIXELS, POSITIVE, SEED, FlareCommand, InputPath, OutputPath,
+from flare.runtime.foundation.options import (COUNT, DEVICE, NON_NEGATIVE, PIXELS, POSITIVE, SEED, FlareCommand, InputPath, OutputPath,
                            check_resume)
 
 
@@ -49,10 +49,10 @@ def train_diffusion(ctx: click.Context, data_dir: Path, out: Path, config_name: 
                     sample_every: int, sample_steps: int, sample_guidance: float, seed: int, device: str,
                     resume: bool) -> None:
     """Train the stage-2 latent diffusion model on DATA (one sub-folder per class)."""
-    from flare.runtime.progress import log
-    from flare.runtime.artifacts import DiffusionTraining
+    from flare.runtime.foundation.progress import log
+    from flare.runtime.core.runs import DiffusionTraining
     from flare.training.diffusion.train import train_diffusion as run
-    from flare.runtime.artifacts import DiffusionRun
+    from flare.runtime.core.runs import DiffusionRun
 
     if resume and (out / DiffusionRun.FILE).is_file():
         kept = DiffusionRun.load(out).train

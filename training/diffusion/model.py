@@ -38,11 +38,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flare.runtime.artifacts import Conditioner, DiffusionRun, quote_error
-from flare.runtime.atomic import publish_folder
-from flare.runtime.errors import ArtifactError, FlareError, UsageError
-from flare.runtime.generation_spec import initial_noise, prompt_for, source_input
-from flare.runtime.generation_spec import to_uint8 as _to_uint8
+from flare.runtime.core.artifact import quote_error
+from flare.runtime.core.generation_spec import initial_noise, prompt_for, source_input
+from flare.runtime.core.generation_spec import to_uint8 as _to_uint8
+from flare.runtime.core.runs import Conditioner, DiffusionRun
+from flare.runtime.foundation.atomic import publish_folder
+from flare.runtime.foundation.errors import ArtifactError, FlareError, UsageError
 
 #: The conditioner's weights inside ``conditioner/`` of a RUN.
 CONDITIONER_WEIGHTS = "conditioner.safetensors"

@@ -16,7 +16,7 @@ Every epoch draws its randomness from a generator seeded by (seed, epoch) and th
 saved at each epoch's end, so a resumed run continues exactly as an uninterrupted one.
 A RUN folder is a diffusers folder: ``unet/``, ``vae/`` (EMA weights, ``save_pretrained``),
 ``scheduler/`` and ``conditioner/`` (class embeddings), described by ``run.json`` (a
-:class:`~flare.runtime.artifacts.DiffusionRun`), so :func:`~flare.training.diffusion.model.load_diffusion`
+:class:`~flare.runtime.core.runs.DiffusionRun`), so :func:`~flare.training.diffusion.model.load_diffusion`
 reads it like a local pipeline. Beside them: ``training/`` (raw weights and optimizer, EMA
 and epoch state for ``--resume``), ``latents.safetensors``, ``metrics.jsonl`` and
 ``samples/`` (a grid per epoch, one row per class).
@@ -34,11 +34,12 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import nn
 
-from flare.runtime.artifacts import DiffusionRun, DiffusionTraining, quote_error
-from flare.runtime.atomic import publish_folder, write_atomically
-from flare.runtime.errors import ArtifactError, FlareError, ImageDecodeError, UsageError
-from flare.runtime.imageio import load_rgb
-from flare.runtime.progress import log, progress_bar
+from flare.runtime.core.artifact import quote_error
+from flare.runtime.core.runs import DiffusionRun, DiffusionTraining
+from flare.runtime.foundation.atomic import publish_folder, write_atomically
+from flare.runtime.foundation.errors import ArtifactError, FlareError, ImageDecodeError, UsageError
+from flare.runtime.foundation.progress import log, progress_bar
+from flare.runtime.io.images import load_rgb
 from flare.training.checkpoints import (RESUME_ADVICE, EpochLog, TrainingState, load_model_weights, load_state,
                                         restore_parts, save_state, save_weights)
 from flare.training.data.folders import resolve_root, scan_image_folder

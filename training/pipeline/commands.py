@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from flare.options import (COUNT, DEVICE, FRACTION, PIXELS, POSITIVE, SEED, SELECT, CommandGroup, FlareCommand,
+from flare.runtime.foundation.options import (COUNT, DEVICE, FRACTION, PIXELS, POSITIVE, SEED, SELECT, CommandGroup, FlareCommand,
                            InputPath, OutputPath, input_size)
 
 ALPHA = click.option("--alpha", type=FRACTION, default=0.5, show_default=True, help="Fraction of the stage-1 augmented pool kept.")
@@ -41,7 +41,7 @@ def augment() -> None:
 def stage1(data_dir: Path, sr_checkpoint: Path, out: Path, size: int, tile: int, overlap: int, seed: int,
            device: str) -> None:
     """Super-resolve every image, resize, and write it with its 5 standard augmentations."""
-    from flare.runtime.progress import log
+    from flare.runtime.foundation.progress import log
     from flare.training.pipeline.stage1 import Stage1Config, run_stage1
 
     counts = run_stage1(data_dir, sr_checkpoint, out, Stage1Config(size=size, tile=tile, overlap=overlap, seed=seed),
@@ -73,7 +73,7 @@ def stage1(data_dir: Path, sr_checkpoint: Path, out: Path, size: int, tile: int,
 def stage2(data_dir: Path, diffusion: str, out: Path, per_image: int, steps: int, guidance: float, sampler: str,
            order: int, seed: int, image_variation: bool | None, strength: float, batch: int, device: str) -> None:
     """FLARE stage 2: K generated images per source image of DATA, with provenance in OUT/stage2.csv."""
-    from flare.runtime.progress import log
+    from flare.runtime.foundation.progress import log
     from flare.training.pipeline.stage2 import Stage2Config, augment_stage2
 
     cfg = Stage2Config(per_image=per_image, steps=steps, guidance=guidance, sampler=sampler, order=order, seed=seed,

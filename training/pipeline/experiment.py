@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from flare.runtime.atomic import touch, write_json, write_text
-from flare.runtime.errors import UsageError
-from flare.runtime.fingerprint import check_settings, fingerprint_path
-from flare.runtime.progress import log
+from flare.runtime.foundation.atomic import touch, write_json, write_text
+from flare.runtime.foundation.errors import UsageError
+from flare.runtime.foundation.fingerprint import check_settings, fingerprint_path
+from flare.runtime.foundation.progress import log
 from flare.training.data.folders import resolve_root, scan_image_folder
 from flare.training.data.splits import check_split, read_split, split_groups, write_split
 
@@ -122,7 +122,7 @@ def run_experiment(data: Path, out: Path, cfg: ExperimentConfig, device: str = "
     from flare.training.pipeline.stage1 import Stage1Config, run_stage1
     from flare.training.pipeline.stage2 import Stage2Config
     from flare.training.data.synth import SynthConfig, synthesize
-    from flare.runtime.artifacts import ClassifierTraining, DiffusionTraining, SRTraining
+    from flare.runtime.core.runs import ClassifierTraining, DiffusionTraining, SRTraining
     from flare.training.classifiers.train import train
     from flare.training.diffusion.train import train_diffusion
     from flare.training.sr.train import train_sr

@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from flare.runtime.errors import FlareError, UsageError
-from flare.runtime.imageio import load_rgb
-from flare.runtime.paths import check_apart
-from flare.runtime.progress import log, progress_bar
+from flare.runtime.foundation.errors import FlareError, UsageError
+from flare.runtime.foundation.paths import check_apart
+from flare.runtime.foundation.progress import log, progress_bar
+from flare.runtime.io.images import load_rgb
 from flare.training.data.folders import Sample
 from flare.training.data.splits import group_of, read_split, split_groups, write_split
 from flare.training.pipeline.stage1 import ERROR_KIND
@@ -111,7 +111,7 @@ class ClassifierEmbedder:
         self.spec = config.preprocessing
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        from flare.runtime.preprocess import preprocess
+        from flare.runtime.core.preprocess import preprocess
 
         x = self.torch.from_numpy(preprocess(rgb, self.spec))[None]
         with self.torch.inference_mode():

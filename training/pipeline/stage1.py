@@ -21,20 +21,20 @@ import numpy as np
 import torch
 from PIL import Image
 
-from flare.runtime.artifacts import Manifest
-from flare.runtime.atomic import save_png
-from flare.runtime.enhance import Enhancer
-from flare.runtime.errors import ImageDecodeError, UsageError, one_line
-from flare.runtime.imageio import load_rgb
-from flare.runtime.fingerprint import fingerprint_path
-from flare.runtime.journal import CsvJournal, check_outputs_exist
-from flare.runtime.paths import check_apart
-from flare.runtime.progress import log, progress_bar
-from flare.training.pipeline.augment import AUGMENTATIONS, augment_image
+from flare.runtime.core.manifest import Manifest
+from flare.runtime.foundation.atomic import save_png
+from flare.runtime.foundation.errors import ImageDecodeError, UsageError, one_line
+from flare.runtime.foundation.fingerprint import fingerprint_path
+from flare.runtime.foundation.journal import CsvJournal, check_outputs_exist
+from flare.runtime.foundation.paths import check_apart
+from flare.runtime.foundation.progress import log, progress_bar
+from flare.runtime.io.images import load_rgb
+from flare.runtime.tasks.enhance import Enhancer
 from flare.training.data.folders import resolve_root, scan_image_folder
 from flare.training.data.splits import VARIANT_SEP
-from flare.training.sr.tiling import sr_tiled
 from flare.training.devices import pick_device
+from flare.training.pipeline.augment import AUGMENTATIONS, augment_image
+from flare.training.sr.tiling import sr_tiled
 from flare.training.sr.train import load_sr, to_image, to_tensor
 
 STAGE1_COLUMNS = ["source", "label", "output", "kind", "sr", "size", "seed", "error"]
@@ -58,7 +58,7 @@ def open_sr(sr: Path, config: Stage1Config,
 
     An enhance bundle (``flare export sr``) runs on the torch-free runtime, the fast path; an
     official ``.pth`` or a ``train-sr`` RUN runs in PyTorch on ``device``. Both tile and blend
-    the same way (:mod:`flare.runtime.tiling`).
+    the same way (:mod:`flare.runtime.core.tiling`).
     """
     if (Path(sr) / Manifest.FILE).is_file():
         backend = {"auto": "auto", "cpu": "cpu"}.get(device, "cuda")

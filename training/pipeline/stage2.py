@@ -8,7 +8,7 @@ Outputs go to ``OUT/<source's folder>/<source stem>__gen<k>.png``: the ``__`` va
 group, so a split never puts a generated twin of a test image in training.
 
 ``OUT/stage2.csv`` records each image's provenance (source, class, its own seed, sampler
-settings, model); it is a :class:`~flare.runtime.journal.CsvJournal`, appended and fsynced after
+settings, model); it is a :class:`~flare.runtime.foundation.journal.CsvJournal`, appended and fsynced after
 every batch's images are written. A re-run skips every output already listed, never
 duplicates a row, and cuts off a last line torn by a kill (that image is made again).
 Each image's seed is derived from (seed, source path, k), not from its position, so
@@ -24,14 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from flare.runtime.artifacts import Manifest
-from flare.runtime.atomic import save_png
-from flare.runtime.generate import Generator
-from flare.runtime.errors import FlareError, ImageDecodeError, UsageError
-from flare.runtime.imageio import SUPPORTED_SUFFIXES, load_rgb
-from flare.runtime.fingerprint import fingerprint_path
-from flare.runtime.journal import CsvJournal, check_outputs_exist
-from flare.runtime.progress import log, progress_bar
+from flare.runtime.core.manifest import Manifest
+from flare.runtime.foundation.atomic import save_png
+from flare.runtime.foundation.errors import FlareError, ImageDecodeError, UsageError
+from flare.runtime.foundation.fingerprint import fingerprint_path
+from flare.runtime.foundation.journal import CsvJournal, check_outputs_exist
+from flare.runtime.foundation.progress import log, progress_bar
+from flare.runtime.io.images import SUPPORTED_SUFFIXES, load_rgb
+from flare.runtime.tasks.generate import Generator
 from flare.training.data.folders import Sample, resolve_root, scan_image_folder
 from flare.training.data.splits import VARIANT_SEP
 
@@ -108,7 +108,7 @@ def _generate(samples: list[Sample], pending: list[tuple[Sample, int]], model: A
     """Generate the ``pending`` outputs with ``model`` and record each batch in ``journal``.
 
     ``model`` is a PyTorch :class:`~flare.training.diffusion.model.LatentDiffusion` or the
-    runtime's :class:`~flare.runtime.generate.Generator`: both take the same ``generate`` call.
+    runtime's :class:`~flare.runtime.tasks.generate.Generator`: both take the same ``generate`` call.
     """
     known = model.known_classes
     if known is not None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from flare.options import COUNT, DEVICE, PIXELS, POSITIVE, SEED, FlareCommand, InputPath, OutputPath, check_resume
+from flare.runtime.foundation.options import COUNT, DEVICE, PIXELS, POSITIVE, SEED, FlareCommand, InputPath, OutputPath, check_resume
 
 
 @click.command("train-sr", cls=FlareCommand)
@@ -33,10 +33,10 @@ def train_sr(ctx: click.Context, data_dir: Path, out: Path, arch: str, scale: in
              steps_per_epoch: int, batch: int, patch: int, lr: float, seed: int, bicubic_residual: bool | None,
              device: str, resume: bool) -> None:
     """Train SwinIR on LR/HR pairs made from the images in DATA (L1 loss, PSNR/SSIM validation)."""
-    from flare.runtime.progress import log
-    from flare.runtime.artifacts import SRTraining
+    from flare.runtime.foundation.progress import log
+    from flare.runtime.core.runs import SRTraining
     from flare.training.sr.train import train_sr as run
-    from flare.runtime.artifacts import SRRun
+    from flare.runtime.core.runs import SRRun
 
     if resume and (out / SRRun.FILE).is_file():
         kept = SRRun.load(out).train

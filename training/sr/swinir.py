@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flare.runtime.errors import FlareError
+from flare.runtime.foundation.errors import FlareError
 
 __all__ = [
     "CONFIGS",

@@ -5,7 +5,7 @@ map of ``embed_dim`` channels per RSTB, plus per-window attention), so a large p
 fit on a small GPU or edge device in one pass. Running overlapping tiles bounds the working
 set by the tile size, and blending the overlaps with a smooth ramp hides the seams that a
 plain crop-and-paste would leave. Tile placement and blend weights come from
-:mod:`flare.runtime.tiling`, which the runtime's enhancer uses too.
+:mod:`flare.runtime.core.tiling`, which the runtime's enhancer uses too.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from flare.runtime.errors import FlareError
-from flare.runtime.tiling import Axis
+from flare.runtime.core.tiling import Axis
+from flare.runtime.foundation.errors import FlareError
 
 __all__ = ["sr_tiled"]
 

@@ -4,7 +4,7 @@ Pairs come from the user's HR images through the same degradation that makes the
 LR data (:func:`flare.training.data.synth.degrade`: blur, downsample, noise, JPEG), or from real pairs
 when the user has them (``low_res_dir`` holding files with the HR files' relative paths). The
 validation split is grouped like classifier splits, so no image is in both. A RUN holds
-``run.json`` (an :class:`~flare.runtime.artifacts.SRRun`: the SwinIR config and the training settings),
+``run.json`` (an :class:`~flare.runtime.core.runs.SRRun`: the SwinIR config and the training settings),
 ``best.safetensors`` (highest validation PSNR), ``last.safetensors``, ``train_state.pt`` and
 ``metrics.jsonl``.
 """
@@ -20,10 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from flare.runtime.artifacts import SRRun, SRTraining, identify, quote_error
-from flare.runtime.errors import ArtifactError, FlareError, UsageError
-from flare.runtime.imageio import list_images, load_rgb
-from flare.runtime.progress import log, progress_bar
+from flare.runtime.core.artifact import identify, quote_error
+from flare.runtime.core.runs import SRRun, SRTraining
+from flare.runtime.foundation.errors import ArtifactError, FlareError, UsageError
+from flare.runtime.foundation.progress import log, progress_bar
+from flare.runtime.io.images import list_images, load_rgb
 from flare.training.checkpoints import (RESUME_ADVICE, EpochLog, load_model_weights, load_state, read_torch_file,
                                         restore_parts, save_state, save_weights)
 from flare.training.data.folders import Sample

@@ -1,0 +1,123 @@
+"""``flare generate``'s files: one PNG per image, its provenance in the PNG's text chunks.
+
+Image ``j`` of a request has seed ``seed + j`` and is written as ``<name>_seed<seed>.png``,
+so any single image is made again alone with ``--seed <its seed> -n 1``. Each PNG carries
+``flare:*`` text chunks (what was asked, seed, steps, guidance, sampler, order, strength,
+source image, bundle checksum); a re-run skips a file whose chunks match the request and
+refuses one made with other settings, so finished work is never lost nor silently mixed.
+Files are written atomically.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, PngImagePlugin
+
+from flare.runtime.foundation.atomic import write_atomically
+from flare.runtime.foundation.errors import UsageError
+from flare.runtime.foundation.progress import Bar
+from flare.runtime.tasks.generate import Generator
+
+#: The key prefix of our PNG text chunks.
+PREFIX = "flare:"
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to generate: ``n`` images of a class (or of a free-text prompt) from ``seed`` on."""
+
+    name: str | None
+    prompt: str | None
+    n: int
+    seed: int
+    steps: int
+    guidance: float
+    sampler: str
+    order: int
+    strength: float
+    source: Path | None = None
+
+    @property
+    def label(self) -> str:
+        """The file-name stem of this request's images: the class, or ``prompt-<start of prompt>``."""
+        text = self.name if self.prompt is None else "prompt-" + self.prompt[:40]
+        return re.sub(r"[^A-Za-z0-9]+", "_", str(text)).strip("_") or "image"
+
+    def provenance(self, seed: int, bundle_sha256: str) -> dict[str, str]:
+        """The text chunks of the image with ``seed``."""
+        asked = {"prompt": self.prompt} if self.prompt is not None else {"class": str(self.name)}
+        return {f"{PREFIX}{k}": str(v) for k, v in {
+            **asked, "seed": seed, "steps": self.steps, "guidance": float(self.guidance), "sampler": self.sampler,
+            "order": self.order if self.sampler == "dpmpp" else "", "strength": float(self.strength) if self.source else "",
+            "source": self.source or "", "bundle_sha256": bundle_sha256}.items()}
+
+
+@dataclass
+class GenerateSummary:
+    written: int
+    skipped: int
+    seconds: float
+    backend: str
+
+    def format(self) -> str:
+        per = f", {self.seconds / self.written:.2f} s per image" if self.written else ""
+        return (f"{self.written} images written, {self.skipped} already there (same settings) in "
+                f"{self.seconds:.1f} s{per} on {self.backend}")
+
+
+def read_provenance(path: Path) -> dict[str, str]:
+    """The ``flare:*`` text chunks of a PNG (empty when it has none or cannot be read)."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return {k: v for k, v in getattr(img, "text", {}).items() if k.startswith(PREFIX)}
+    except (OSError, ValueError):
+        return {}
+
+
+def _save(image: np.ndarray, path: Path, chunks: dict[str, str]) -> None:
+    info = PngImagePlugin.PngInfo()
+    for key, value in chunks.items():
+        info.add_itxt(key, value)
+    write_atomically(path, lambda p: Image.fromarray(image).save(p, format="PNG", pnginfo=info))
+
+
+def generate_files(generator: Generator, request: Request, out: Path, source: np.ndarray | None = None,
+                   bar: Bar | None = None) -> GenerateSummary:
+    """Write the request's images into ``out``; files already made with the same settings are kept."""
+    checksum = generator.fingerprint
+    seeds = [request.seed + j for j in range(request.n)]
+    pending = []
+    for seed in seeds:
+        path = out / f"{request.label}_seed{seed}.png"
+        if path.exists():
+            have, want = read_provenance(path), request.provenance(seed, checksum)
+            if have == want:
+                continue
+            changed = sorted(k.removeprefix(PREFIX) for k in set(have) | set(want) if have.get(k) != want.get(k))
+            raise UsageError(f"{path} exists but was made with other settings ({', '.join(changed)} differ); "
+                             "choose another --out or remove it")
+        pending.append(seed)
+    start = time.perf_counter()
+    if bar is not None:
+        bar.start(len(pending) * generator.steps_run(request.steps, request.strength, source is not None))
+    for i in range(0, len(pending), generator.batch):
+        chunk = pending[i:i + generator.batch]
+        kwargs: dict[str, Any] = dict(steps=request.steps, guidance=request.guidance, sampler=request.sampler,
+                                      order=request.order, strength=request.strength,
+                                      sources=None if source is None else [source] * len(chunk),
+                                      on_step=bar)
+        if request.prompt is not None:
+            images = generator.generate([], chunk, prompts=[request.prompt] * len(chunk), **kwargs)
+        else:
+            images = generator.generate([str(request.name)] * len(chunk), chunk, **kwargs)
+        for seed, image in zip(chunk, images, strict=True):
+            _save(image, out / f"{request.label}_seed{seed}.png", request.provenance(seed, checksum))
+    return GenerateSummary(written=len(pending), skipped=len(seeds) - len(pending),
+                           seconds=time.perf_counter() - start, backend=generator.backend)

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from flare.benchmarks.targets import BENCH_BACKENDS
-from flare.runtime.core.backends.base import BACKENDS
+from flare.runtime.core.backends.options import BACKENDS
 from flare.runtime.foundation.options import COUNT, PIXELS, POSITIVE, CommaList, FlareCommand, InputPath, OutputPath, RunOrName, input_size
 
 #: Written first into --out, so a bench that stopped early may run again into the same folder

@@ -17,6 +17,7 @@ import numpy as np
 
 from flare.benchmarks.targets import GPU_RUNNERS
 from flare.runtime.apps.triage import PREFETCH_BATCHES, Decoder, decode_ahead, default_workers, triage
+from flare.runtime.core.backends.options import RunnerOptions
 from flare.runtime.io.images import DEFAULT_MAX_PIXELS, list_images
 from flare.runtime.tasks.classify import Classifier
 
@@ -51,7 +52,7 @@ def measure(bundle: Path, survey: Path, backend: str, batch: int, csv_path: Path
     for path, _ in jobs:
         path.read_bytes()
     workers = default_workers()
-    with Classifier(bundle, backend=backend, spin=False) as clf:  # as 'flare triage' opens it
+    with Classifier(bundle, RunnerOptions(backend, spin=False)) as clf:  # as 'flare triage' opens it
         decoder = Decoder(clf.spec, DEFAULT_MAX_PIXELS)
         window = max(batch * PREFETCH_BATCHES, workers)
         decoded: list = []

@@ -183,12 +183,13 @@ def _torch_row(source: GenerateSource, precision: str, batch: int, steps: int, i
 
 def _runtime_row(bundle: Path, backend: str, precision: str, batch: int, steps: int, iterations: int, warmup: int,
                  max_seconds: float, skipped: list[dict[str, str]], reference: np.ndarray | None) -> dict | None:
+    from flare.runtime.core.backends.options import RunnerOptions
     from flare.runtime.tasks.generate import Generator
 
     target = f"{backend} {precision} batch {batch}"
     names, seeds = _seeds(batch)
     try:
-        generator = Generator(bundle, backend=backend, batch=batch)
+        generator = Generator(bundle, RunnerOptions(backend), batch=batch)
         name = generator.backend
     except (FlareError, ImportError) as exc:
         skipped.append({"target": target, "reason": str(exc).split(";")[0]})

@@ -28,6 +28,7 @@ def grid(rows: list[np.ndarray], gap: int = 2) -> np.ndarray:
 
 
 def main() -> None:
+    from flare.runtime.core.backends.options import RunnerOptions
     from flare.runtime.tasks.generate import Generator
     from flare.training.diffusion.model import load_diffusion
 
@@ -43,7 +44,7 @@ def main() -> None:
     classes = list(model.known_classes or [])
     seeds = list(range(args.per_class))
     torch_rows, runtime_rows = [], []
-    with Generator(args.bundle, backend="cpu") as gen:
+    with Generator(args.bundle, RunnerOptions("cpu")) as gen:
         for cls in classes:
             names = [cls] * len(seeds)
             torch_rows.append(model.generate(names, seeds, steps=args.steps, guidance=args.guidance))

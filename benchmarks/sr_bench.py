@@ -190,11 +190,12 @@ def _torch_row(source: SRSource, precision: str, image: np.ndarray, tile: int, o
 def _runtime_row(bundle: Path, backend: str, precision: str, batch: int, image: np.ndarray, tile: int,
                  overlap: int, iterations: int, warmup: int, max_seconds: float, skipped: list[dict[str, str]],
                  reference: np.ndarray | None) -> dict[str, Any] | None:
+    from flare.runtime.core.backends.options import RunnerOptions
     from flare.runtime.tasks.enhance import ArraySource, Enhancer
 
     target = f"{backend} {precision} batch {batch}"
     try:
-        enhancer = Enhancer(bundle, backend=backend, tile=tile, overlap=overlap, batch=batch)
+        enhancer = Enhancer(bundle, RunnerOptions(backend), tile=tile, overlap=overlap, batch=batch)
     except (FlareError, ImportError) as exc:
         skipped.append({"target": target, "reason": str(exc).split(";")[0]})
         return None

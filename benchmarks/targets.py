@@ -24,7 +24,9 @@ from typing import Any, Callable
 import numpy as np
 
 from flare.benchmarks.peak import best_gflops, gemm_input, gemm_onnx
-from flare.runtime.core.backends import Runner, open_runner
+from flare.runtime.core.backends.base import Runner
+from flare.runtime.core.backends.open import open_runner
+from flare.runtime.core.backends.options import RunnerOptions
 from flare.runtime.core.manifest import Manifest
 from flare.runtime.foundation.errors import FlareError, MissingExtraError
 
@@ -145,7 +147,7 @@ def _gemm_runner(backend: str, path: Path, inputs, outputs) -> Runner:
         return OpenVINORunner(path, inputs, outputs)
     from flare.runtime.core.backends.ort_runner import OnnxRuntimeRunner
 
-    return OnnxRuntimeRunner(path, inputs, outputs, backend=backend)
+    return OnnxRuntimeRunner(path, inputs, outputs, RunnerOptions(backend))
 
 
 class TorchSession(Session):
@@ -208,7 +210,7 @@ def open_session(target: Target, bundle: Path | None, torch_model: Callable[[], 
         if bundle is None:
             raise Skip(f"no {target.precision} {target.variant} bundle to run")
         try:
-            runner = open_runner(bundle, Manifest.load(bundle), target.backend)
+            runner = open_runner(bundle, Manifest.load(bundle), RunnerOptions(target.backend))
             session = RunnerSession(runner, target)
         except MissingExtraError as exc:
             raise Skip(str(exc)) from exc

@@ -81,12 +81,13 @@ def measure(engine: str, workers: int, cpus_per_worker: float | None, run: Calla
 def bench_engines(bundle: Path, images: Path, workers: list[int], repeat: int, batch: int,
                   address: str | None) -> list[EngineRun]:
     """Local first, then Ray with each worker count, each over ``images`` and its first half."""
+    from flare.runtime.core.backends.options import RunnerOptions
     from flare.runtime.tasks.classify import Classifier
     from flare.runtime.apps.triage import triage
     from flare.runtime.apps.triage_ray import BundlePredictors, RayOptions, triage_on_ray
 
     def local(folder: Path, out: Path) -> TriageSummary:
-        with Classifier(bundle, spin=False) as classifier:
+        with Classifier(bundle, RunnerOptions(spin=False)) as classifier:
             return triage(folder, classifier, out, batch_size=batch)
 
     rows: list[EngineRun] = []

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from flare.runtime.core.backends.options import RunnerOptions
 from flare.runtime.foundation.errors import FlareError, UsageError
 
 #: precision -> (max relative difference, min top-1 agreement)
@@ -131,7 +132,7 @@ def run_onnx(path: Path, feeds: dict[str, np.ndarray], batch: int = 16) -> tuple
     from flare.runtime.core.backends.ort_runner import OnnxRuntimeRunner
 
     inputs, outputs = tensor_specs(path)
-    with OnnxRuntimeRunner(Path(path), inputs, outputs, backend="cpu") as runner:
+    with OnnxRuntimeRunner(Path(path), inputs, outputs, RunnerOptions("cpu")) as runner:
         n = next(iter(feeds.values())).shape[0]
         first = outputs[0].name
         results = [runner.infer({k: v[i:i + batch] for k, v in feeds.items()})[first] for i in range(0, n, batch)]

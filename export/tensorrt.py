@@ -29,7 +29,8 @@ from flare.export.trt_ops import UnsupportedOpError, check_models
 from flare.runtime.core.artifact import sha256
 from flare.runtime.core.engines import (Platform, Profile, ProfileOptions, engine_file_name, engine_profile,
                                    profile_to_manifest, this_platform)
-from flare.runtime.core.manifest import GENERATE_MODELS, BundleFile, EngineInfo, Manifest
+from flare.runtime.core.manifest import BundleFile, EngineInfo, Manifest
+from flare.runtime.core.tasks import task_named
 from flare.runtime.foundation.atomic import write_atomically
 from flare.runtime.foundation.errors import FlareError, MissingExtraError, one_line
 from flare.runtime.foundation.progress import log
@@ -115,9 +116,7 @@ def build_engine(onnx_path: Path, plan_path: Path, profile: Profile, precision: 
 
 def onnx_models(manifest: Manifest) -> list[str]:
     """Every ONNX model file of a bundle (what the op check reads)."""
-    if manifest.task == "generate":
-        return [key for key in GENERATE_MODELS if key in manifest.files]
-    return ["model"]
+    return [key for key in task_named(manifest.task).parts if key in manifest.files]
 
 
 def engine_models(manifest: Manifest) -> list[str]:

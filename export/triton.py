@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from flare.runtime.apps.serving import ENHANCED, GENERATE_INPUTS, IMAGE, IMAGES
-from flare.runtime.core.engines import DEFAULT_MAX_BATCH, GUIDED_PARTS
-from flare.runtime.core.manifest import GENERATE_MODELS, Manifest, TensorSpec
+from flare.runtime.core.manifest import Manifest, TensorSpec
+from flare.runtime.core.tasks import GENERATE_MODELS, TASKS, task_named
 from flare.runtime.foundation.atomic import publish_folder, write_json, write_text
 from flare.runtime.foundation.errors import UsageError
 from flare.runtime.foundation.fingerprint import fingerprint_path
@@ -151,7 +151,7 @@ class RepositoryWriter:
         self.stage, self.options = stage, options
         self.models: dict[str, str] = {}
 
-    def _folder(self, name: str, config: dict[str, Any], made_from: Path) -> Path:
+    def folder(self, name: str, config: dict[str, Any], made_from: Path) -> Path:
         if name in self.models:
             raise UsageError(f"two bundles give the Triton model name {name!r}; rename one bundle folder")
         self.models[name] = str(made_from)
@@ -160,12 +160,12 @@ class RepositoryWriter:
         write_text(folder / "config.pbtxt", pbtxt(config) + "\n")
         return folder
 
-    def _onnx(self, name: str, bundle: Path, manifest: Manifest, key: str, max_batch: int,
+    def onnx_model(self, name: str, bundle: Path, manifest: Manifest, key: str, max_batch: int,
               labels: list[str] | None = None) -> None:
         inputs, outputs = manifest.specs_of(key)
         config = onnx_config(name, inputs, outputs, max_batch, manifest.precision_of(key), self.options,
                              "labels.txt" if labels else None)
-        folder = self._folder(name, config, bundle)
+        folder = self.folder(name, config, bundle)
         source = bundle / manifest.files[key].path
         shutil.copy2(source, folder / "1" / "model.onnx")
         for role, entry in manifest.files.items():  # external weights keep their names: the graph refers to them
@@ -174,9 +174,9 @@ class RepositoryWriter:
         if labels:
             write_text(folder / "labels.txt", "\n".join(labels) + "\n")
 
-    def _python(self, name: str, kind: str, config: dict[str, Any], bundle: Path, manifest: Manifest,
+    def python_model(self, name: str, kind: str, config: dict[str, Any], bundle: Path, manifest: Manifest,
                 files: tuple[str, ...] = (), serving: dict[str, Any] | None = None) -> None:
-        version = self._folder(name, config, bundle) / "1"
+        version = self.folder(name, config, bundle) / "1"
         write_text(version / "model.py", MODEL_PY.format(kind=kind))
         manifest.save(version)
         for role in files:
@@ -185,51 +185,57 @@ class RepositoryWriter:
         if serving is not None:
             write_json(version / "serving.json", serving)
 
-    def classify(self, name: str, bundle: Path, manifest: Manifest) -> None:
-        top = self.options.max_batch or DEFAULT_MAX_BATCH["classify"]
-        assert manifest.labels is not None  # validated for classify bundles
-        self._onnx(f"{name}_model", bundle, manifest, "model", top, manifest.labels.classes)
-        model_input, logits = manifest.inputs[0], manifest.outputs[0]
-        image = {"name": IMAGE, "data_type": Enum("TYPE_STRING"), "dims": [1]}
-        self._python(f"{name}_preprocess", "classify_preprocess",
-                     python_config(f"{name}_preprocess", [image], [_tensor(model_input, True)], self.options, top),
-                     bundle, manifest)
-        self._folder(name, {
-            "name": name, "platform": "ensemble", "max_batch_size": top, "input": [image],
-            "output": [_tensor(logits, True, label_filename="labels.txt")],
-            "ensemble_scheduling": {"step": [
-                {"model_name": f"{name}_preprocess", "model_version": -1,
-                 "input_map": [{"key": IMAGE, "value": IMAGE}],
-                 "output_map": [{"key": model_input.name, "value": "preprocessed"}]},
-                {"model_name": f"{name}_model", "model_version": -1,
-                 "input_map": [{"key": model_input.name, "value": "preprocessed"}],
-                 "output_map": [{"key": logits.name, "value": logits.name}]},
-            ]}}, bundle)
-        write_text(self.stage / name / "labels.txt", "\n".join(manifest.labels.classes) + "\n")
 
-    def enhance(self, name: str, bundle: Path, manifest: Manifest) -> None:
-        top = self.options.max_batch or DEFAULT_MAX_BATCH["enhance"]
-        self._onnx(f"{name}_model", bundle, manifest, "model", top)
-        config = python_config(name, [{"name": IMAGE, "data_type": Enum("TYPE_STRING"), "dims": [1]}],
-                               [{"name": ENHANCED, "data_type": Enum("TYPE_UINT8"), "dims": [-1, -1, 3]}],
-                               self.options)
-        self._python(name, "enhance", config, bundle, manifest,
-                     serving={"model": f"{name}_model", "max_batch": top})
+def write_classify(writer: RepositoryWriter, name: str, bundle: Path, manifest: Manifest) -> None:
+    """An ensemble: a Python model decoding and preprocessing images, then the ONNX model (with labels)."""
+    top = task_named(manifest.task).engine.part_batch("model", writer.options.max_batch)
+    assert manifest.labels is not None  # validated for classify bundles
+    writer.onnx_model(f"{name}_model", bundle, manifest, "model", top, manifest.labels.classes)
+    model_input, logits = manifest.inputs[0], manifest.outputs[0]
+    image = {"name": IMAGE, "data_type": Enum("TYPE_STRING"), "dims": [1]}
+    writer.python_model(f"{name}_preprocess", "classify_preprocess",
+                        python_config(f"{name}_preprocess", [image], [_tensor(model_input, True)], writer.options, top),
+                        bundle, manifest)
+    writer.folder(name, {
+        "name": name, "platform": "ensemble", "max_batch_size": top, "input": [image],
+        "output": [_tensor(logits, True, label_filename="labels.txt")],
+        "ensemble_scheduling": {"step": [
+            {"model_name": f"{name}_preprocess", "model_version": -1,
+             "input_map": [{"key": IMAGE, "value": IMAGE}],
+             "output_map": [{"key": model_input.name, "value": "preprocessed"}]},
+            {"model_name": f"{name}_model", "model_version": -1,
+             "input_map": [{"key": model_input.name, "value": "preprocessed"}],
+             "output_map": [{"key": logits.name, "value": logits.name}]},
+        ]}}, bundle)
+    write_text(writer.stage / name / "labels.txt", "\n".join(manifest.labels.classes) + "\n")
 
-    def generate(self, name: str, bundle: Path, manifest: Manifest) -> None:
-        images = self.options.max_batch or DEFAULT_MAX_BATCH["generate"]
-        parts = {}
-        for key in GENERATE_MODELS:  # the sampling loop runs in the Python model: no sampler-step model
-            if key in manifest.files and key != "sampler_step":
-                top = 2 * images if key in GUIDED_PARTS else images
-                self._onnx(f"{name}_{key}", bundle, manifest, key, top)
-                parts[key] = {"model": f"{name}_{key}", "max_batch": top}
-        inputs = [{"name": field, "data_type": Enum(_TYPES[dtype]), "dims": [1], "optional": True}
-                  for field, dtype in GENERATE_INPUTS.items()]
-        config = python_config(name, inputs, [{"name": IMAGES, "data_type": Enum("TYPE_UINT8"),
-                                               "dims": [-1, -1, -1, 3]}], self.options)
-        self._python(name, "generate", config, bundle, manifest, files=("class_embeddings", "tokenizer"),
-                     serving={"parts": parts, "max_batch": images})
+
+def write_enhance(writer: RepositoryWriter, name: str, bundle: Path, manifest: Manifest) -> None:
+    """The ONNX model plus a Python model that tiles whole images through it."""
+    top = task_named(manifest.task).engine.part_batch("model", writer.options.max_batch)
+    writer.onnx_model(f"{name}_model", bundle, manifest, "model", top)
+    config = python_config(name, [{"name": IMAGE, "data_type": Enum("TYPE_STRING"), "dims": [1]}],
+                           [{"name": ENHANCED, "data_type": Enum("TYPE_UINT8"), "dims": [-1, -1, 3]}],
+                           writer.options)
+    writer.python_model(name, "enhance", config, bundle, manifest, serving={"model": f"{name}_model", "max_batch": top})
+
+
+def write_generate(writer: RepositoryWriter, name: str, bundle: Path, manifest: Manifest) -> None:
+    """Every ONNX part plus a Python model running the sampling loop around them."""
+    rule = task_named(manifest.task).engine
+    images = writer.options.max_batch or rule.max_batch
+    parts = {}
+    for key in GENERATE_MODELS:  # the sampling loop runs in the Python model: no sampler-step model
+        if key in manifest.files and key != "sampler_step":
+            top = rule.part_batch(key, writer.options.max_batch)
+            writer.onnx_model(f"{name}_{key}", bundle, manifest, key, top)
+            parts[key] = {"model": f"{name}_{key}", "max_batch": top}
+    inputs = [{"name": field, "data_type": Enum(_TYPES[dtype]), "dims": [1], "optional": True}
+              for field, dtype in GENERATE_INPUTS.items()]
+    config = python_config(name, inputs, [{"name": IMAGES, "data_type": Enum("TYPE_UINT8"),
+                                           "dims": [-1, -1, -1, 3]}], writer.options)
+    writer.python_model(name, "generate", config, bundle, manifest, files=("class_embeddings", "tokenizer"),
+                        serving={"parts": parts, "max_batch": images})
 
 
 def export_triton(bundles: list[Path], out: Path, options: ServingOptions = ServingOptions()) -> Path:
@@ -248,7 +254,7 @@ def export_triton(bundles: list[Path], out: Path, options: ServingOptions = Serv
         for bundle in bundles:
             manifest = Manifest.load(bundle)
             name = model_name(bundle)
-            getattr(writer, manifest.task)(name, Path(bundle), manifest)
+            TASKS[manifest.task].triton_writer()(writer, name, Path(bundle), manifest)
             made.append({"model": name, "task": manifest.task, "bundle": str(Path(bundle).resolve()),
                          "manifest_sha256": fingerprint_path(Path(bundle) / Manifest.FILE)})
             log(f"{bundle} -> {name} ({manifest.task})")

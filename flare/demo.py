@@ -92,6 +92,7 @@ def demo(out: Path, model_name: str, per_class: int, epochs: int, input_size: in
     from flare.runtime.core.artifact import sha256
     from flare.runtime.core.runs import ClassifierTraining
     from flare.runtime.foundation.atomic import write_json
+    from flare.runtime.core.backends.options import RunnerOptions
     from flare.runtime.tasks.classify import Classifier
     from flare.runtime.foundation.progress import log, progress_bar
     from flare.runtime.apps.report import write_report
@@ -140,7 +141,7 @@ def demo(out: Path, model_name: str, per_class: int, epochs: int, input_size: in
     for f in fits_files:
         shutil.copyfile(f, real / f.name)
     (survey / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really an image")
-    with Classifier(bundle, spin=False) as classifier, progress_bar(None, f"triage on {classifier.backend}") as bar:
+    with Classifier(bundle, RunnerOptions(spin=False)) as classifier, progress_bar(None, f"triage on {classifier.backend}") as bar:
         summary = triage(survey, classifier, csv_path, threshold=0.5, progress=bar, on_start=bar.start)
     page = write_report(csv_path, out / "report.html")
 

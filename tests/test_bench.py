@@ -16,7 +16,8 @@ from flare.benchmarks.endtoend import bound
 from flare.benchmarks.stats import MIN_ITERATIONS, summarize, time_calls
 from flare.benchmarks.targets import RunnerSession, Skip, Target, open_session
 from flare.cli import cli
-from flare.runtime.core.backends import open_runner
+from flare.runtime.core.backends.open import open_runner
+from flare.runtime.core.backends.options import RunnerOptions
 from flare.runtime.core.manifest import BundleFile, Manifest
 from flare.runtime.foundation.errors import UsageError
 
@@ -116,7 +117,7 @@ def test_gemm_peak_model_multiplies(tmp_path: Path, precision: str) -> None:
     weights = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
     w = weights["w"].astype(np.float32) if precision != "int8" else weights["wq"] * weights["ws"]
     inputs, outputs = tensor_specs(path)
-    with OnnxRuntimeRunner(path, inputs, outputs, backend="cpu") as runner:
+    with OnnxRuntimeRunner(path, inputs, outputs, RunnerOptions("cpu")) as runner:
         got = runner.infer({"a": a})["c"].astype(np.float32)
         want = a.astype(np.float32) @ w
         tolerance = {"fp32": 1e-4, "fp16": 0.05, "int8": 0.1}[precision]
@@ -126,7 +127,7 @@ def test_gemm_peak_model_multiplies(tmp_path: Path, precision: str) -> None:
 
 def test_io_binding_gives_the_runner_s_answer(bundle: Path) -> None:
     """The timed call of an ONNX Runtime row (IO binding) computes what infer() does."""
-    runner = open_runner(bundle, Manifest.load(bundle), "cpu")
+    runner = open_runner(bundle, Manifest.load(bundle), RunnerOptions("cpu"))
     session = RunnerSession(runner, Target("cpu", "fp32"))
     try:
         x = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from flare.cli import cli
+from flare.runtime.core.backends.options import RunnerOptions
 from flare.runtime.io.pngwrite import PngWriter
 from flare.runtime.tasks.enhance import ArraySource, Enhancer
 
@@ -358,7 +359,7 @@ def test_triton_repository_enhances_image_bytes_as_the_runtime_does(sr_bundle: P
         got = server.infer(name, {"IMAGE": np.array([buffer.getvalue()], dtype=object)})["ENHANCED"]
     finally:
         server.close()
-    with Enhancer(sr_bundle, backend="cpu") as enhancer:
+    with Enhancer(sr_bundle, RunnerOptions("cpu")) as enhancer:
         want = enhancer.enhance_rgb(picture)
         assert got.shape == (40 * enhancer.scale, 52 * enhancer.scale, 3)
     assert np.abs(got.astype(int) - want).max() <= 1

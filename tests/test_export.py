@@ -14,6 +14,7 @@ onnx = pytest.importorskip("onnx")
 
 import flare.export.classifier as exporter  # noqa: E402
 from flare.export.parity import ParityError  # noqa: E402
+from flare.runtime.core.backends.options import RunnerOptions
 from flare.runtime.core.manifest import Manifest
 from flare.runtime.foundation.errors import BundleError  # noqa: E402
 from flare.runtime.tasks.classify import Classifier  # noqa: E402
@@ -46,7 +47,7 @@ def test_bundle_manifest_and_runtime_match_pytorch(bundle: Path, trained_run: Pa
     assert "split" in manifest.parity["inputs"]
     assert len(manifest.source["sha256"]) == 64 and "torch" in manifest.versions
     # the torch-free runtime gives PyTorch's probabilities on image files
-    clf = Classifier(bundle, backend="cpu")
+    clf = Classifier(bundle, RunnerOptions("cpu"))
     files = sorted((sky_data / "lr").rglob("*.png"))[:10]
     preds = clf.classify_files(files, top_k=8)
     model, _, _ = build_from_run(trained_run)
@@ -133,7 +134,7 @@ def test_fused_preprocess_bundle_takes_uint8_and_agrees_with_the_plain_one(
     assert manifest.preprocessing["fused"] and manifest.preprocessing["layout"] == "NHWC"
     assert report.passed and manifest.parity["passed"]
     files = sorted((sky_data / "hr").rglob("*.png"))[:12]
-    with Classifier(out, backend="cpu") as fused, Classifier(bundle, backend="cpu") as plain:
+    with Classifier(out, RunnerOptions("cpu")) as fused, Classifier(bundle, RunnerOptions("cpu")) as plain:
         assert fused.spec.fused and not plain.spec.fused
         got, want = fused.classify_files(files, top_k=8), plain.classify_files(files, top_k=8)
         # the runner refuses the float input of a plain bundle, by name, instead of casting it
@@ -155,7 +156,7 @@ def test_fused_preprocess_bundle_takes_uint8_and_agrees_with_the_plain_one(
     except ImportError:
         return
     # OpenVINO reads the same fused graph (it once ran a differently laid out int8 one wrong)
-    with Classifier(out, backend="openvino") as ov:
+    with Classifier(out, RunnerOptions("openvino")) as ov:
         on_ov = ov.classify_files(files, top_k=8)
     assert sum(a.top[0][0] == b.top[0][0] for a, b in zip(on_ov, got)) >= (12 if precision == "fp32" else 10)
 

@@ -27,9 +27,11 @@ pytest.importorskip("diffusers")
 
 from flare.cli import cli  # noqa: E402
 from flare.runtime.apps.generate_files import read_provenance  # noqa: E402
+from flare.runtime.core.backends.options import RunnerOptions
 from flare.runtime.core.generation_spec import initial_noise, prompt_for  # noqa: E402
-from flare.runtime.core.manifest import GENERATE_MODELS, Manifest
+from flare.runtime.core.manifest import Manifest
 from flare.runtime.core.runs import DiffusionTraining
+from flare.runtime.core.tasks import GENERATE_MODELS
 from flare.runtime.tasks.generate import Generator  # noqa: E402
 from flare.training.data.synth import SynthConfig, synthesize  # noqa: E402
 from flare.training.diffusion.model import load_diffusion, make_scheduler  # noqa: E402
@@ -92,7 +94,7 @@ def test_runtime_images_equal_the_torch_pipeline(made: dict[str, Path], sampler:
     model = load_diffusion(made["run"])
     names, seeds = ["galaxy", "star", "comet"], [3, 4, 5]
     want = model.generate(names, seeds, steps=12, guidance=guidance, sampler=sampler, order=order)
-    with Generator(made["b32"], backend="cpu", batch=2) as gen:
+    with Generator(made["b32"], RunnerOptions("cpu"), batch=2) as gen:
         got = gen.generate(names, seeds, steps=12, guidance=guidance, sampler=sampler, order=order)
     _close(got, want)
     assert got.std() > 5 and not np.array_equal(got[0], got[1])  # real, distinct images
@@ -102,7 +104,7 @@ def test_image_variation_equals_torch(made: dict[str, Path]) -> None:
     sources = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(made["data"].rglob("*.png"))[:2]]
     model = load_diffusion(made["run"])
     want = model.generate(["nebula", "planet"], [7, 8], steps=8, guidance=5.0, sources=sources)
-    with Generator(made["b32"], backend="cpu") as gen:
+    with Generator(made["b32"], RunnerOptions("cpu")) as gen:
         got = gen.generate(["nebula", "planet"], [7, 8], steps=8, guidance=5.0, sources=sources)
         plain = gen.generate(["nebula", "planet"], [7, 8], steps=8, guidance=5.0)
     _close(got, want)
@@ -120,7 +122,7 @@ def test_fp16_bundle_is_finite_and_close_to_fp32(made: dict[str, Path]) -> None:
     assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in graph.initializer)
     assert all(t.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for t in [*graph.input[:1], *graph.output])
     names, seeds = ["galaxy", "nebula", "star", "planet"], [1, 2, 3, 4]
-    with Generator(made["b32"], backend="cpu") as g32, Generator(made["b16"], backend="cpu") as g16:
+    with Generator(made["b32"], RunnerOptions("cpu")) as g32, Generator(made["b16"], RunnerOptions("cpu")) as g16:
         x32 = g32.generate(names, seeds, steps=10, guidance=4.0)
         latents = g16.contexts(names=names)
         assert np.isfinite(latents).all()
@@ -271,7 +273,7 @@ def test_runtime_equals_diffusers_stable_diffusion_pipeline(sd: dict[str, Path],
     noise = torch.from_numpy(np.stack([initial_noise(s, (4, 8, 8)) for s in seeds]))
     want = pipe([text] * 2, latents=noise, num_inference_steps=steps, guidance_scale=guidance, output_type="np").images
     want = np.round(want * 255).astype(np.uint8)
-    with Generator(sd["bundle"], backend="cpu") as gen:
+    with Generator(sd["bundle"], RunnerOptions("cpu")) as gen:
         if request_kind == "prompt":
             got = gen.generate([], seeds, steps=steps, guidance=guidance, prompts=[text] * 2)
         else:
@@ -285,7 +287,7 @@ def test_pipeline_img2img_equals_torch(sd: dict[str, Path]) -> None:
     source = np.asarray(Image.open(sorted(sd["data"].rglob("*.png"))[0]).convert("RGB"))
     model = load_diffusion(sd["pipe"])
     want = model.generate(["comet"], [4], steps=10, guidance=4.0, sources=[source], strength=0.6)
-    with Generator(sd["bundle"], backend="cpu") as gen:
+    with Generator(sd["bundle"], RunnerOptions("cpu")) as gen:
         got = gen.generate(["comet"], [4], steps=10, guidance=4.0, sources=[source], strength=0.6)
     _close(got, want)
 
@@ -341,9 +343,9 @@ def test_triton_repository_generates_the_runtimes_images(made: dict[str, Path], 
             server.infer(ours, {"SEED": np.array([1])})
     finally:
         server.close()
-    with Generator(made["b32"], backend="cpu") as gen:
+    with Generator(made["b32"], RunnerOptions("cpu")) as gen:
         want = gen.generate(["comet", "comet"], [7, 8], steps=4)
-    with Generator(sd["bundle"], backend="cpu") as gen:
+    with Generator(sd["bundle"], RunnerOptions("cpu")) as gen:
         want_prompt = gen.generate([], [3], prompts=["a red nebula"], steps=3, guidance=5.0)
     assert got.shape == want.shape and np.abs(got.astype(int) - want).max() <= 1
     assert np.abs(prompt.astype(int) - want_prompt).max() <= 1
@@ -387,9 +389,9 @@ def test_sampling_on_the_device_gives_the_host_loops_images(made: dict[str, Path
                                                             guidance: float) -> None:
     names, seeds = ["galaxy", "star", "comet"], [3, 4, 5]
     kwargs = {"steps": 10, "guidance": guidance, "sampler": sampler, "order": order}
-    with Generator(made["b32"], backend="cpu", batch=3, device_loop=False) as gen:
+    with Generator(made["b32"], RunnerOptions("cpu"), batch=3, device_loop=False) as gen:
         want = gen.generate(names, seeds, **kwargs)
-    with Generator(made["b32"], backend="cpu", batch=3, device_loop=True) as gen:
+    with Generator(made["b32"], RunnerOptions("cpu"), batch=3, device_loop=True) as gen:
         got = gen.generate(names, seeds, **kwargs)
         assert "sampler_step" in gen._runners  # the device loop ran
     _close(got, want)
@@ -398,8 +400,8 @@ def test_sampling_on_the_device_gives_the_host_loops_images(made: dict[str, Path
 def test_img2img_on_the_device_gives_the_host_loops_images(sd: dict[str, Path]) -> None:
     source = np.asarray(Image.open(sorted(sd["data"].rglob("*.png"))[0]).convert("RGB"))
     kwargs = {"steps": 6, "guidance": 4.0, "sources": [source], "strength": 0.6}
-    with Generator(sd["bundle"], backend="cpu", device_loop=False) as gen:
+    with Generator(sd["bundle"], RunnerOptions("cpu"), device_loop=False) as gen:
         want = gen.generate(["galaxy"], [2], **kwargs)
-    with Generator(sd["bundle"], backend="cpu", device_loop=True) as gen:
+    with Generator(sd["bundle"], RunnerOptions("cpu"), device_loop=True) as gen:
         got = gen.generate(["galaxy"], [2], **kwargs)
     _close(got, want)

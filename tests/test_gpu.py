@@ -7,14 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from flare.runtime.core.backends.options import RunnerOptions
 from flare.runtime.tasks.classify import Classifier
 
 
 @pytest.mark.gpu
 def test_cuda_provider_runs_and_matches_cpu(bundle: Path, sky_data: Path) -> None:
     files = sorted((sky_data / "hr").rglob("*.png"))[:8]
-    cpu = Classifier(bundle, backend="cpu")
-    gpu = Classifier(bundle, backend="cuda")
+    cpu = Classifier(bundle, RunnerOptions("cpu"))
+    gpu = Classifier(bundle, RunnerOptions("cuda"))
     assert gpu.backend == "onnxruntime:cuda"
     a = np.array([[p for _, p in sorted(r.top)] for r in cpu.classify_files(files, top_k=8)])
     b = np.array([[p for _, p in sorted(r.top)] for r in gpu.classify_files(files, top_k=8)])
@@ -31,8 +32,8 @@ def test_tensorrt_engine_bundle(trained_run: Path, sky_data: Path, tmp_path: Pat
     path, _ = export_classifier(str(trained_run), tmp_path / precision, precision=precision,
                                 tensorrt=TensorRTOptions(engine=True))
     files = sorted((sky_data / "hr").rglob("*.png"))[:8]
-    reference = Classifier(path, backend="cpu").classify_files(files, top_k=1)
-    engine = Classifier(path, backend="trt-engine")
+    reference = Classifier(path, RunnerOptions("cpu")).classify_files(files, top_k=1)
+    engine = Classifier(path, RunnerOptions("trt-engine"))
     assert engine.backend == "tensorrt:engine"
     got = engine.classify_files(files, top_k=1)
     agree = np.mean([r.top[0][0] == g.top[0][0] for r, g in zip(reference, got)])
@@ -42,8 +43,8 @@ def test_tensorrt_engine_bundle(trained_run: Path, sky_data: Path, tmp_path: Pat
 @pytest.mark.gpu
 def test_cuda_io_binding_and_cuda_graphs_match_the_plain_session(bundle: Path, sky_data: Path) -> None:
     files = sorted((sky_data / "hr").rglob("*.png"))[:8]
-    plain = Classifier(bundle, backend="cpu").classify_files(files, top_k=8)
-    graphed = Classifier(bundle, backend="cuda", cuda_graph=True)
+    plain = Classifier(bundle, RunnerOptions("cpu")).classify_files(files, top_k=8)
+    graphed = Classifier(bundle, RunnerOptions("cuda", cuda_graph=True))
     for _ in range(3):  # first run learns shapes, second captures, third replays
         got = graphed.classify_files(files, top_k=8)
     io = graphed.runner._io
@@ -67,8 +68,8 @@ def test_flare_export_engine_adds_an_engine_to_a_bundle_and_it_runs(bundle: Path
     result = CliRunner().invoke(cli, ["export", "engine", str(copy), "--max-batch", "8"])
     assert result.exit_code == 0, result.output
     files = sorted((sky_data / "hr").rglob("*.png"))[:8]
-    reference = Classifier(copy, backend="cpu").classify_files(files, top_k=1)
-    engine = Classifier(copy, backend="trt-engine")
+    reference = Classifier(copy, RunnerOptions("cpu")).classify_files(files, top_k=1)
+    engine = Classifier(copy, RunnerOptions("trt-engine"))
     assert engine.runner.max_batch == 8
     got = engine.classify_files(files, top_k=1)
     assert np.mean([r.top[0][0] == g.top[0][0] for r, g in zip(reference, got)]) >= 0.85

@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from flare.cli import cli
-from flare.runtime.core.backends import open_runner
+from flare.runtime.core.backends.open import open_runner
+from flare.runtime.core.backends.options import RunnerOptions
 from flare.runtime.core.backends.ort_runner import OnnxRuntimeRunner
 from flare.runtime.core.manifest import Manifest
 from flare.runtime.tasks.classify import Classifier
@@ -18,8 +19,8 @@ from flare.runtime.tasks.classify import Classifier
 
 def test_bound_buffers_give_the_plain_sessions_outputs_for_changing_shapes(bundle: Path) -> None:
     manifest = Manifest.load(bundle)
-    plain = open_runner(bundle, manifest, "cpu")
-    bound = OnnxRuntimeRunner(bundle / "model.onnx", manifest.inputs, manifest.outputs, backend="cpu",
+    plain = open_runner(bundle, manifest, RunnerOptions("cpu"))
+    bound = OnnxRuntimeRunner(bundle / "model.onnx", manifest.inputs, manifest.outputs, RunnerOptions("cpu"),
                               io_binding=True)
     name = manifest.inputs[0].name
     side = manifest.inputs[0].shape[2]
@@ -39,7 +40,7 @@ def test_bound_buffers_give_the_plain_sessions_outputs_for_changing_shapes(bundl
 
 def test_bound_slots_are_capped_least_recently_used_first(bundle: Path) -> None:
     manifest = Manifest.load(bundle)
-    bound = OnnxRuntimeRunner(bundle / "model.onnx", manifest.inputs, manifest.outputs, backend="cpu",
+    bound = OnnxRuntimeRunner(bundle / "model.onnx", manifest.inputs, manifest.outputs, RunnerOptions("cpu"),
                               io_binding=True)
     name, side = manifest.inputs[0].name, manifest.inputs[0].shape[2]
     rng = np.random.default_rng(1)
@@ -56,7 +57,7 @@ def test_bound_slots_are_capped_least_recently_used_first(bundle: Path) -> None:
 
 
 def test_cuda_graph_without_the_cuda_backend_runs_with_a_note(bundle: Path) -> None:
-    with Classifier(bundle, backend="cpu", cuda_graph=True) as clf:
+    with Classifier(bundle, RunnerOptions("cpu", cuda_graph=True)) as clf:
         assert clf.backend == "onnxruntime:cpu"
         assert any("--cuda-graph needs --backend cuda" in n for n in clf.runner.notes)
 
@@ -68,7 +69,7 @@ def test_classify_cli_accepts_cuda_graph(bundle: Path, sky_data: Path) -> None:
 
 
 def test_tensorrt_provider_gets_the_bundle_profile_and_caches(bundle: Path) -> None:
-    runner = open_runner(bundle, Manifest.load(bundle), "tensorrt")
+    runner = open_runner(bundle, Manifest.load(bundle), RunnerOptions("tensorrt"))
     options = runner._trt_options()
     side = Manifest.load(bundle).inputs[0].shape[2]
     assert options["trt_profile_min_shapes"] == f"image:1x3x{side}x{side}"
@@ -86,15 +87,16 @@ def test_gpu_backends_on_a_cpu_build_say_so(bundle: Path, backend: str) -> None:
     from flare.runtime.foundation.errors import BackendError
 
     with pytest.raises(BackendError, match="not in this ONNX Runtime build"):
-        open_runner(bundle, Manifest.load(bundle), backend).activate()
+        open_runner(bundle, Manifest.load(bundle), RunnerOptions(backend)).activate()
 
 
 def test_cuda_graph_is_not_asked_for_a_model_with_control_flow(bundle: Path) -> None:
     manifest = Manifest.load(bundle)
-    runner = OnnxRuntimeRunner(bundle / "model.onnx", manifest.inputs, manifest.outputs, backend="cuda",
-                               cuda_graph=True, graph_blockers=["If"])
+    runner = OnnxRuntimeRunner(bundle / "model.onnx", manifest.inputs, manifest.outputs, RunnerOptions("cuda", cuda_graph=True),
+                               graph_blockers=["If"])
     assert runner._wants_graphs() is False and "has If nodes" in runner.notes[0]
-    plain = OnnxRuntimeRunner(bundle / "model.onnx", manifest.inputs, manifest.outputs, backend="cuda", cuda_graph=True)
+    plain = OnnxRuntimeRunner(bundle / "model.onnx", manifest.inputs, manifest.outputs,
+                              RunnerOptions("cuda", cuda_graph=True))
     assert plain._wants_graphs() is True and plain.notes == []
 
 

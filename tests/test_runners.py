@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from flare.cli import cli
 from flare.runtime.apps.triage import triage
-from flare.runtime.core.backends import open_runner
+from flare.runtime.core.backends.open import open_runner
+from flare.runtime.core.backends.options import RunnerOptions
 from flare.runtime.core.manifest import BundleFile, Manifest
 from flare.runtime.foundation.errors import BackendError, UsageError
 from flare.runtime.tasks.classify import Classifier
@@ -20,7 +21,7 @@ from flare.runtime.tasks.classify import Classifier
 
 def test_lifecycle(bundle: Path) -> None:
     manifest = Manifest.load(bundle)
-    runner = open_runner(bundle, manifest, "cpu")
+    runner = open_runner(bundle, manifest, RunnerOptions("cpu"))
     feed = {"image": np.zeros((2, 3, 32, 32), np.float32)}
     with pytest.raises(BackendError, match="not active"):
         runner.infer(feed)
@@ -41,7 +42,7 @@ def test_lifecycle(bundle: Path) -> None:
     ({"image": [[0.0]]}, "numpy array"),
 ])
 def test_inputs_are_checked_before_anything_runs(bundle: Path, feed: dict, message: str) -> None:
-    with open_runner(bundle, Manifest.load(bundle), "cpu") as runner:
+    with open_runner(bundle, Manifest.load(bundle), RunnerOptions("cpu")) as runner:
         with pytest.raises(UsageError, match=message):
             runner.infer(feed)
 
@@ -55,7 +56,7 @@ def test_batch_limit_is_enforced_and_classify_splits_to_fit(bundle: Path, sky_da
     shutil.copytree(bundle, limited)
     manifest.save(limited)
     files = sorted((sky_data / "hr").rglob("*.png"))[:7]
-    with Classifier(limited, backend="cpu") as clf:
+    with Classifier(limited, RunnerOptions("cpu")) as clf:
         assert clf.runner.max_batch == 3
         with pytest.raises(UsageError, match="over this model's limit of 3"):
             clf.runner.infer({"image": np.zeros((4, 3, 32, 32), np.float32)})
@@ -64,7 +65,7 @@ def test_batch_limit_is_enforced_and_classify_splits_to_fit(bundle: Path, sky_da
         clf.runner.infer = lambda feeds: seen.append(len(feeds["image"])) or infer(feeds)  # type: ignore[method-assign]
         got = clf.classify_files(files, top_k=8, batch_size=7)
     assert seen == [3, 3, 1]
-    with Classifier(bundle, backend="cpu") as whole:
+    with Classifier(bundle, RunnerOptions("cpu")) as whole:
         want = whole.classify_files(files, top_k=8, batch_size=7)
     for a, b in zip(got, want):
         np.testing.assert_allclose(sorted(p for _, p in a.top), sorted(p for _, p in b.top), atol=1e-6)
@@ -74,7 +75,7 @@ def test_classify_and_triage_agree_on_the_macro_class_of_every_image(bundle: Pat
                                                                        tmp_path: Path) -> None:
     folder = sky_data / "lr"
     out = tmp_path / "t.csv"
-    with Classifier(bundle, backend="cpu") as clf:
+    with Classifier(bundle, RunnerOptions("cpu")) as clf:
         triage(folder, clf, out)
         predictions = {Path(p.path).relative_to(folder).as_posix(): p
                        for p in clf.classify_files(sorted(folder.rglob("*.png")))}
@@ -123,7 +124,7 @@ def test_openvino_runs_the_bundle_like_onnx_runtime(bundle: Path, sky_data: Path
     """The OpenVINO runner behind the same interface: same checks, same probabilities (fp32 kept)."""
     pytest.importorskip("openvino")
     files = sorted((sky_data / "hr").rglob("*.png"))[:8]
-    with Classifier(bundle, backend="openvino") as ov, Classifier(bundle, backend="cpu") as ort:
+    with Classifier(bundle, RunnerOptions("openvino")) as ov, Classifier(bundle, RunnerOptions("cpu")) as ort:
         assert ov.backend == "openvino:cpu"
         got, want = ov.classify_files(files, top_k=8), ort.classify_files(files, top_k=8)
         with pytest.raises(UsageError, match="must be float32, not float64"):
@@ -159,7 +160,7 @@ def test_triage_stops_onnx_runtime_spinning_where_decoders_share_the_cores(bundl
     """Spin-waiting threads took the cores triage's decoders need (int8 triage: 410 -> 510
     images/s on 2 cores); classify keeps ONNX Runtime's default."""
     key = "session.intra_op.allow_spinning"
-    with Classifier(bundle, backend="cpu", spin=False) as quiet, Classifier(bundle, backend="cpu") as default:
+    with Classifier(bundle, RunnerOptions("cpu", spin=False)) as quiet, Classifier(bundle, RunnerOptions("cpu")) as default:
         assert quiet.runner.session.get_session_options().get_session_config_entry(key) == "0"
         options = default.runner.session.get_session_options()
         with pytest.raises(Exception, match=key):  # no such entry: ONNX Runtime's default

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from triton_fakes import Server, check_onnx_model, parse  # noqa: I001 - test support module
 
 from flare.cli import cli
+from flare.runtime.core.backends.options import RunnerOptions
 from flare.runtime.core.manifest import Manifest
 from flare.runtime.tasks.classify import Classifier
 
@@ -63,7 +64,7 @@ def test_a_client_gets_the_runtimes_probabilities_from_image_bytes(repo: Path, b
         logits = server.infer(bundle.name, {"IMAGE": images})["logits"]
     finally:
         server.close()
-    with Classifier(bundle, backend="cpu") as clf:
+    with Classifier(bundle, RunnerOptions("cpu")) as clf:
         want = clf.classify_files(files, top_k=8)
     got = softmax(logits)
     for row, prediction in zip(got, want):

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from flare.runtime.core.backends.base import BACKENDS
+from flare.runtime.core.backends.options import BACKENDS, RunnerOptions
 from flare.runtime.foundation.options import COUNT, FRACTION, NON_NEGATIVE, SEED_RANGE, FlareCommand, InputPath, OutputPath, ResultsPath
 
 if TYPE_CHECKING:
@@ -31,8 +31,9 @@ CUDA_GRAPH_OPTION = click.option(
 def info(bundle: Path, as_json: bool, backend: str) -> None:
     """Describe a bundle and the backend that would run it here."""
     from flare.runtime.core.manifest import Manifest
-    from flare.runtime.core.backends import open_runner
+    from flare.runtime.core.backends.open import open_runner
     from flare.runtime.core.backends.ort_runner import installed_onnxruntime_packages
+    from flare.runtime.core.tasks import task_named
 
     manifest = Manifest.load(bundle)
     if as_json:
@@ -46,20 +47,9 @@ def info(bundle: Path, as_json: bool, backend: str) -> None:
         lines.append(f"output      {t.name} {t.shape} {t.dtype}")
     if manifest.labels:
         lines.append(f"classes     {manifest.labels.level}: {', '.join(manifest.labels.classes)}")
-    pre = manifest.preprocessing
-    if manifest.task == "enhance":
-        lines.append(f"enhance     x{pre.get('scale')} {pre.get('color')}, window {pre.get('window')}, recommended tiles "
-                     f"{pre.get('tile')} px overlapping by {pre.get('overlap')}")
-    elif pre and manifest.task == "classify":
-        lines.append(f"preprocess  {pre.get('size')} px {pre.get('interpolation')}, mean {pre.get('mean')}, "
-                     f"std {pre.get('std')}, FITS {pre.get('stretch', {}).get('kind')} stretch")
-    if manifest.task == "generate":
-        lines.append(f"generate    {pre.get('image_size')} px images from {pre.get('latent_channels')}x{pre.get('latent_size')}"
-                     f"x{pre.get('latent_size')} latents; classes {', '.join(pre.get('classes') or []) or '(none tabled)'}; "
-                     f"{'free-text prompts' if pre.get('text') else 'no text encoder'}; source images: "
-                     f"{pre.get('image_mode') or 'no'}")
-    parts = manifest.parity.get("parts") if manifest.task == "generate" else {"model": manifest.parity}
-    for name, parity in (parts or {}).items():
+    task = task_named(manifest.task)
+    lines.extend(task.model_class().describe(manifest))
+    for name, parity in (manifest.parity.get("parts") or {"model": manifest.parity}).items():
         if parity:
             lines.append(f"parity      {'' if name == 'model' else name + ' '}{_parity_text(parity)}")
     ops = manifest.extra.get("tensorrt_ops")
@@ -77,8 +67,7 @@ def info(bundle: Path, as_json: bool, backend: str) -> None:
     packages = installed_onnxruntime_packages()
     lines.append(f"onnxruntime {', '.join(packages) or 'not installed'}"
                  + ("  WARNING: more than one ONNX Runtime package; uninstall all and install one" if len(packages) > 1 else ""))
-    model_key = "model" if "model" in manifest.files else "unet" if "unet" in manifest.files else next(iter(manifest.files))
-    with open_runner(bundle, manifest, backend, model_key) as runner:
+    with open_runner(bundle, manifest, RunnerOptions(backend), task.parts[0]) as runner:
         lines.append(f"runs on     {runner.name}"
                      + (f" (batches up to {runner.max_batch})" if runner.max_batch else ""))
         lines.extend(f"dropped     {note}" for note in runner.notes)
@@ -109,7 +98,7 @@ def classify(bundle: Path, images: tuple[Path, ...], top_k: int, as_json: bool, 
     """Classify image files (PNG, JPEG, TIFF, FITS) with a bundle."""
     from flare.runtime.tasks.classify import Classifier
 
-    with Classifier(bundle, backend=backend, cuda_graph=cuda_graph) as clf:
+    with Classifier(bundle, RunnerOptions(backend, cuda_graph=cuda_graph)) as clf:
         _classify_each(clf, images, top_k, as_json)
 
 
@@ -179,7 +168,8 @@ def triage(directory: Path, bundle: Path, out: Path, threshold: float, batch: in
                              cpus_per_worker=cpus_per_worker)
         log(f"running on Ray: {options.workers} model replica(s) on {backend}, decoding on the cluster's other CPUs")
         with progress_bar(None, "triage") as bar:
-            summary = triage_on_ray(directory, BundlePredictors(str(bundle.resolve()), backend, cuda_graph), out, options=options,
+            predictors = BundlePredictors(str(bundle.resolve()), RunnerOptions(backend, spin=False, cuda_graph=cuda_graph))
+            summary = triage_on_ray(directory, predictors, out, options=options,
                                     threshold=threshold, batch_size=batch, max_pixels=limit, progress=bar,
                                     on_start=bar.start)
         click.echo(summary.format())
@@ -191,7 +181,7 @@ def triage(directory: Path, bundle: Path, out: Path, threshold: float, batch: in
                                          ("--cpus-per-worker", cpus_per_worker != 1.0)) if value]
     if ray_only:
         raise UsageError(f"{', '.join(ray_only)} only apply with --engine ray")
-    with Classifier(bundle, backend=backend, spin=False, cuda_graph=cuda_graph) as clf, progress_bar(None, "triage") as bar:
+    with Classifier(bundle, RunnerOptions(backend, spin=False, cuda_graph=cuda_graph)) as clf, progress_bar(None, "triage") as bar:
         log(f"running on {clf.backend}")
         summary = run_triage(directory, clf, out, threshold=threshold, batch_size=batch, workers=workers,
                              max_pixels=limit, progress=bar, on_start=bar.start)
@@ -218,7 +208,7 @@ def enhance(bundle: Path, images: tuple[Path, ...], out: Path, tile: int | None,
     from flare.runtime.apps.enhance_files import enhance_files, raise_if_failed
     from flare.runtime.foundation.progress import log, progress_bar
 
-    with Enhancer(bundle, backend=backend, tile=tile, overlap=overlap, batch=batch, cuda_graph=cuda_graph) as enhancer, \
+    with Enhancer(bundle, RunnerOptions(backend, cuda_graph=cuda_graph), tile=tile, overlap=overlap, batch=batch) as enhancer, \
             progress_bar(None, "enhance (input pixels)") as bar:
         log(f"running on {enhancer.backend}: x{enhancer.scale}, tiles of {enhancer.tile or 'whole-image'} px "
             f"overlapping by {enhancer.overlap}, {enhancer.batch} per call")
@@ -261,7 +251,7 @@ def generate(bundle: Path, class_name: str | None, prompt: str | None, count: in
 
     if (class_name is None) == (prompt is None):
         raise UsageError("give either --class NAME or --prompt TEXT")
-    with Generator(bundle, backend=backend, batch=batch, cuda_graph=cuda_graph) as generator:
+    with Generator(bundle, RunnerOptions(backend, cuda_graph=cuda_graph), batch=batch) as generator:
         defaults = generator.spec.defaults
         request = Request(name=class_name, prompt=prompt, n=count, seed=seed,
                           steps=steps or int(defaults.get("steps", 50)),

@@ -98,7 +98,7 @@ class EnhanceModel:
         manifest = Manifest.load(folder, verify=False)
         config = json.loads((folder / "serving.json").read_text())
         runner = BLSRunner(pb_utils, config["model"], manifest.inputs, manifest.outputs, config["max_batch"])
-        self.enhancer = Enhancer(folder, runner=runner, batch=config["max_batch"])
+        self.enhancer = Enhancer(folder, batch=config["max_batch"], open_part=lambda part: runner)
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {ENHANCED: self.enhancer.enhance_rgb(decode_request(inputs[IMAGE].reshape(-1)[0]))}

@@ -25,6 +25,7 @@ The driver lists the folder (one ``os.walk``) and keeps one key per file to do; 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -47,6 +48,7 @@ from flare.runtime.apps.triage import (
     open_run,
     result_rows,
 )
+from flare.runtime.core.backends.options import RunnerOptions
 from flare.runtime.core.preprocess import PreprocessSpec, preprocess
 from flare.runtime.foundation.errors import FlareError, MissingExtraError, UsageError, one_line
 from flare.runtime.io.images import DEFAULT_MAX_PIXELS
@@ -89,25 +91,22 @@ class BundlePredictors:
     """
 
     bundle: str
-    backend: str = "auto"
-    cuda_graph: bool = False
+    options: RunnerOptions = RunnerOptions(spin=False)
 
     def describe(self) -> PredictorInfo:
         from flare.runtime.core.manifest import Manifest
-        from flare.runtime.foundation.errors import BundleError
         from flare.runtime.foundation.fingerprint import fingerprint_path
+        from flare.runtime.tasks.classify import Classifier
 
-        manifest = Manifest.load(Path(self.bundle))
-        if manifest.task != "classify" or manifest.labels is None:
-            raise BundleError(f"{self.bundle} is a bundle for '{manifest.task}', not a classifier; make one "
-                              "with 'flare export classifier'")
+        manifest = Classifier.load_manifest(Path(self.bundle))
+        assert manifest.labels is not None  # required of classify bundles
         return PredictorInfo(PreprocessSpec.from_dict(manifest.preprocessing), list(manifest.labels.classes),
                              dict(manifest.labels.macro_of), fingerprint_path(Path(self.bundle) / Manifest.FILE))
 
     def open(self, threads: int | None) -> Predictor:
         from flare.runtime.tasks.classify import Classifier
 
-        return Classifier(self.bundle, backend=self.backend, spin=False, cuda_graph=self.cuda_graph, threads=threads)
+        return Classifier(self.bundle, dataclasses.replace(self.options, threads=threads))
 
 
 @dataclass(frozen=True)

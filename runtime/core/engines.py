@@ -21,19 +21,14 @@ from typing import Any
 
 from flare.runtime.core.manifest import EngineInfo, Manifest, TensorSpec
 from flare.runtime.core.preprocess import EnhanceSpec
+from flare.runtime.core.tasks import task_named
 from flare.runtime.foundation.errors import BackendError, MissingExtraError, UsageError
 
 #: Input name -> (min, opt, max) shapes of one optimisation profile.
 Profile = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
 
-#: Images per call an engine accepts unless ``--max-batch`` says otherwise, per task. The
-#: UNet sees twice the images under guidance and the text encoder one context per image
-#: plus the empty prompt, so they get twice this.
-DEFAULT_MAX_BATCH = {"classify": 32, "enhance": 8, "generate": 4}
 #: Largest tile side (input pixels) of an enhance engine unless ``--max-tile`` says otherwise.
 DEFAULT_MAX_TILE = 512
-#: Generate parts that see the guided batch (twice the images).
-GUIDED_PARTS = ("unet", "text_encoder", "sampler_step")
 
 
 @dataclass(frozen=True)
@@ -76,13 +71,10 @@ def engine_profile(manifest: Manifest, model_key: str, options: ProfileOptions =
     from the smallest side the model accepts to ``--max-tile`` (never below the bundle's
     recommended tile), tuned at the recommended tile. Every other axis is fixed.
     """
-    task = manifest.task
-    images = options.max_batch or DEFAULT_MAX_BATCH[task]
-    guided = task == "generate" and model_key in GUIDED_PARTS
-    top = 2 * images if guided else images
-    opt_batch = top if task in ("classify", "enhance") else (2 if guided else 1)
+    rule = task_named(manifest.task).engine
+    top, opt_batch = rule.part_batch(model_key, options.max_batch), rule.tuned_batch(model_key, options.max_batch)
     spatial: tuple[int, int, int] | None = None
-    if task == "enhance":
+    if rule.tiled:
         spec = EnhanceSpec.from_dict(manifest.preprocessing)
         largest = max(options.max_tile or DEFAULT_MAX_TILE, spec.tile)
         if largest % spec.window:

@@ -13,12 +13,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from flare.runtime.core.artifact import Artifact, sha256
-from flare.runtime.core.generation_spec import GenerationSpec
-from flare.runtime.core.preprocess import EnhanceSpec, PreprocessSpec
+from flare.runtime.core.tasks import task_named
 from flare.runtime.foundation.errors import ArtifactError, BundleError
 
 
-TASKS = ("classify", "enhance", "generate")
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -38,10 +36,6 @@ class ModelIO:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
 
-
-#: The model files of a generate bundle: the first two always, the encoders when the source has
-#: them, the sampler-step graph in bundles made since it exists (see generation_spec.STEP_INPUTS).
-GENERATE_MODELS = ("unet", "vae_decoder", "vae_encoder", "text_encoder", "sampler_step")
 
 
 @dataclass
@@ -135,7 +129,7 @@ class Manifest(Artifact):
     def precision_of(self, model_key: str) -> str:
         """The precision of one model file: a generate bundle's parts differ (its VAE decoder may
         stay fp32, its sampler step always is), the others have the bundle's."""
-        if self.task != "generate":
+        if not task_named(self.task).per_part_precision:
             return self.precision
         part = self.extra.get("export", {}).get(model_key, {})
         return "fp16" if str(part.get("precision", "")).startswith("fp16") else "fp32"
@@ -146,8 +140,7 @@ class Manifest(Artifact):
         return (io.inputs, io.outputs) if io is not None else (self.inputs, self.outputs)
 
     def validate(self) -> None:
-        if self.task not in TASKS:
-            raise BundleError(f"manifest task {self.task!r} is not one of {', '.join(TASKS)}")
+        task = task_named(self.task)
         if self.precision not in PRECISIONS:
             raise BundleError(f"manifest precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if not self.files:
@@ -161,31 +154,7 @@ class Manifest(Artifact):
             if engine.file not in self.files or engine.model not in self.files:
                 raise BundleError(f"the manifest records an engine '{engine.file}' for '{engine.model}' but does not "
                                   "name both files")
-        if self.task == "classify":
-            if self.labels is None:
-                raise BundleError("a classify bundle needs 'labels' in its manifest")
-            spec = PreprocessSpec.from_dict(self.preprocessing)  # the runtime rebuilds its preprocessing from this
-            wanted = "uint8" if spec.fused else "float32"
-            if self.inputs[0].dtype != wanted:
-                raise BundleError(f"the preprocessing feeds {wanted} but the model input '{self.inputs[0].name}' "
-                                  f"is {self.inputs[0].dtype}")
-        if self.task == "enhance":
-            enhance = EnhanceSpec.from_dict(self.preprocessing)
-            first = self.inputs[0]
-            if first.dtype != "float32" or len(first.shape) != 4 or first.shape[1] != enhance.channels:
-                raise BundleError(f"the preprocessing feeds float32 (batch, {enhance.channels}, height, width) but "
-                                  f"the model input '{first.name}' is {first.dtype} {first.shape}")
-        if self.task == "generate":
-            spec = GenerationSpec.from_dict(self.preprocessing)
-            missing = [k for k in ("unet", "vae_decoder", "class_embeddings") if k not in self.files]
-            if missing:
-                raise BundleError(f"a generate bundle needs the files {', '.join(missing)} in its manifest")
-            unknown = sorted(set(self.models) - set(GENERATE_MODELS))
-            if unknown or any(k not in self.models for k in GENERATE_MODELS if k in self.files):
-                raise BundleError(f"the manifest's 'models' must describe each of {', '.join(GENERATE_MODELS)} "
-                                  "it holds, and nothing else")
-            if spec.text is not None and not {"text_encoder", "tokenizer"} <= set(self.files):
-                raise BundleError("the manifest describes a tokenizer but names no text_encoder and tokenizer files")
+        task.check(self)
 
     @classmethod
     def remedy(cls) -> str:

@@ -13,13 +13,13 @@ from typing import Iterable
 
 import numpy as np
 
-from flare.runtime.core.backends import Runner, open_runner
+from flare.runtime.core.backends.options import RunnerOptions
 from flare.runtime.core.manifest import Manifest
 from flare.runtime.core.preprocess import PreprocessSpec, preprocess
 from flare.runtime.core.taxonomy import macro_probabilities
 from flare.runtime.foundation.errors import BundleError
-from flare.runtime.foundation.fingerprint import fingerprint_path
 from flare.runtime.io.images import load_rgb
+from flare.runtime.tasks.model import BundleModel
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -45,51 +45,27 @@ class Prediction:
                 "top": [{"class": c, "probability": p} for c, p in self.top]}
 
 
-class Classifier:
-    """A classify bundle opened on the best backend available here; close it (or use ``with``)."""
+class Classifier(BundleModel):
+    """A classify bundle: preprocessing from its manifest, probabilities, top-k and the macro roll-up."""
 
-    def __init__(self, bundle: str | Path, backend: str = "auto", spin: bool = True, cuda_graph: bool = False,
-                 threads: int | None = None) -> None:
-        """Open ``bundle`` on ``backend``; ``spin=False`` when decoding threads share the CPU
-        with the model, as in triage, and ``threads`` caps its CPU threads (see
-        :func:`flare.runtime.core.backends.open_runner`)."""
-        self.bundle = Path(bundle)
-        self.manifest: Manifest = Manifest.load(self.bundle)
-        if self.manifest.task != "classify" or self.manifest.labels is None:
-            raise BundleError(f"{self.bundle} is a bundle for '{self.manifest.task}', not a classifier; make one "
-                              "with 'flare export classifier'")
+    TASK = "classify"
+
+    def __init__(self, bundle: str | Path, options: RunnerOptions = RunnerOptions()) -> None:
+        """Open ``bundle`` and start its model (so a backend that cannot run it fails here);
+        triage passes ``spin=False`` (decoding threads share the CPU with the model)."""
+        super().__init__(bundle, options)
+        assert self.manifest.labels is not None  # the manifest's check requires labels for this task
         self.labels: list[str] = self.manifest.labels.classes
         self.macro_of: dict[str, str] = self.manifest.labels.macro_of
         self.spec = PreprocessSpec.from_dict(self.manifest.preprocessing)
-        self.input_name = self.manifest.inputs[0].name
-        self.output_name = self.manifest.outputs[0].name
         self.outputs_probabilities = self.manifest.extra.get("output_kind") == "probabilities"
-        self.runner: Runner = open_runner(self.bundle, self.manifest, backend, spin=spin,
-                                           cuda_graph=cuda_graph, threads=threads).activate()
+        self.runner.activate()  # start now: a backend that cannot run the model fails on opening
 
-    def __enter__(self) -> Classifier:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.runner.deactivate()
-
-    @property
-    def backend(self) -> str:
-        return self.runner.name
-
-    @property
-    def fingerprint(self) -> str:
-        """sha256 of the manifest, which holds the sha256 of every model file (checked on
-        opening): two bundles with one fingerprint give the same predictions."""
-        return fingerprint_path(self.bundle / Manifest.FILE)
-
-    @property
-    def notes(self) -> list[str]:
-        """What the backend dropped while starting (shown by ``flare info`` and triage)."""
-        return list(self.runner.notes)
+    @classmethod
+    def describe(cls, manifest: Manifest) -> list[str]:
+        pre = manifest.preprocessing
+        return [f"preprocess  {pre.get('size')} px {pre.get('interpolation')}, mean {pre.get('mean')}, "
+                f"std {pre.get('std')}, FITS {pre.get('stretch', {}).get('kind')} stretch"]
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """A batch as :func:`preprocess` makes it -> (N, C) probabilities, in chunks the backend accepts.
@@ -97,11 +73,7 @@ class Classifier:
         That is (N, 3, S, S) float32, or (N, S, S, 3) uint8 for a bundle that normalises
         inside its model (``--fuse-preprocess``); the runner refuses anything else by name.
         """
-        batch = np.ascontiguousarray(batch)
-        step = self.runner.max_batch or max(len(batch), 1)
-        outs = [self.runner.infer({self.input_name: batch[i:i + step]})[self.output_name]
-                for i in range(0, len(batch), step)]
-        out = np.concatenate(outs)
+        out = self.run_part("model", {self.manifest.inputs[0].name: batch})
         if out.shape[-1] != len(self.labels):
             raise BundleError(f"model gives {out.shape[-1]} outputs but the manifest names {len(self.labels)} classes")
         return out.astype(np.float32) if self.outputs_probabilities else softmax(out)

@@ -16,12 +16,12 @@ from typing import Protocol
 
 import numpy as np
 
-from flare.runtime.core.backends import Runner, open_runner
+from flare.runtime.core.backends.options import RunnerOptions
 from flare.runtime.core.manifest import Manifest
 from flare.runtime.core.preprocess import EnhanceSpec
 from flare.runtime.core.tiling import Axis
 from flare.runtime.foundation.errors import BundleError, ImageDecodeError, UsageError
-from flare.runtime.foundation.fingerprint import fingerprint_path
+from flare.runtime.tasks.model import BundleModel, PartOpener
 
 #: Receives finished output rows: ``(first_row, rows)`` with rows ``(C, n, W * scale)`` in [0, 1].
 Sink = Callable[[int, np.ndarray], None]
@@ -55,22 +55,15 @@ class ArraySource:
         return np.ascontiguousarray(t.transpose(2, 0, 1))
 
 
-class Enhancer:
-    """An enhance bundle opened on a backend; close it (or use ``with``)."""
+class Enhancer(BundleModel):
+    """An enhance bundle: tiles planned from its manifest, blended into any size of output."""
 
-    def __init__(self, bundle: str | Path, backend: str = "auto", tile: int | None = None,
-                 overlap: int | None = None, batch: int = 4, spin: bool = True,
-                 cuda_graph: bool = False, runner: Runner | None = None) -> None:
-        """``tile`` / ``overlap`` default to the bundle's recommendation; ``tile`` 0 runs whole images.
+    TASK = "enhance"
 
-        ``runner`` replaces the bundle's own model file (a Triton server's model, called from
-        its Python backend: see :mod:`flare.runtime.apps.serving`); the folder then needs only its manifest.
-        """
-        self.bundle = Path(bundle)
-        self.manifest = Manifest.load(self.bundle, verify=runner is None)
-        if self.manifest.task != "enhance":
-            raise BundleError(f"{self.bundle} is a bundle for '{self.manifest.task}', not an enhance "
-                              "(super-resolution) bundle; make one with 'flare export sr'")
+    def __init__(self, bundle: str | Path, options: RunnerOptions = RunnerOptions(), tile: int | None = None,
+                 overlap: int | None = None, batch: int = 4, open_part: PartOpener | None = None) -> None:
+        """``tile`` / ``overlap`` default to the bundle's recommendation; ``tile`` 0 runs whole images."""
+        super().__init__(bundle, options, open_part)
         self.spec = EnhanceSpec.from_dict(self.manifest.preprocessing)
         self.tile = self.spec.tile if tile is None else tile
         self.overlap = min(self.spec.overlap, max(self.tile - self.spec.window, 0)) if overlap is None else overlap
@@ -82,39 +75,22 @@ class Enhancer:
                              f"({self.spec.window}) so tiles start on window boundaries")
         if batch < 1:
             raise UsageError(f"--batch must be at least 1, not {batch}")
-        self.batch = batch
-        self.input_name = self.manifest.inputs[0].name
-        self.output_name = self.manifest.outputs[0].name
-        self.runner: Runner = (runner or open_runner(self.bundle, self.manifest, backend, spin=spin,
-                                                     cuda_graph=cuda_graph)).activate()
-        if self.runner.max_batch:
-            self.batch = min(self.batch, self.runner.max_batch)
+        runner = self.runner
+        self.batch = min(batch, runner.max_batch) if runner.max_batch else batch
 
-    def __enter__(self) -> Enhancer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.runner.deactivate()
-
-    @property
-    def backend(self) -> str:
-        return self.runner.name
+    @classmethod
+    def describe(cls, manifest: Manifest) -> list[str]:
+        pre = manifest.preprocessing
+        return [f"enhance     x{pre.get('scale')} {pre.get('color')}, window {pre.get('window')}, recommended tiles "
+                f"{pre.get('tile')} px overlapping by {pre.get('overlap')}"]
 
     @property
     def scale(self) -> int:
         return self.spec.scale
 
-    @property
-    def fingerprint(self) -> str:
-        """sha256 of the manifest, which pins every model file: same fingerprint, same outputs."""
-        return fingerprint_path(self.bundle / Manifest.FILE)
-
     def infer(self, tiles: np.ndarray) -> np.ndarray:
         """``(N, C, h, w)`` tiles of one shape -> ``(N, C, h*scale, w*scale)`` float32."""
-        out = self.runner.infer({self.input_name: np.ascontiguousarray(tiles, dtype=np.float32)})[self.output_name]
+        out = self.run_part("model", {self.manifest.inputs[0].name: tiles.astype(np.float32, copy=False)})
         expected = (tiles.shape[0], self.spec.channels, tiles.shape[2] * self.scale, tiles.shape[3] * self.scale)
         if out.shape != expected:
             raise BundleError(f"{self.bundle}: the model turned tiles {tiles.shape} into {out.shape}, not {expected}; "

@@ -19,66 +19,47 @@ from pathlib import Path
 
 import numpy as np
 
-from flare.runtime.core.backends.base import Runner, open_runner
+from flare.runtime.core.backends.options import RunnerOptions
 from flare.runtime.core.backends.ort_runner import OnnxRuntimeRunner
 from flare.runtime.core.generation_spec import GenerationSpec, initial_noise, source_input, step_coefficients, to_uint8
 from flare.runtime.core.manifest import Manifest
 from flare.runtime.core.schedulers import SAMPLERS, Sampler, make_sampler
 from flare.runtime.foundation.errors import BundleError, FlareError, UsageError
-from flare.runtime.foundation.fingerprint import fingerprint_path
+from flare.runtime.tasks.model import BundleModel, PartOpener
 
 
-class Generator:
-    """A generate bundle opened on a backend; close it (or use ``with``)."""
+class Generator(BundleModel):
+    """A generate bundle: conditioning, the numpy sampling loop around the UNet, the VAE decoder."""
 
-    def __init__(self, bundle: str | Path, backend: str = "auto", batch: int = 4, cuda_graph: bool = False,
-                 open_part: Callable[[str], Runner] | None = None, device_loop: bool | None = None) -> None:
-        """``batch`` is how many images are sampled together (the UNet sees twice that with guidance).
+    TASK = "generate"
+    LOCAL_FILES = ("class_embeddings", "tokenizer")
 
-        ``open_part(key)`` replaces the bundle's model files by other runners (a Triton
-        server's models, see :mod:`flare.runtime.apps.serving`); the folder then needs only the
-        manifest, the class embeddings and the tokenizer.
-        """
-        self.bundle = Path(bundle)
-        self.manifest = Manifest.load(self.bundle, verify=open_part is None)
-        if open_part is not None:
-            self.manifest.verify(self.bundle, [r for r in ("class_embeddings", "tokenizer") if r in self.manifest.files])
-        self._open_part = open_part
+    def __init__(self, bundle: str | Path, options: RunnerOptions = RunnerOptions(), batch: int = 4,
+                 open_part: PartOpener | None = None, device_loop: bool | None = None) -> None:
+        """``batch`` is how many images are sampled together (the UNet sees twice that with guidance)."""
+        super().__init__(bundle, options, open_part)
         #: Keep latents on the device between steps: None when the UNet runs on a GPU through
         #: ONNX Runtime and the bundle has the sampler-step graph; True forces it (tests), False never.
         self.device_loop = device_loop
-        if self.manifest.task != "generate":
-            raise BundleError(f"{self.bundle} is a bundle for '{self.manifest.task}', not a generate bundle; "
-                              "make one with 'flare export diffusion'")
         if batch < 1:
             raise UsageError(f"--batch must be at least 1, not {batch}")
         self.spec = GenerationSpec.from_dict(self.manifest.preprocessing)
         self.batch = batch
-        self.backend_choice = backend
-        self.cuda_graph = cuda_graph
         table_path = self.bundle / self.manifest.files["class_embeddings"].path
         self.table = np.load(table_path, allow_pickle=False).astype(np.float32)
         if self.table.ndim != 3 or len(self.table) != len(self.spec.classes) + 1:
             raise BundleError(f"{table_path} must hold one (tokens, dim) row per class plus the null prompt, "
                               f"not shape {self.table.shape}; re-export the bundle")
-        self._runners: dict[str, Runner] = {}
         self._tokenizer = None
 
-    def __enter__(self) -> Generator:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        for runner in self._runners.values():
-            runner.deactivate()
-        self._runners.clear()
-
-    @property
-    def fingerprint(self) -> str:
-        """sha256 of the manifest, which pins every model file: same fingerprint, same images."""
-        return fingerprint_path(self.bundle / Manifest.FILE)
+    @classmethod
+    def describe(cls, manifest: Manifest) -> list[str]:
+        pre = manifest.preprocessing
+        return [f"generate    {pre.get('image_size')} px images from {pre.get('latent_channels')}x"
+                f"{pre.get('latent_size')}x{pre.get('latent_size')} latents; classes "
+                f"{', '.join(pre.get('classes') or []) or '(none tabled)'}; "
+                f"{'free-text prompts' if pre.get('text') else 'no text encoder'}; source images: "
+                f"{pre.get('image_mode') or 'no'}"]
 
     @property
     def has_text_encoder(self) -> bool:
@@ -93,24 +74,8 @@ class Generator:
     def supports_image_variation(self) -> bool:
         return self.spec.image_mode is not None and "vae_encoder" in self.manifest.files
 
-    @property
-    def backend(self) -> str:
-        return self._runner("unet").name
-
-    def _runner(self, key: str) -> Runner:
-        if key not in self._runners:
-            runner = self._open_part(key) if self._open_part is not None else open_runner(
-                self.bundle, self.manifest, self.backend_choice, key, cuda_graph=self.cuda_graph)
-            self._runners[key] = runner.activate()
-        return self._runners[key]
-
     def _run(self, key: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        runner = self._runner(key)
-        limit = runner.max_batch or len(next(iter(feeds.values())))
-        n = len(next(iter(feeds.values())))
-        out = [runner.infer({k: v[i:i + limit] for k, v in feeds.items()})[runner.outputs[0].name]
-               for i in range(0, n, limit)]
-        return np.concatenate(out).astype(np.float32, copy=False)
+        return self.run_part(key, feeds).astype(np.float32, copy=False)
 
     # --- conditioning ------------------------------------------------------------------------
 
@@ -230,7 +195,7 @@ class Generator:
         """Whether to sample with the latents left on the device (see :meth:`_denoise_on_device`)."""
         if self.device_loop is False or "sampler_step" not in self.manifest.files:
             return False
-        unet = self._runner("unet")
+        unet = self.runner_for("unet")
         if not isinstance(unet, OnnxRuntimeRunner) or (unet.max_batch or unet_batch) < unet_batch:
             return False
         return bool(self.device_loop) or unet.device == "cuda"
@@ -245,7 +210,7 @@ class Generator:
         the only thing sent over besides the timestep) and hands back the next UNet input. Only
         the final latents come back to the host. Same steps as the host loop, in float32.
         """
-        unet, stepper = self._runner("unet"), self._runner("sampler_step")
+        unet, stepper = self.runner_for("unet"), self.runner_for("sampler_step")
         n = len(latents)
         x = unet.to_device(latents.astype(np.float32))
         unet_x = unet.to_device(np.concatenate([latents] * (len(context) // n)).astype(np.float32))

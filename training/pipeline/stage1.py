@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from flare.runtime.core.backends.options import RunnerOptions
 from flare.runtime.core.manifest import Manifest
 from flare.runtime.foundation.atomic import save_png
 from flare.runtime.foundation.errors import ImageDecodeError, UsageError, one_line
@@ -62,7 +63,7 @@ def open_sr(sr: Path, config: Stage1Config,
     """
     if (Path(sr) / Manifest.FILE).is_file():
         backend = {"auto": "auto", "cpu": "cpu"}.get(device, "cuda")
-        with Enhancer(sr, backend=backend, tile=config.tile, overlap=config.overlap) as enhancer:
+        with Enhancer(sr, RunnerOptions(backend), tile=config.tile, overlap=config.overlap) as enhancer:
             yield enhancer.enhance_rgb, f"{Path(sr).name} bundle (x{enhancer.scale}, {enhancer.backend})"
         return
     dev = pick_device(device)

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from flare.runtime.core.backends.options import RunnerOptions
 from flare.runtime.core.manifest import Manifest
 from flare.runtime.foundation.atomic import save_png
 from flare.runtime.foundation.errors import FlareError, ImageDecodeError, UsageError
@@ -97,7 +98,7 @@ def augment_stage2(data: Path, diffusion: str | Path, out: Path, cfg: Stage2Conf
         pending = [(s, k) for s in samples for k in range(cfg.per_image) if output_for(s.path, k) not in done]
         if (Path(diffusion) / Manifest.FILE).is_file():  # a generate bundle: the torch-free runtime
             backend = {"auto": "auto", "cpu": "cpu"}.get(device, "cuda")
-            with Generator(diffusion, backend=backend, batch=cfg.batch) as generator:
+            with Generator(diffusion, RunnerOptions(backend), batch=cfg.batch) as generator:
                 return _generate(samples, pending, generator, diffusion, data, root, out, cfg, journal)
         model = load_diffusion(diffusion, pick_device(device))
         return _generate(samples, pending, model, diffusion, data, root, out, cfg, journal)

@@ -1,4 +1,4 @@
-"""The runner interface every backend implements, and the choice of backend for a bundle.
+"""The runner interface every backend implements (:mod:`flare.runtime.core.backends.open` picks one).
 
 Shaped like Polygraphy's runners: a runner is made cheaply, :meth:`Runner.activate`
 allocates (an ONNX Runtime session, a TensorRT context and stream), :meth:`Runner.infer`
@@ -16,18 +16,11 @@ while starting (a CUDA provider that failed to load) is kept in :attr:`Runner.no
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from pathlib import Path
 
 import numpy as np
 
-from flare.runtime.core.engines import Profile, engine_profile, profile_shapes
-from flare.runtime.core.manifest import Manifest, TensorSpec
+from flare.runtime.core.manifest import TensorSpec
 from flare.runtime.foundation.errors import BackendError, BundleError, UsageError
-
-#: What ``--backend`` may name: ONNX Runtime choices (auto picks the best provider that starts),
-#: the bundle's TensorRT engine, or OpenVINO on the ONNX file.
-BACKENDS = ("auto", "tensorrt", "cuda", "cpu", "trt-engine", "openvino")
-
 
 class Runner(ABC):
     """One model file of a bundle, run on one backend."""
@@ -135,59 +128,3 @@ class Runner(ABC):
 def _describe(spec: TensorSpec) -> str:
     """A tensor's shape and dtype as a person reads them: ``[batch,3,64,64] float32``."""
     return f"[{','.join(str(d) for d in spec.shape)}] {spec.dtype}"
-
-
-def open_runner(bundle: Path, manifest: Manifest, backend: str = "auto", model_key: str = "model",
-                spin: bool = True, cuda_graph: bool = False, threads: int | None = None) -> Runner:
-    """An inactive runner for ``manifest.files[model_key]`` on the requested backend.
-
-    ``trt-engine`` runs the bundle's serialized TensorRT engine with TensorRT's own Python
-    API; ``openvino`` compiles the ONNX file with OpenVINO; every other choice runs the ONNX
-    file through ONNX Runtime, which then picks
-    TensorRT, CUDA or CPU execution providers (see :mod:`flare.runtime.core.backends.ort_runner`).
-    ``spin=False`` stops ONNX Runtime's CPU threads spin-waiting between ops, for callers
-    whose own threads share the cores (triage decodes beside the model). ``cuda_graph``
-    asks the CUDA provider to capture the model as a CUDA graph (see ``OnnxRuntimeRunner``).
-    ``threads`` caps the CPU threads of one inference (default: the backend's, one per core),
-    for runners that share a machine with others (the Ray engine's actors).
-    """
-    if backend not in BACKENDS:
-        raise UsageError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if model_key not in manifest.files:
-        raise BackendError(f"{bundle} has no {model_key!r} file; it holds {', '.join(manifest.files)}")
-    if backend == "trt-engine":
-        from flare.runtime.core.backends.trt_runner import TensorRTRunner
-        from flare.runtime.core.engines import engine_for
-
-        engine = engine_for(manifest, model_key, str(bundle))
-        return TensorRTRunner(bundle / manifest.files[engine.file].path, *manifest.specs_of(model_key),
-                              engine.max_batch, specs_from=str(bundle / Manifest.FILE))
-    entry = manifest.files[model_key]
-    if backend == "openvino":
-        from flare.runtime.core.backends.openvino_runner import OpenVINORunner
-
-        return OpenVINORunner(bundle / entry.path, *manifest.specs_of(model_key), max_batch=entry.max_batch,
-                              specs_from=str(bundle / Manifest.FILE), threads=threads)
-    from flare.runtime.core.backends.ort_runner import OnnxRuntimeRunner
-
-    profile = _provider_profile(manifest, model_key)
-    return OnnxRuntimeRunner(bundle / entry.path, *manifest.specs_of(model_key), backend=backend,
-                             cache_dir=bundle / "trt_cache", fp16=manifest.precision_of(model_key) == "fp16",
-                             max_batch=entry.max_batch, specs_from=str(bundle / Manifest.FILE), spin=spin, threads=threads,
-                             trt_profile=profile_shapes(profile) if profile else None,
-                             trt_max_batch=next(iter(profile.values()))[2][0] if profile else None,
-                             cuda_graph=cuda_graph, graph_blockers=_control_flow(manifest, model_key))
-
-
-def _control_flow(manifest: Manifest, model_key: str) -> list[str]:
-    """The control-flow ops (If, Loop, Scan) of a model, from the export's op list: CUDA graphs cannot hold them."""
-    ops = manifest.extra.get("tensorrt_ops", {}).get("models", {}).get(model_key, {}).get("ops", [])
-    return [op for op in ops if op in ("If", "Loop", "Scan")]
-
-
-def _provider_profile(manifest: Manifest, model_key: str) -> Profile:
-    """The TensorRT provider's profile: the same rule as the bundle's own engines."""
-    try:
-        return engine_profile(manifest, model_key)
-    except (BackendError, UsageError, KeyError, ValueError):
-        return {}  # a bundle no rule covers: the provider then builds for the shapes it sees

@@ -23,6 +23,7 @@ import numpy as np
 
 from flare.runtime.core.artifact import quote_error
 from flare.runtime.core.backends.base import Runner
+from flare.runtime.core.backends.options import RunnerOptions
 from flare.runtime.core.manifest import TensorSpec
 from flare.runtime.foundation.errors import BackendError, MissingExtraError, UsageError
 
@@ -64,25 +65,22 @@ def installed_onnxruntime_packages() -> list[str]:
 class OnnxRuntimeRunner(Runner):
     """One ONNX model in an ``InferenceSession`` on the best provider that starts."""
 
-    def __init__(self, model: Path, inputs: list[TensorSpec], outputs: list[TensorSpec], backend: str = "auto",
-                 cache_dir: Path | None = None, fp16: bool = False, threads: int | None = None,
-                 max_batch: int | None = None, specs_from: str = "the manifest", spin: bool = True,
+    def __init__(self, model: Path, inputs: list[TensorSpec], outputs: list[TensorSpec],
+                 options: RunnerOptions = RunnerOptions(), cache_dir: Path | None = None, fp16: bool = False,
+                 max_batch: int | None = None, specs_from: str = "the manifest",
                  trt_profile: dict[str, str] | None = None, trt_max_batch: int | None = None,
-                 cuda_graph: bool = False, io_binding: bool | None = None,
-                 graph_blockers: list[str] | None = None) -> None:
+                 io_binding: bool | None = None, graph_blockers: list[str] | None = None) -> None:
         super().__init__(inputs, outputs, max_batch, specs_from)
-        #: Whether idle CPU threads spin-wait for the next op (ONNX Runtime's default): fastest
-        #: alone, but it takes the cores that decoding threads running beside it need.
-        self.spin = spin
-        if backend not in _PREFERENCE:
-            raise BackendError(f"ONNX Runtime has no backend {backend!r}; choose one of {', '.join(_PREFERENCE)}")
-        self.model, self.backend, self.cache_dir, self.fp16, self.threads = Path(model), backend, cache_dir, fp16, threads
+        if options.backend not in _PREFERENCE:
+            raise BackendError(f"ONNX Runtime has no backend {options.backend!r}; choose one of {', '.join(_PREFERENCE)}")
+        #: ``spin``: whether idle CPU threads spin-wait for the next op (ONNX Runtime's default):
+        #: fastest alone, but it takes the cores that decoding threads running beside it need.
+        self.options = options
+        self.model, self.cache_dir, self.fp16 = Path(model), cache_dir, fp16
         #: The TensorRT provider's ``trt_profile_{min,opt,max}_shapes`` (see flare.runtime.core.engines).
         self.trt_profile = dict(trt_profile or {})
         #: The profile's largest batch: the limit while the TensorRT provider runs the model.
         self.trt_max_batch = trt_max_batch
-        #: Capture the model as CUDA graphs (CUDA provider only; see :class:`DeviceIO`).
-        self.cuda_graph = cuda_graph
         #: Ops of the model a CUDA graph cannot capture (control flow), from the manifest.
         self.graph_blockers = list(graph_blockers or [])
         #: Keep inputs and outputs in bound buffers: None binds on the CUDA provider only.
@@ -96,17 +94,17 @@ class OnnxRuntimeRunner(Runner):
         ort = import_onnxruntime()
         self.notes = []
         built = ort.get_available_providers()
-        wanted = [p for p in _PREFERENCE[self.backend] if p in built]
-        if self.backend != "auto" and _PREFERENCE[self.backend][0] not in wanted:
-            raise BackendError(f"backend {self.backend} is not in this ONNX Runtime build ({', '.join(built)}); "
+        wanted = [p for p in _PREFERENCE[self.options.backend] if p in built]
+        if self.options.backend != "auto" and _PREFERENCE[self.options.backend][0] not in wanted:
+            raise BackendError(f"backend {self.options.backend} is not in this ONNX Runtime build ({', '.join(built)}); "
                                "install flare-edge[gpu] on a CUDA machine")
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if self.threads:
-            options.intra_op_num_threads = self.threads
-        if not self.spin:
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        session_options = ort.SessionOptions()
+        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.options.threads:
+            session_options.intra_op_num_threads = self.options.threads
+        if not self.options.spin:
+            session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            session_options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         graphs = self._wants_graphs()
         providers: list[Any] = []
         for p in wanted:
@@ -116,14 +114,14 @@ class OnnxRuntimeRunner(Runner):
                 providers.append((p, {"enable_cuda_graph": "1"}))
             else:
                 providers.append(p)
-        self.session = self._start(ort, options, providers)
+        self.session = self._start(ort, session_options, providers)
         active = self.session.get_providers()
         for p in wanted:
             if p not in active and not any(p in note for note in self.notes):
                 self.notes.append(f"{p} was requested but ONNX Runtime did not start it (its libraries or GPU "
                                   "are missing here; ONNX Runtime's log says why)")
-        if self.backend != "auto" and _PREFERENCE[self.backend][0] not in active:
-            raise BackendError(f"backend {self.backend} could not start here (running on {active[0]}); "
+        if self.options.backend != "auto" and _PREFERENCE[self.options.backend][0] not in active:
+            raise BackendError(f"backend {self.options.backend} could not start here (running on {active[0]}); "
                                + "; ".join(self.notes))
         self.check_model_specs(self.model.name, [_spec(a) for a in self.session.get_inputs()],
                                [_spec(a) for a in self.session.get_outputs()])
@@ -139,9 +137,9 @@ class OnnxRuntimeRunner(Runner):
 
     def _wants_graphs(self) -> bool:
         """Whether to ask for CUDA graphs; a request the provider cannot honour becomes a note."""
-        if not self.cuda_graph:
+        if not self.options.cuda_graph:
             return False
-        if self.backend != "cuda":
+        if self.options.backend != "cuda":
             self.notes.append("--cuda-graph needs --backend cuda (every node on the CUDA provider); running without")
             return False
         if self.graph_blockers:

@@ -22,6 +22,7 @@ torch = pytest.importorskip("torch")
 
 from click.testing import CliRunner, Result  # noqa: E402
 
+from bundle_edits import edited_bundle
 from flare.cli import cli  # noqa: E402
 from flare.runtime.core.manifest import Manifest
 from flare.runtime.core.runs import ClassifierRun, ClassifierTraining, DiffusionTraining, SRRun, SRTraining
@@ -220,23 +221,11 @@ def test_manifest_damage_is_one_line(bundle: Path, tmp_path: Path, damage: Calla
 # --- a manifest that contradicts its ONNX model ----------------------------------------------
 
 
-def edited_bundle(bundle: Path, tmp_path: Path, edit: Callable[[dict], object]) -> Path:
-    """A bundle whose manifest is edited; the 45 MB model is linked, not copied (it stays intact)."""
-    out = tmp_path / "bundle"
-    out.mkdir()
-    for entry in Manifest.load(bundle, verify=False).files.values():
-        (out / entry.path).symlink_to((bundle / entry.path).resolve())
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    edit(manifest)
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    return out
-
-
 @pytest.mark.parametrize("command", ["info", "classify"])
 def test_cli_refuses_a_manifest_whose_input_shape_was_edited(bundle: Path, sky_data: Path, tmp_path: Path,
                                                              command: str) -> None:
     pytest.importorskip("onnxruntime")
-    edited = edited_bundle(bundle, tmp_path, lambda m: m["inputs"][0].update(shape=["batch", 3, 64, 64]))
+    edited = edited_bundle(bundle, tmp_path / "bundle", lambda m: m["inputs"][0].update(shape=["batch", 3, 64, 64]))
     image = next((sky_data / "lr").rglob("*.png"))
     result = CliRunner().invoke(cli, [command, str(edited), *([str(image)] if command == "classify" else [])])
     line = assert_cli_error(result, str(edited / "manifest.json"), "model.onnx", "re-export the bundle")
@@ -255,7 +244,7 @@ def test_runner_compares_manifest_with_the_model(bundle: Path, tmp_path: Path, e
     pytest.importorskip("onnxruntime")
     from flare.runtime.tasks.classify import Classifier
 
-    edited = edited_bundle(bundle, tmp_path, edit)
+    edited = edited_bundle(bundle, tmp_path / "bundle", edit)
     with pytest.raises(BundleError) as info:
         Classifier(edited)
     assert says in assert_one_line(info, str(edited / "manifest.json"), "re-export the bundle")
@@ -265,7 +254,7 @@ def test_a_manifest_may_fix_what_the_model_leaves_symbolic(bundle: Path, tmp_pat
     pytest.importorskip("onnxruntime")
     from flare.runtime.tasks.classify import Classifier
 
-    edited = edited_bundle(bundle, tmp_path, lambda m: m["inputs"][0].update(shape=[4, 3, 32, 32]))
+    edited = edited_bundle(bundle, tmp_path / "bundle", lambda m: m["inputs"][0].update(shape=[4, 3, 32, 32]))
     with Classifier(edited) as clf:
         assert clf.runner.is_active and clf.backend.startswith("onnxruntime")
 

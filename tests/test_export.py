@@ -12,6 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
+from bundle_edits import write_manifest
 import flare.export.classifier as exporter  # noqa: E402
 from flare.export.parity import ParityError  # noqa: E402
 from flare.runtime.core.backends.options import RunnerOptions
@@ -110,7 +111,7 @@ def test_runtime_refuses_bad_manifests(bundle: Path, tmp_path: Path, edit, messa
     shutil.copytree(bundle, bad)
     manifest = json.loads((bad / "manifest.json").read_text())
     edit(manifest)
-    (bad / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(bad, manifest)
     with pytest.raises(BundleError, match=message):
         Classifier(bad)
 
@@ -166,6 +167,6 @@ def test_manifest_whose_preprocessing_contradicts_the_input_is_refused(bundle: P
     shutil.copytree(bundle, copy)
     data = json.loads((copy / "manifest.json").read_text())
     data["preprocessing"].update(fused=True, layout="NHWC", dtype="uint8")
-    (copy / "manifest.json").write_text(json.dumps(data))
+    write_manifest(copy, data)
     with pytest.raises(BundleError, match="feeds uint8 but the model input 'image' is float32"):
         Manifest.load(copy)

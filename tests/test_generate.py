@@ -25,6 +25,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 pytest.importorskip("diffusers")
 
+from bundle_edits import write_manifest
 from flare.cli import cli  # noqa: E402
 from flare.runtime.apps.generate_files import read_provenance  # noqa: E402
 from flare.runtime.core.backends.options import RunnerOptions
@@ -176,7 +177,7 @@ def test_mistakes_are_one_line(made: dict[str, Path], tmp_path: Path, bundle: Pa
     shutil.copytree(made["b32"], no_encoder)
     m = json.loads((no_encoder / "manifest.json").read_text())
     del m["files"]["vae_encoder"], m["models"]["vae_encoder"]
-    (no_encoder / "manifest.json").write_text(json.dumps(m))
+    write_manifest(no_encoder, m)
     source = sorted(made["data"].rglob("*.png"))[0]
     cases = [
         (["--class", "unicorn"], 2, "cannot generate 'unicorn'"),
@@ -405,3 +406,24 @@ def test_img2img_on_the_device_gives_the_host_loops_images(sd: dict[str, Path]) 
     with Generator(sd["bundle"], RunnerOptions("cpu"), device_loop=True) as gen:
         got = gen.generate(["galaxy"], [2], **kwargs)
     _close(got, want)
+
+
+@pytest.mark.parametrize("edit, says", [
+    (lambda m: m["preprocessing"]["defaults"].update(steps=0), "default steps must be a whole number of at least 1"),
+    (lambda m: m["preprocessing"]["defaults"].update(guidance=float("nan")), "default guidance must be a finite"),
+    (lambda m: m["preprocessing"]["scheduler"].update(prediction_type="banana"), "prediction_type must be one of"),
+    (lambda m: m["preprocessing"]["scheduler"].update(num_train_timesteps=-3), "num_train_timesteps must be at least"),
+    (lambda m: m["preprocessing"].update(scheduler="damaged"), "preprocessing section of a generate"),
+    (lambda m: m["preprocessing"].update(latent_size=m["preprocessing"]["latent_size"] * 2),
+     "latents but the UNet input 'sample' is"),
+], ids=["zero-steps", "nan-guidance", "prediction", "timesteps", "scheduler-block", "latent-size"])
+def test_an_inconsistent_generate_manifest_is_one_line(made: dict[str, Path], tmp_path: Path, edit, says: str) -> None:
+    from bundle_edits import edited_bundle
+
+    edited = edited_bundle(made["b32"], tmp_path / "b", edit)
+    for args in (["info", str(edited)], ["generate", str(edited), "--class", "star", "--out", str(tmp_path / "o")]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+        assert len(errors) == 1 and says in errors[0] and "manifest.json" in errors[0], result.stderr
+    assert not (tmp_path / "o").exists()

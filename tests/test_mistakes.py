@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from bundle_edits import write_manifest
 from flare.cli import cli
 
 
@@ -204,7 +205,7 @@ def world(sky_data: Path, trained_run: Path, bundle: Path, tmp_path_factory: pyt
     shutil.copytree(bundle, w / "edited_bundle")
     manifest = json.loads((w / "edited_bundle" / "manifest.json").read_text())
     manifest["inputs"][0]["shape"][2:] = [17, 17]
-    (w / "edited_bundle" / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    write_manifest(w / "edited_bundle", manifest, indent=2)
     (w / "out").mkdir()
     return w
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from bundle_edits import write_manifest
 from flare.cli import cli
 from flare.runtime.apps.triage import triage
 from flare.runtime.core.backends.open import open_runner
@@ -142,7 +143,7 @@ def test_openvino_refuses_a_manifest_that_contradicts_the_model(bundle: Path, tm
     shutil.copytree(bundle, copy)
     data = json.loads((copy / "manifest.json").read_text())
     data["outputs"][0]["name"] = "scores"
-    (copy / "manifest.json").write_text(json.dumps(data))
+    write_manifest(copy, data)
     result = CliRunner().invoke(cli, ["info", str(copy), "--backend", "openvino"])
     assert result.exit_code == 1 and "lists outputs ['scores'] but model.onnx has ['logits']" in result.output
 

@@ -31,7 +31,6 @@ CUDA_GRAPH_OPTION = click.option(
 def info(bundle: Path, as_json: bool, backend: str) -> None:
     """Describe a bundle and the backend that would run it here."""
     from flare.runtime.core.manifest import Manifest
-    from flare.runtime.core.backends.open import open_runner
     from flare.runtime.core.backends.ort_runner import installed_onnxruntime_packages
     from flare.runtime.core.tasks import task_named
 
@@ -67,7 +66,8 @@ def info(bundle: Path, as_json: bool, backend: str) -> None:
     packages = installed_onnxruntime_packages()
     lines.append(f"onnxruntime {', '.join(packages) or 'not installed'}"
                  + ("  WARNING: more than one ONNX Runtime package; uninstall all and install one" if len(packages) > 1 else ""))
-    with open_runner(bundle, manifest, RunnerOptions(backend), task.parts[0]) as runner:
+    with task.model_class()(bundle, RunnerOptions(backend)) as model:  # opened as the commands open it
+        runner = model.runner
         lines.append(f"runs on     {runner.name}"
                      + (f" (batches up to {runner.max_batch})" if runner.max_batch else ""))
         lines.extend(f"dropped     {note}" for note in runner.notes)

@@ -7,6 +7,8 @@ file is refused by name.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,18 @@ from flare.runtime.foundation.errors import ArtifactError, BundleError
 
 
 PRECISIONS = ("fp32", "fp16", "int8")
+
+
+#: The manifest's own checksum: sha256 of its other content as canonical JSON (:func:`content_sha256`).
+CHECKSUM_KEY = "content_sha256"
+
+
+def content_sha256(data: dict[str, Any]) -> str:
+    """sha256 of ``data`` without :data:`CHECKSUM_KEY`, as JSON with sorted keys and no spaces
+    (the same text whatever order or indentation the file was written with)."""
+    body = {k: v for k, v in data.items() if k != CHECKSUM_KEY}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -168,7 +182,24 @@ class Manifest(Artifact):
             d.pop("models")
         if not self.engines:
             d.pop("engines")
+        d[CHECKSUM_KEY] = content_sha256(d)
         return d
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "") -> Manifest:
+        """Read as every artefact is read, then check the manifest's own checksum: the runtime
+        believes what it reads (shapes, labels, preprocessing) only as the exporter wrote it."""
+        where = where or cls.FILE
+        body = {k: v for k, v in data.items() if k != CHECKSUM_KEY} if isinstance(data, dict) else data
+        manifest = super().from_dict(body, where)
+        recorded = data.get(CHECKSUM_KEY)
+        if recorded is None:
+            raise BundleError(f"{where} carries no {CHECKSUM_KEY}: it was not written by this flare-edge's export "
+                              f"or was edited; {cls.remedy()}")
+        if recorded != content_sha256(body):
+            raise BundleError(f"{where} was changed after export (its {CHECKSUM_KEY} does not match its content); "
+                              f"copy the bundle again or {cls.remedy()}")
+        return manifest
 
     @classmethod
     def load(cls, folder: str | Path, verify: bool = True) -> Manifest:

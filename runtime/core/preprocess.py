@@ -19,6 +19,7 @@ quarter of the bytes to copy to a GPU and no float work on a small edge CPU.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -86,6 +87,15 @@ class PreprocessSpec:
             raise BundleError(f"unknown interval {self.stretch.interval!r}; expected one of {', '.join(INTERVALS)}")
         if not 0 <= self.stretch.lower_percentile < self.stretch.upper_percentile <= 100:
             raise BundleError("stretch percentiles must satisfy 0 <= lower < upper <= 100")
+        if not (math.isfinite(self.stretch.softening) and self.stretch.softening > 0):
+            raise BundleError(f"stretch softening must be a positive number, not {self.stretch.softening}")
+        if self.size < 1:
+            raise BundleError(f"preprocessing size must be at least 1 px, not {self.size}")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise BundleError("preprocessing mean and std need one value per RGB channel")
+        if not all(math.isfinite(v) for v in self.mean) or not all(math.isfinite(v) and v > 0 for v in self.std):
+            raise BundleError(f"preprocessing mean must be finite and std positive, not mean {list(self.mean)} "
+                              f"std {list(self.std)}")
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest form (``preprocessing`` in manifest.json)."""

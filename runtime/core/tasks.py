@@ -14,13 +14,16 @@ else compares task names.
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from flare.runtime.core.artifact import quote_error
 from flare.runtime.core.generation_spec import GenerationSpec
 from flare.runtime.core.preprocess import EnhanceSpec, PreprocessSpec
-from flare.runtime.foundation.errors import BundleError
+from flare.runtime.core.schedulers import make_sampler
+from flare.runtime.foundation.errors import BundleError, UsageError
 
 if TYPE_CHECKING:
     from flare.runtime.core.manifest import Manifest
@@ -67,8 +70,11 @@ class Task:
     made_by: str
     #: The model files this task's bundles may hold, the first being the one ``flare info`` opens.
     parts: tuple[str, ...]
-    #: Task-specific consistency checks of a manifest (raise :class:`BundleError`).
+    #: Task-specific consistency checks of a manifest, run when it is read (raise :class:`BundleError`).
     check: Callable[[Manifest], None]
+    #: Checks of the manifest's inputs and outputs against its preprocessing and labels, run once the
+    #: runner has confirmed they are the model's own (so a disagreement is blamed on the right field).
+    check_io: Callable[[Manifest], None]
     engine: EngineRule
     #: ``module:Class`` of the runtime model (a :class:`flare.runtime.tasks.model.BundleModel`).
     model: str
@@ -109,6 +115,11 @@ def _check_classify(manifest: Manifest) -> None:
     wanted = "uint8" if spec.fused else "float32"
     if first.dtype != wanted:
         raise BundleError(f"the preprocessing feeds {wanted} but the model input '{first.name}' is {first.dtype}")
+
+
+def _check_classify_io(manifest: Manifest) -> None:
+    spec = PreprocessSpec.from_dict(manifest.preprocessing)
+    first = manifest.inputs[0]
     shape = [1, spec.size, spec.size, 3] if spec.fused else [1, 3, spec.size, spec.size]
     if len(first.shape) != 4 or any(isinstance(d, int) and d != want for d, want in zip(first.shape[1:], shape[1:])):
         raise BundleError(f"the preprocessing makes {spec.size} px images ({'NHWC' if spec.fused else 'NCHW'}) but the "
@@ -117,6 +128,10 @@ def _check_classify(manifest: Manifest) -> None:
     if isinstance(classes, int) and classes != len(manifest.labels.classes):
         raise BundleError(f"the model output '{manifest.outputs[0].name}' has {classes} classes but labels.classes "
                           f"names {len(manifest.labels.classes)}")
+
+
+def _no_check(manifest: Manifest) -> None:
+    """Nothing beyond what the runner compares with the model."""
 
 
 def _check_enhance(manifest: Manifest) -> None:
@@ -138,22 +153,53 @@ def _check_generate(manifest: Manifest) -> None:
                           "it holds, and nothing else")
     if spec.text is not None and not {"text_encoder", "tokenizer"} <= set(manifest.files):
         raise BundleError("the manifest describes a tokenizer but names no text_encoder and tokenizer files")
+    if not spec.classes and "text_encoder" not in manifest.files:
+        raise BundleError("a generate bundle without a text encoder must name at least one class")
+    _check_sampling_defaults(spec)
+
+
+def _check_generate_io(manifest: Manifest) -> None:
+    spec = GenerationSpec.from_dict(manifest.preprocessing)
+    unet_inputs, _ = manifest.specs_of("unet")
+    for tensor in unet_inputs:
+        if tensor.name == "sample" and len(tensor.shape) == 4 and any(
+                isinstance(d, int) and d != want for d, want in zip(tensor.shape[1:], spec.latent_shape)):
+            raise BundleError(f"the preprocessing samples {'x'.join(map(str, spec.latent_shape))} latents but the "
+                              f"UNet input 'sample' is {tensor.shape}")
+
+
+def _check_sampling_defaults(spec: GenerationSpec) -> None:
+    """The recommended sampling settings must run on the bundle's own noise schedule (a sampler is
+    built from both, which checks the schedule block value by value)."""
+    defaults = spec.defaults
+    try:
+        steps, order = defaults.get("steps", 50), defaults.get("order", 3)
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise UsageError(f"default steps must be a whole number of at least 1, not {steps!r}")
+        for key, low, high in (("guidance", 0.0, math.inf), ("strength", 0.0, 1.0)):
+            value = defaults.get(key, low if key == "guidance" else 1.0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or not low <= value <= high:
+                raise UsageError(f"default {key} must be a finite number in [{low}, {high}], not {value!r}")
+        make_sampler(str(defaults.get("sampler", "dpmpp")), spec.scheduler, steps, order)
+    except (UsageError, KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"preprocessing.scheduler / defaults cannot sample: {quote_error(exc)}") from exc
 
 
 # --- the registry -----------------------------------------------------------------------------
 
 TASKS: dict[str, Task] = {t.name: t for t in (
-    Task("classify", "a classifier", "flare export classifier", ("model",), _check_classify,
+    Task("classify", "a classifier", "flare export classifier", ("model",), _check_classify, _check_classify_io,
          EngineRule(max_batch=32),
          model="flare.runtime.tasks.classify:Classifier",
          triton="flare.export.triton:write_classify",
          bench="flare.benchmarks.bench:bench_classify"),
-    Task("enhance", "an enhance (super-resolution) bundle", "flare export sr", ("model",), _check_enhance,
+    Task("enhance", "an enhance (super-resolution) bundle", "flare export sr", ("model",), _check_enhance, _no_check,
          EngineRule(max_batch=8, tiled=True),
          model="flare.runtime.tasks.enhance:Enhancer",
          triton="flare.export.triton:write_enhance",
          bench="flare.benchmarks.sr_bench:bench_enhance"),
-    Task("generate", "a generate bundle", "flare export diffusion", GENERATE_MODELS, _check_generate,
+    Task("generate", "a generate bundle", "flare export diffusion", GENERATE_MODELS, _check_generate, _check_generate_io,
          EngineRule(max_batch=4, guided_parts=("unet", "text_encoder", "sampler_step"), tune_at_max=False),
          model="flare.runtime.tasks.generate:Generator",
          triton="flare.export.triton:write_generate",

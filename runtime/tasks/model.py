@@ -89,7 +89,15 @@ class BundleModel:
         if part not in self._runners:
             runner = (self._open_part(part) if self._open_part is not None
                       else open_runner(self.bundle, self.manifest, self.options, part))
-            self._runners[part] = runner.activate()
+            runner.activate()
+            try:
+                if part == self.task.parts[0]:
+                    self.task.check_io(self.manifest)
+            except BundleError as exc:
+                runner.deactivate()
+                raise BundleError(f"{self.bundle / Manifest.FILE}: {exc}; the file was edited or is damaged: "
+                                  f"{Manifest.remedy()}") from exc
+            self._runners[part] = runner
         return self._runners[part]
 
     def run_part(self, part: str, feeds: dict[str, np.ndarray]) -> np.ndarray:

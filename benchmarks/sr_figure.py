@@ -1,4 +1,4 @@
-"""README's before / after picture: astropy's real M13 image through ``flare enhance``.
+"""The before / after picture of docs/commands.md: astropy's real M13 image through ``flare enhance``.
 
 Usage::
 

@@ -89,7 +89,7 @@ def _torch_whole(run: Path, image: np.ndarray) -> np.ndarray:
 
 def test_tiled_runtime_equals_pytorch(sr_run: Path, sr_bundle: Path) -> None:
     """Same tiles as PyTorch's sr_tiled to float rounding; whole-image PyTorch within 0.5 of an
-    8-bit level at overlap 16 (README states this tolerance)."""
+    8-bit level at overlap 16 (docs/commands.md states this tolerance)."""
     from flare.training.sr.tiling import sr_tiled
     from flare.training.sr.train import load_sr
 

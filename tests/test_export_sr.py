@@ -25,7 +25,7 @@ from flare.runtime.core.preprocess import EnhanceSpec  # noqa: E402
 from flare.training.sr.swinir import CONFIGS, SwinIRConfig, load_swinir  # noqa: E402
 
 #: Each structural variant of the released models (head, residual connection, scale, window,
-#: range, channels) at a width that exports in seconds; full-size exports are in README.
+#: range, channels) at a width that exports in seconds; full-size exports are in docs/commands.md.
 LAYOUTS = {
     "classical_x2": SwinIRConfig(scale=2, upsampler="pixelshuffle", embed_dim=12, depths=(2,), num_heads=(2,),
                                  num_feat=8),

@@ -74,7 +74,7 @@ def test_parquet_has_the_csv_rows_typed(tmp_path: Path) -> None:
     ok = next(r for r in rows if r["status"] == "ok")
     assert isinstance(ok["confidence"], float) and isinstance(ok["flagged"], bool) and ok["error"] is None
 
-    # pandas reads the folder whole, as the README says.
+    # pandas reads the folder whole, as docs/ray-triage.md says.
     pandas = pytest.importorskip("pandas")
     assert len(pandas.read_parquet(folder)) == len(rels)
 

@@ -19,8 +19,8 @@ place), holding its lock. Therefore:
 * the run ends by checking that every file it was given came back; if a cluster lost some,
   it says so (their rows are simply missing, and a re-run does them).
 
-The driver lists the folder (one ``os.walk``) and keeps one key per file to do; see README,
-"Triage on a Ray cluster", for what limits a 100-node run and how this design meets it.
+The driver lists the folder (one ``os.walk``) and keeps one key per file to do; what limits a
+100-node run, and how this design meets it, is in docs/ray-triage.md.
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ from flare.runtime.core.manifest import Manifest
 from trt_api_tables import TRT10_SYMBOLS, TRT11_SYMBOLS
 
 ROOT = Path(__file__).resolve().parents[1]
-TRT_MODULES = [ROOT / "export" / "tensorrt.py", ROOT / "runtime" / "backends" / "trt_runner.py",
-               ROOT / "runtime" / "engines.py"]
+TRT_MODULES = [ROOT / "export" / "tensorrt.py", ROOT / "runtime" / "core" / "backends" / "trt_runner.py",
+               ROOT / "runtime" / "core" / "engines.py"]
 #: STRONGLY_TYPED's value: a real flag (1) in 10.x, kept as a deprecated 0 in 11.
 STRONGLY_TYPED = {"10": 1, "11": 0}
 

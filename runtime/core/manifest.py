@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from flare.runtime.core.artifact import Artifact, sha256
 from flare.runtime.core.tasks import task_named
+from flare.runtime.foundation.atomic import finite_json
 from flare.runtime.foundation.errors import ArtifactError, BundleError
 
 
@@ -27,10 +28,11 @@ CHECKSUM_KEY = "content_sha256"
 
 
 def content_sha256(data: dict[str, Any]) -> str:
-    """sha256 of ``data`` without :data:`CHECKSUM_KEY`, as JSON with sorted keys and no spaces
-    (the same text whatever order or indentation the file was written with)."""
-    body = {k: v for k, v in data.items() if k != CHECKSUM_KEY}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """sha256 of ``data`` without :data:`CHECKSUM_KEY`, as the file holds it (non-finite numbers as
+    null: :func:`finite_json`) in JSON with sorted keys and no spaces, the same text whatever
+    order or indentation the file was written with."""
+    body = finite_json({k: v for k, v in data.items() if k != CHECKSUM_KEY})
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

@@ -53,16 +53,17 @@ def write_text(path: Path, text: str) -> Path:
 def write_json(path: Path, data: Any) -> Path:
     """An indented JSON file, written atomically. A float that is not finite (a NaN loss)
     becomes ``null``: NaN is not JSON, and other tools refuse the file."""
-    return write_text(path, json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
+    return write_text(path, json.dumps(finite_json(data), indent=2, allow_nan=False) + "\n")
 
 
-def _finite(data: Any) -> Any:
+def finite_json(data: Any) -> Any:
+    """``data`` as :func:`write_json` writes it: every non-finite float becomes None."""
     if isinstance(data, float):
         return data if math.isfinite(data) else None
     if isinstance(data, dict):
-        return {k: _finite(v) for k, v in data.items()}
+        return {k: finite_json(v) for k, v in data.items()}
     if isinstance(data, (list, tuple)):
-        return [_finite(v) for v in data]
+        return [finite_json(v) for v in data]
     return data
 
 

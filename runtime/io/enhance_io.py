@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from flare.runtime.core.preprocess import ENHANCE_STRETCH, StretchSpec, UnitMap, to_rgb
 from flare.runtime.foundation.errors import ImageDecodeError
-from flare.runtime.io.images import DEFAULT_MAX_PIXELS, _check_pixels, decode_named, is_fits, read_fits_image
+from flare.runtime.io.images import DEFAULT_MAX_PIXELS, check_pixels, decode_named, is_fits, pillow_errors, read_fits_image
 from flare.runtime.io.pngwrite import PngWriter
 
 
@@ -98,32 +98,23 @@ def read_picture(path: Path, model_channels: int, stretch: StretchSpec = ENHANCE
 def _read_raster(path: Path, channels: int, stretch: StretchSpec, max_pixels: int) -> Picture:
     suffix = path.suffix.lower()
     kind = "tiff" if suffix in (".tif", ".tiff") else "png"
-    try:
-        with Image.open(path) as img:
-            _check_pixels(img.width, img.height, max_pixels)
-            rawmode = str(img.tile[0][3][0] if img.tile and isinstance(img.tile[0][3], tuple) else img.tile[0][3]) \
-                if img.tile else ""
-            sixteen_colour = img.mode in ("RGB", "RGBA") and ";16" in rawmode
-            if sixteen_colour:
-                pixels = _read_16bit_colour(path, kind)
-            elif img.mode in ("I;16", "I;16B", "I;16L"):
-                pixels = np.asarray(img).astype(np.uint16)
-            elif img.mode == "L":
-                pixels = np.asarray(img, dtype=np.uint8)
-            elif img.mode in ("I", "F"):  # 32-bit integer or float TIFF: scientific data
-                data = np.asarray(img, dtype=np.float32)[None]
-                return Picture(path, "tiff", data, 1, channels, [UnitMap(data[0], stretch)],
-                               blank=~np.isfinite(data[0]))
-            else:
-                pixels = to_rgb(img)
-    except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(f"is too large to decode safely (a decompression bomb?): {exc}") from exc
-    except UnidentifiedImageError as exc:
-        raise ImageDecodeError("is not an image Pillow can read (wrong format or corrupt)") from exc
-    except ImageDecodeError:
-        raise
-    except (ValueError, SyntaxError, EOFError, IndexError, TypeError) as exc:
-        raise ImageDecodeError(f"could not be decoded ({type(exc).__name__}: {exc})") from exc
+    with pillow_errors(), Image.open(path) as img:
+        check_pixels(img.width, img.height, max_pixels)
+        rawmode = str(img.tile[0][3][0] if img.tile and isinstance(img.tile[0][3], tuple) else img.tile[0][3]) \
+            if img.tile else ""
+        sixteen_colour = img.mode in ("RGB", "RGBA") and ";16" in rawmode
+        if sixteen_colour:
+            pixels = _read_16bit_colour(path, kind)
+        elif img.mode in ("I;16", "I;16B", "I;16L"):
+            pixels = np.asarray(img).astype(np.uint16)
+        elif img.mode == "L":
+            pixels = np.asarray(img, dtype=np.uint8)
+        elif img.mode in ("I", "F"):  # 32-bit integer or float TIFF: scientific data
+            data = np.asarray(img, dtype=np.float32)[None]
+            return Picture(path, "tiff", data, 1, channels, [UnitMap(data[0], stretch)],
+                           blank=~np.isfinite(data[0]))
+        else:
+            pixels = to_rgb(img)
     if pixels.ndim == 3 and pixels.shape[2] == 4:  # 16-bit RGBA: composite on black like every alpha
         alpha = pixels[:, :, 3:].astype(np.float32) / 65535.0
         pixels = np.round(pixels[:, :, :3] * alpha).astype(np.uint16)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -111,7 +112,7 @@ def decode_named(path: Path, decode: Callable[[Path], T]) -> T:
         raise ImageDecodeError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
 
 
-def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+def check_pixels(width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise ImageDecodeError(
             f"is {width} x {height} pixels, over the limit of {max_pixels:,} "
@@ -121,20 +122,27 @@ def _check_pixels(width: int, height: int, max_pixels: int) -> None:
         raise ImageDecodeError(f"has an empty size {width} x {height}")
 
 
-def _load_pil(path: Path, max_pixels: int, stretch: StretchSpec) -> np.ndarray:
+@contextmanager
+def pillow_errors(*also: type[Exception]) -> Iterator[None]:
+    """Pillow's ways of failing on a bad file, each as one :class:`ImageDecodeError` (``also``:
+    more exception types that mean a damaged file to this caller, such as ``OSError``)."""
     try:
-        with Image.open(path) as img:
-            _check_pixels(img.width, img.height, max_pixels)
-            img.load()
-            return to_rgb(img, stretch)
+        yield
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(f"is too large to decode safely (a decompression bomb?): {exc}") from exc
     except UnidentifiedImageError as exc:
         raise ImageDecodeError("is not an image Pillow can read (wrong format or corrupt)") from exc
     except ImageDecodeError:
         raise
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError) as exc:
+    except (ValueError, SyntaxError, EOFError, IndexError, TypeError, *also) as exc:
         raise ImageDecodeError(f"could not be decoded ({type(exc).__name__}: {exc})") from exc
+
+
+def _load_pil(path: Path, max_pixels: int, stretch: StretchSpec) -> np.ndarray:
+    with pillow_errors(OSError), Image.open(path) as img:
+        check_pixels(img.width, img.height, max_pixels)
+        img.load()
+        return to_rgb(img, stretch)
 
 
 def read_fits_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -166,7 +174,7 @@ def read_fits_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS,
                 if planes not in ((), (3,)):
                     raise ImageDecodeError(
                         f"has data of shape {shape}; expected a 2-D image or a cube of 3 planes")
-                _check_pixels(shape[-1], shape[-2], max_pixels)
+                check_pixels(shape[-1], shape[-2], max_pixels)
                 data = hdu.data
                 if data is None:
                     continue

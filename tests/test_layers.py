@@ -153,3 +153,16 @@ def test_no_code_outside_the_registry_compares_task_names() -> None:
              for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
              if TASK_COMPARISON.search(line.split("#")[0])]
     assert found == []
+
+
+def test_every_registry_reference_resolves() -> None:
+    """The registry names its upper-layer parts by string: each must be importable and of the right kind."""
+    from flare.runtime.core.tasks import TASKS
+    from flare.runtime.tasks.model import BundleModel
+
+    for name, task in TASKS.items():
+        assert task.name == name
+        model = task.model_class()
+        assert issubclass(model, BundleModel) and model.TASK == name
+        assert callable(task.triton_writer()) and callable(task.bench_function())
+        assert task.parts and callable(task.check) and callable(task.check_io)

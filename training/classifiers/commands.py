@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from flare.runtime.foundation.options import (COUNT, DEVICE, NON_NEGATIVE, POSITIVE, SEED, FlareCommand, InputPath, OutputPath,
-                           check_resume, input_size)
+                           input_size)
 
 
 @click.command(cls=FlareCommand)
@@ -33,16 +33,12 @@ def train(ctx: click.Context, data_dir: Path, model_name: str, out: Path, split_
           device: str, resume: bool) -> None:
     """Train a classifier on DATA (an ImageFolder tree or SpaceNet's layout)."""
     from flare.runtime.foundation.progress import log
-    from flare.runtime.core.runs import ClassifierTraining
+    from flare.runtime.core.runs import ClassifierRun, ClassifierTraining
     from flare.training.classifiers.train import train as run_training
-    from flare.runtime.core.runs import ClassifierRun
+    from flare.training.resume import check_resumed_options
 
-    if resume and (out / ClassifierRun.FILE).is_file():
-        kept = ClassifierRun.load(out).train
-        check_resume(ctx, out, {"data_dir": kept.data, "model_name": kept.model, "split_csv": None,
-                                "labels": kept.level, "batch": kept.batch, "lr": kept.lr,
-                                "input_size": kept.input_size, "weights": kept.weights, "seed": kept.seed,
-                                "amp": kept.amp})
+    check_resumed_options(ctx, out, ClassifierRun, ("batch", "lr", "input_size", "weights", "seed", "amp"),
+                          data_dir="data", model_name="model", labels="level", split_csv=None)
 
     cfg = ClassifierTraining(model=model_name, data=str(Path(data_dir).resolve()), level=labels, epochs=epochs,
                       batch=batch, lr=lr, input_size=input_size, seed=seed,

@@ -27,16 +27,16 @@ from flare.runtime.core.preprocess import PreprocessSpec, preprocess
 from flare.runtime.core.runs import ClassifierRun, ClassifierTraining
 from flare.runtime.core.taxonomy import FINE_CLASSES, output_labels
 from flare.runtime.foundation.atomic import write_json
-from flare.runtime.foundation.errors import FlareError, UsageError
+from flare.runtime.foundation.errors import FlareError
 from flare.runtime.foundation.progress import log, progress_bar
 from flare.runtime.io.images import load_rgb
-from flare.training.checkpoints import (RESUME_ADVICE, EpochLog, load_model_weights, load_state, restore_parts, save_state,
-                                       save_weights)
+from flare.training.checkpoints import EpochLog
 from flare.training.classifiers.metrics import accuracy, confusion_matrix, macro_f1, save_confusion
 from flare.training.classifiers.models import create_classifier, load_weights
 from flare.training.data.folders import resolve_root, scan_image_folder
 from flare.training.data.splits import check_split, read_split, split_groups, write_split
 from flare.training.devices import autocast, pick_device
+from flare.training.resume import RunFolder, epoch_seed
 
 #: Cache decoded inputs in memory when they fit in this many bytes (demo-size data).
 CACHE_LIMIT_BYTES = 2 * 1024**3
@@ -129,20 +129,12 @@ def train(cfg: ClassifierTraining, out: Path, split: Path | None = None, resume:
           device: str = "auto") -> dict[str, Any]:
     """Train (or resume) a run in ``out``; returns the final test metrics."""
     out = Path(out)
-    state_path = out / "train_state.pt"
+    run = RunFolder(out, ClassifierRun)
     dev = pick_device(device)
-    state = None
-    if resume:
-        if not state_path.is_file():
-            raise UsageError(f"--resume: {out} has no checkpoint to resume from")
-        requested_epochs = cfg.epochs
-        cfg = ClassifierRun.load(out).train
-        cfg.epochs = max(cfg.epochs, requested_epochs)
+    cfg, state = run.open(cfg, resume, dev)
+    if state is not None:
         rows = read_split(out / "split.csv", Path(cfg.data))
-        state = load_state(state_path, dev)  # before anything is written: a damaged state changes nothing
     else:
-        if state_path.exists():
-            raise UsageError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
         rows = prepare_split(Path(cfg.data), split, cfg.seed)  # before anything is written
         out.mkdir(parents=True, exist_ok=True)
         write_split(rows, out / "split.csv")
@@ -157,7 +149,7 @@ def train(cfg: ClassifierTraining, out: Path, split: Path | None = None, resume:
 
     torch.manual_seed(cfg.seed)
     model = create_classifier(cfg.model, len(classes), cfg.input_size).to(dev)
-    if cfg.weights and not resume:
+    if cfg.weights and state is None:
         info = load_weights(model, Path(cfg.weights))
         log(f"loaded {cfg.weights}: {info['loaded']} tensors, {info['missing']} new (head)")
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -166,10 +158,9 @@ def train(cfg: ClassifierTraining, out: Path, split: Path | None = None, resume:
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     start, best_loss = 0, float("inf")
     if state is not None:
-        load_model_weights(model, out / "last.safetensors",
-                           f"the {cfg.model} with {len(classes)} classes in {out / ClassifierRun.FILE}", RESUME_ADVICE)
-        restore_parts(state, {"optimizer": optimizer, "scheduler": scheduler, "scaler": scaler})
-        start, best_loss = state["epoch"] + 1, state["best_val_loss"]
+        start = run.restore(state, model, f"the {cfg.model} with {len(classes)} classes in {out / ClassifierRun.FILE}",
+                            {"optimizer": optimizer, "scheduler": scheduler, "scaler": scaler})
+        best_loss = state["best_val_loss"]
         log(f"resuming {out} at epoch {start + 1}/{cfg.epochs}")
 
     per_item = 3 * cfg.input_size * cfg.input_size * 4
@@ -181,8 +172,8 @@ def train(cfg: ClassifierTraining, out: Path, split: Path | None = None, resume:
 
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
-        torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout etc.: the same whether resumed or not
-        shuffle = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        torch.manual_seed(epoch_seed(cfg.seed, epoch))  # dropout etc.: the same whether resumed or not
+        shuffle = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
         train_ds = sets["train"]
         loader = DataLoader(train_ds, batch_size=cfg.batch, shuffle=True, generator=shuffle,
                             num_workers=cfg.workers, drop_last=len(train_ds) > cfg.batch)
@@ -210,11 +201,8 @@ def train(cfg: ClassifierTraining, out: Path, split: Path | None = None, resume:
         improved = val["loss"] < best_loss or not np.isfinite(best_loss)
         if improved:
             best_loss = val["loss"]
-            save_weights(model, out / "best.safetensors")
-        save_weights(model, out / "last.safetensors")
-        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "scaler": scaler.state_dict(), "epoch": epoch, "best_val_loss": float(best_loss)}
-        save_state(state, state_path)
+        run.save(model, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                         "scaler": scaler.state_dict(), "epoch": epoch, "best_val_loss": float(best_loss)}, improved)
         metrics.append(row)
         log(f"epoch {epoch + 1}: loss {row['train_loss']:.4f} acc {row['train_acc']:.3f} | "
             f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f} macro-F1 {row['val_macro_f1']:.3f}"

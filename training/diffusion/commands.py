@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from flare.runtime.foundation.options import (COUNT, DEVICE, NON_NEGATIVE, PIXELS, POSITIVE, SEED, FlareCommand, InputPath, OutputPath,
-                           check_resume)
+from flare.runtime.foundation.options import (COUNT, DEVICE, NON_NEGATIVE, PIXELS, POSITIVE, SEED, FlareCommand,
+                                              InputPath, OutputPath)
 
 
 @click.command("train-diffusion", cls=FlareCommand)
@@ -50,18 +50,14 @@ def train_diffusion(ctx: click.Context, data_dir: Path, out: Path, config_name: 
                     resume: bool) -> None:
     """Train the stage-2 latent diffusion model on DATA (one sub-folder per class)."""
     from flare.runtime.foundation.progress import log
-    from flare.runtime.core.runs import DiffusionTraining
+    from flare.runtime.core.runs import DiffusionRun, DiffusionTraining
     from flare.training.diffusion.train import train_diffusion as run
-    from flare.runtime.core.runs import DiffusionRun
+    from flare.training.resume import check_resumed_options
 
-    if resume and (out / DiffusionRun.FILE).is_file():
-        kept = DiffusionRun.load(out).train
-        check_resume(ctx, out, {name: getattr(kept, field) for name, field in (
-            ("data_dir", "data"), ("config_name", "config"), ("resolution", "resolution"), ("vae_epochs", "vae_epochs"),
-            ("batch", "batch"), ("vae_batch", "vae_batch"), ("lr", "lr"), ("vae_lr", "vae_lr"),
-            ("prediction", "prediction"), ("image_cond", "image_cond"), ("vae_dir", "vae"),
-            ("text_encoder", "text_encoder"), ("dihedral", "dihedral"), ("sample_every", "sample_every"),
-            ("sample_steps", "sample_steps"), ("sample_guidance", "sample_guidance"), ("seed", "seed"))})
+    check_resumed_options(ctx, out, DiffusionRun, (
+        "resolution", "vae_epochs", "batch", "vae_batch", "lr", "vae_lr", "prediction", "image_cond", "text_encoder",
+        "dihedral", "sample_every", "sample_steps", "sample_guidance", "seed"),
+        data_dir="data", config_name="config", vae_dir="vae")
 
     cfg = DiffusionTraining(
         data=str(Path(data_dir).resolve()), config=config_name, resolution=resolution, epochs=epochs,

@@ -40,13 +40,13 @@ from flare.runtime.foundation.atomic import publish_folder, write_atomically
 from flare.runtime.foundation.errors import ArtifactError, FlareError, ImageDecodeError, UsageError
 from flare.runtime.foundation.progress import log, progress_bar
 from flare.runtime.io.images import load_rgb
-from flare.training.checkpoints import (RESUME_ADVICE, EpochLog, TrainingState, load_model_weights, load_state,
-                                        restore_parts, save_state, save_weights)
+from flare.training.checkpoints import EpochLog, TrainingState, save_state, save_weights
 from flare.training.data.folders import resolve_root, scan_image_folder
 from flare.training.devices import pick_device
 from flare.training.diffusion.model import (DiffusionConfig, build_model, condition_dropout, get_config,
                                             load_diffusion, local_folder, sample, save_model, to_model_input,
                                             to_uint8)
+from flare.training.resume import RunFolder, epoch_seed
 
 #: Where a RUN keeps what ``--resume`` needs (raw weights and optimizer state), swapped in whole.
 TRAINING_STATE = "training"
@@ -137,10 +137,8 @@ class _Trainer:
         self.images = ImageSet(Path(cfg.data), self.dcfg.image_size)
         self.classes = self.images.classes
         torch.manual_seed(cfg.seed)
-        if resume:
+        if resume:  # the architecture and conditioner from the run; the raw weights come with the state
             self.model = load_diffusion(out)
-            load_model_weights(self.model, out / TRAINING_STATE / "last.safetensors",
-                               f"the model in {out / DiffusionRun.FILE}", RESUME_ADVICE)
             if self.model.cond.classes != self.classes:
                 raise FlareError(f"{cfg.data} now has classes {self.classes}, but the run in {out} was trained on "
                                  f"{self.model.cond.classes}; start a new run")
@@ -191,12 +189,12 @@ class _Trainer:
                    stage / "train_state.pt")
         publish_folder(stage, self.out / TRAINING_STATE)
 
-    def load_state(self) -> TrainingState:
-        """Restore the optimizers, schedule and EMA of the last saved epoch; that epoch's state."""
-        state = load_state(self.out / TRAINING_STATE / "train_state.pt", self.dev)
-        restore_parts(state, {"vae_opt": self.vae_opt, "opt": self.opt, "sched": self.sched, "ema": self.ema})
+    def restore(self, run: RunFolder, state: TrainingState) -> int:
+        """Restore the raw weights, optimizers, schedule and EMA of the last saved epoch; the epoch to train next."""
+        start = run.restore(state, self.model, f"the model in {self.out / DiffusionRun.FILE}",
+                            {"vae_opt": self.vae_opt, "opt": self.opt, "sched": self.sched, "ema": self.ema})
         self.ema.to(self.dev)
-        return state
+        return start
 
     def finish_epoch(self, metrics: EpochLog, epoch: int, total: int, loss: float, seconds: float) -> dict[str, Any]:
         """What follows a saved epoch: its preview grids (when due) and its metrics row.
@@ -363,24 +361,15 @@ class _Trainer:
 def train_diffusion(cfg: DiffusionTraining, out: Path, resume: bool = False, device: str = "auto") -> dict[str, Any]:
     """Train (or resume) a diffusion run in ``out``; returns a summary of the last epoch."""
     out = Path(out)
-    state_path = out / TRAINING_STATE / "train_state.pt"
-    if resume and not state_path.is_file():
-        log(f"--resume: {out} has no finished epoch yet; starting it from the beginning")
-        resume = False
-    if resume:
-        requested = cfg.epochs
-        cfg = DiffusionRun.load(out).train
-        cfg.epochs = max(cfg.epochs, requested)
-    else:
-        if state_path.exists():
-            raise UsageError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    run = RunFolder(out, DiffusionRun, out / TRAINING_STATE)
+    dev = pick_device(device)
+    cfg, state = run.open(cfg, resume, dev, restart_unstarted=True)
+    if state is None:
         if cfg.sample_every < 1 or cfg.batch < 1 or cfg.vae_batch < 1 or cfg.epochs < 0 or cfg.vae_epochs < 0:
             raise UsageError("--batch, --vae-batch and --sample-every must be at least 1, epochs at least 0")
         out.mkdir(parents=True, exist_ok=True)
-    dev = pick_device(device)
-    tr = _Trainer(cfg, out, resume, dev)
-    state = tr.load_state() if resume else None
-    start = state["epoch"] + 1 if state is not None else 0
+    tr = _Trainer(cfg, out, state is not None, dev)
+    start = tr.restore(run, state) if state is not None else 0
     total = tr.vae_epochs + cfg.epochs
     metrics = EpochLog(out / "metrics.jsonl", keep=start)
     t_start = time.perf_counter()
@@ -388,12 +377,12 @@ def train_diffusion(cfg: DiffusionTraining, out: Path, resume: bool = False, dev
         log(f"finishing epoch {start} of {out}: it was trained and saved, but its previews and metrics were not written")
         tr.finish_epoch(metrics, start - 1, total, float(state.get("loss", float("nan"))),
                         float(state.get("seconds", 0.0)))
-    if resume:
+    if state is not None:
         log(f"resuming {out} at epoch {start + 1}/{total}" if start < total else
             f"{out} has trained all {total} epochs; nothing left to do")
     for epoch in range(start, total):
         t0 = time.perf_counter()
-        g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        g = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
         if epoch < tr.vae_epochs:
             loss = tr.vae_epoch(epoch, g, total)
         else:

@@ -11,8 +11,9 @@ raw low-resolution images, and are scored on the same held-out raw images:
 Only training-split originals ever enter the augmentation stages; validation and test images
 are raw originals, so no variant of a test image is trained on. Out-of-domain scores use sets
 the trainer never sees: for synthetic data a generation with other seeds and a harsher
-degradation, plus any ImageFolder the user names. Every step leaves its outputs in the
-experiment folder and is skipped when they are already there, so a stopped experiment resumes.
+degradation, plus any ImageFolder the user names. Every step (:func:`recipe` lists them in
+order) leaves its outputs in the experiment folder and is skipped when they are already there,
+or resumes by itself, so a stopped experiment resumes.
 The settings are recorded in ``experiment.json`` first, and a re-run with other settings is
 refused (more ``--model`` backbones may be added), so results never mix two settings.
 """
@@ -22,19 +23,33 @@ from __future__ import annotations
 import json
 import os
 import platform
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
+from torch.utils.data import DataLoader
 
+from flare.runtime.core.runs import ClassifierTraining, DiffusionTraining, SRTraining
 from flare.runtime.foundation.atomic import touch, write_json, write_text
 from flare.runtime.foundation.errors import UsageError
 from flare.runtime.foundation.fingerprint import check_settings, fingerprint_path
 from flare.runtime.foundation.progress import log
+from flare.training.classifiers.train import ImageDataset, build_from_run, evaluate, train
 from flare.training.data.folders import resolve_root, scan_image_folder
-from flare.training.data.splits import check_split, read_split, split_groups, write_split
+from flare.training.data.splits import check_split, group_of, read_split, split_groups, write_split
+from flare.training.data.synth import SynthConfig, synthesize
+from flare.training.diffusion.train import train_diffusion
+from flare.training.pipeline.augment import AUGMENTATIONS
+from flare.training.pipeline.chain import link_tree, stage1_originals
+from flare.training.pipeline.merge import MergeConfig, merge
+from flare.training.pipeline.stage1 import Stage1Config, run_stage1
+from flare.training.pipeline.stage2 import Stage2Config, augment_stage2
+from flare.training.sr.train import train_sr
 
 ARMS = ("Raw_LR", "Raw_Aug_LR", "FLARE")
 #: Marks a training step of the experiment as finished (the run folder alone may be half done).
@@ -68,8 +83,6 @@ class ExperimentConfig:
 
 def _map_split(split_rows: list[dict[str, str]], data: Path) -> list[dict[str, str]]:
     """Rows of the ImageFolder ``data`` with each file's split taken from its original's group."""
-    from flare.training.data.splits import group_of
-
     of_group = {r["group"]: r["split"] for r in split_rows}
     samples, _ = scan_image_folder(data)
     rows = []
@@ -83,11 +96,6 @@ def _map_split(split_rows: list[dict[str, str]], data: Path) -> list[dict[str, s
 
 def _evaluate(run: Path, root: Path, rows: list[dict[str, str]]) -> dict[str, float]:
     """Accuracy and macro-F1 of a trained run on image rows (paths relative to ``root``)."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    from flare.training.classifiers.train import ImageDataset, build_from_run, evaluate
-
     model, config, _ = build_from_run(run)
     classes, label_map = config.classes, config.label_map
     rows = [r for r in rows if r["label"] in label_map]
@@ -97,147 +105,269 @@ def _evaluate(run: Path, root: Path, rows: list[dict[str, str]]) -> dict[str, fl
     return {"acc": scores["acc"], "macro_f1": scores["macro_f1"], "images": int(scores["cm"].sum())}
 
 
-def record_settings(data: Path, out: Path, cfg: ExperimentConfig) -> None:
-    """Keep the settings in ``experiment.json``; refuse other settings for a started experiment.
+# --- the experiment folder -----------------------------------------------------------------------------------------
 
-    Backbones are trained and scored independently, so ``models`` may change; every other
-    setting changes what the arms are trained on. Given SR and diffusion models are recorded by
-    checksum, so retraining one of them in place is noticed too.
+
+class Experiment:
+    """Where every step reads and writes, named once.
+
+    Every path follows from DATA, ``--out`` and the settings alone, so a step that is skipped
+    because it is done leaves the later steps all they need. The two values that are not
+    files, the scores and the results, are made afresh on every run.
     """
-    settings = {f"--{k.replace('_', '-')}": v for k, v in asdict(cfg).items() if k != "models"}
-    settings["DATA"] = str(Path(data).resolve())
-    for key in ("--sr", "--diffusion"):
-        if settings[key] is not None:
-            settings[key] = {"path": settings[key], "sha256": fingerprint_path(Path(settings[key]))}
-    started = any(p.name != "experiment.json" for p in out.iterdir())
-    check_settings(out / "experiment.json", settings, str(out),
-                   "re-run with the options it was started with to resume it, or give a new --out", has_results=started)
+
+    def __init__(self, data: Path, out: Path, cfg: ExperimentConfig, device: str) -> None:
+        self.data, self.out, self.cfg, self.device = Path(data), Path(out), cfg, device
+        #: The raw low-resolution originals, and their HR twins when DATA has them (SR trains on the pairs).
+        self.raw = resolve_root(self.data / "lr") if (self.data / "lr").is_dir() else resolve_root(self.data)
+        self.hr = self.data / "hr" if (self.data / "hr").is_dir() else None
+        self.split_file = self.out / "split.csv"
+        #: Stage inputs: the training-split originals only.
+        self.raw_train = self.out / "raw_train"
+        self.raw_aug = self.out / "raw_aug"
+        self.flare = self.out / "flare"
+        self.sr_run, self.diffusion_run = self.out / "sr_run", self.out / "diffusion_run"
+        self.scores: dict[str, dict[str, dict[str, Any]]] = {}
+        self.results: dict[str, Any] = {}
+
+    @cached_property
+    def split(self) -> list[dict[str, str]]:
+        """The rows of ``split.csv``, read (and checked against the originals) once it exists."""
+        return read_split(self.split_file, self.raw)
+
+    def rows(self, part: str) -> list[dict[str, str]]:
+        """The originals of one part of the split: ``train``, ``val`` or ``test``."""
+        return [r for r in self.split if r["split"] == part]
+
+    @property
+    def sr_model(self) -> Path:
+        return Path(self.cfg.sr) if self.cfg.sr is not None else self.sr_run
+
+    @property
+    def diffusion_model(self) -> str:
+        return self.cfg.diffusion if self.cfg.diffusion is not None else str(self.diffusion_run)
+
+    @property
+    def synthetic_ood(self) -> Path | None:
+        """The synthetic out-of-domain set, made only for synthetic data (which has HR twins)."""
+        return self.out / "ood_synthetic" if self.cfg.synthetic_ood and self.hr is not None else None
+
+    def ood_sets(self) -> dict[str, Path]:
+        """Out-of-domain ImageFolders by the name they have in the results."""
+        sets = {"synthetic OOD": self.synthetic_ood / "lr"} if self.synthetic_ood is not None else {}
+        return sets | {Path(extra).name: Path(extra) for extra in self.cfg.ood}
+
+    def arm_images(self) -> dict[str, Path]:
+        """The folder each arm takes its training images from."""
+        return {"Raw_LR": self.raw_train, "Raw_Aug_LR": self.raw_aug, "FLARE": self.flare / "merged"}
+
+    def arm_set(self, arm: str) -> tuple[Path, Path]:
+        """An arm's training set, with the raw validation and test originals: its folder and its split file."""
+        return self.out / f"set_{arm}", self.out / f"split_{arm}.csv"
+
+    def backbone_run(self, model: str, arm: str) -> Path:
+        return self.out / "runs" / model / arm
+
+    @staticmethod
+    def finished(run: Path) -> bool:
+        """Whether the SR or diffusion training of ``run`` finished (its folder alone may be half done)."""
+        return (run / DONE).exists()
+
+
+# --- the recipe ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of the recipe: ``run`` makes its outputs; ``done`` says there is nothing left to do.
+
+    A step without ``done`` runs every time: it resumes by itself, image by image (the
+    augmentation stages), is quick and redone (links, merge, scores), or must never be
+    skipped (the settings check).
+    """
+
+    run: Callable[[Experiment], None]
+    done: Callable[[Experiment], bool] | None = None
+
+
+def recipe(cfg: ExperimentConfig) -> list[Step]:
+    """The experiment, step by step, in the order of the paper's recipe."""
+    return [
+        Step(record_settings),
+        Step(make_split, done=lambda exp: exp.split_file.exists()),
+        Step(set_aside_training_originals),
+        Step(augment_raw),  # the Raw_Aug_LR arm
+        Step(train_sr_model, done=lambda exp: exp.cfg.sr is not None or exp.finished(exp.sr_run)),
+        Step(flare_stage1),
+        Step(train_diffusion_model, done=lambda exp: exp.cfg.diffusion is not None or exp.finished(exp.diffusion_run)),
+        Step(flare_stage2),
+        Step(flare_merge),
+        Step(assemble_arms),
+        Step(synthesize_ood, done=lambda exp: exp.synthetic_ood is None),
+        *(Step(partial(train_backbone, model=model, arm=arm), done=partial(backbone_trained, model=model, arm=arm))
+          for model in cfg.models for arm in ARMS),
+        Step(evaluate_backbones),
+        Step(write_results),
+    ]
 
 
 def run_experiment(data: Path, out: Path, cfg: ExperimentConfig, device: str = "auto") -> dict[str, Any]:
     """Run (or resume) every step; returns the results also written to ``results.json``."""
-    from flare.training.pipeline.augment import AUGMENTATIONS
-    from flare.training.pipeline.merge import MergeConfig
-    from flare.training.pipeline.chain import augment_all, link_tree
-    from flare.training.pipeline.stage1 import Stage1Config, run_stage1
-    from flare.training.pipeline.stage2 import Stage2Config
-    from flare.training.data.synth import SynthConfig, synthesize
-    from flare.runtime.core.runs import ClassifierTraining, DiffusionTraining, SRTraining
-    from flare.training.classifiers.train import train
-    from flare.training.diffusion.train import train_diffusion
-    from flare.training.sr.train import train_sr
+    exp = Experiment(data, out, cfg, device)
+    for step in recipe(cfg):
+        if step.done is None or not step.done(exp):
+            step.run(exp)
+    return exp.results
 
-    data, out = Path(data), Path(out)
-    raw = resolve_root(data / "lr") if (data / "lr").is_dir() else resolve_root(data)
-    hr = data / "hr" if (data / "hr").is_dir() else None
-    out.mkdir(parents=True, exist_ok=True)
-    record_settings(data, out, cfg)
 
-    split_path = out / "split.csv"
-    if not split_path.exists():
-        samples, _ = scan_image_folder(raw)
-        rows = split_groups(samples, seed=cfg.seed)
-        check_split(rows, raw)
-        write_split(rows, split_path)
-    split = read_split(split_path, raw)
-    train_rows = [r for r in split if r["split"] == "train"]
-    log(f"experiment in {out}: {len(train_rows)} training originals, "
-        f"{sum(r['split'] == 'val' for r in split)} validation, {sum(r['split'] == 'test' for r in split)} test")
+# --- the steps: what each needs and makes ---------------------------------------------------------------------------
 
-    # Stage inputs: training-split originals only.
-    raw_train = link_tree([(raw / r["path"], r["path"]) for r in train_rows], out / "raw_train")
 
-    # Raw_Aug_LR: standard augmentations at the raw resolution, no SR.
-    lr_side = int(np.median([min(Image.open(raw / r["path"]).size) for r in train_rows[:50]]))
-    run_stage1(raw_train, None, out / "raw_aug", Stage1Config(size=lr_side, seed=cfg.seed), device=device)
+def record_settings(exp: Experiment) -> None:
+    """Keep the settings in ``experiment.json``; refuse other settings for a started experiment.
 
-    # FLARE stage 1: SR (given, or trained here on the training HR/LR pairs), then augmentations.
-    sr = cfg.sr
-    if sr is None:
-        if hr is None:
-            raise UsageError(f"{data} has no hr/ folder to train SR on; pass --sr with a SwinIR checkpoint")
-        hr_train = link_tree([(hr / r["path"], r["path"]) for r in train_rows], out / "hr_train")
-        lr_train = raw_train
-        sr_run = out / "sr_run"
-        if not (sr_run / DONE).exists():
-            train_sr(SRTraining(data=str(hr_train.resolve()), low_res_dir=str(lr_train.resolve()),
-                                epochs=cfg.sr_epochs, steps_per_epoch=cfg.sr_steps, batch=16, patch=64,
-                                lr=5e-4, seed=cfg.seed), sr_run, resume=(sr_run / "train_state.pt").exists(),
-                     device=device)
-            touch(sr_run / DONE)
-        sr = str(sr_run)
-    diffusion = cfg.diffusion
-    if diffusion is None:
-        # stage 1 first: the diffusion model learns from the stage-1 (super-resolved) images
-        s1 = Stage1Config(size=cfg.size, seed=cfg.seed)
-        run_stage1(raw_train, Path(sr), out / "flare" / "stage1", s1, device=device)
-        diff_run = out / "diffusion_run"
-        if not (diff_run / DONE).exists():
-            resume = diff_run.exists()
-            train_diffusion(DiffusionTraining(data=str((out / "flare" / "stage1").resolve()),
-                                                 epochs=cfg.diffusion_epochs, vae_epochs=cfg.diffusion_vae_epochs,
-                                                 seed=cfg.seed, sample_every=max(cfg.diffusion_epochs // 4, 1)),
-                            diff_run, resume=resume, device=device)
-            touch(diff_run / DONE)
-        diffusion = str(diff_run)
-    flare = augment_all(raw_train, Path(sr), diffusion, out / "flare",
-                        Stage1Config(size=cfg.size, seed=cfg.seed),
-                        Stage2Config(per_image=cfg.per_image, steps=cfg.steps, guidance=cfg.guidance,
-                                     seed=cfg.seed),
-                        MergeConfig(alpha=cfg.alpha, beta=cfg.beta, select=cfg.select, seed=cfg.seed),
-                        device=device)
+    The first step, and run every time, so a re-run with other settings changes nothing.
+    Backbones are trained and scored independently, so ``models`` may change; every other
+    setting changes what the arms are trained on. Given SR and diffusion models are recorded
+    by checksum, so retraining one of them in place is noticed too.
+    """
+    exp.out.mkdir(parents=True, exist_ok=True)
+    settings = {f"--{k.replace('_', '-')}": v for k, v in asdict(exp.cfg).items() if k != "models"}
+    settings["DATA"] = str(exp.data.resolve())
+    for key in ("--sr", "--diffusion"):
+        if settings[key] is not None:
+            settings[key] = {"path": settings[key], "sha256": fingerprint_path(Path(settings[key]))}
+    started = any(p.name != "experiment.json" for p in exp.out.iterdir())
+    check_settings(exp.out / "experiment.json", settings, str(exp.out),
+                   "re-run with the options it was started with to resume it, or give a new --out", has_results=started)
 
-    # The training sets of the three arms, each with the raw validation and test originals.
-    held_out = [r for r in split if r["split"] != "train"]
-    arms: dict[str, tuple[Path, Path]] = {}
-    for arm, folder in (("Raw_LR", raw_train), ("Raw_Aug_LR", out / "raw_aug"), ("FLARE", flare)):
-        rows = [r for r in _map_split(split, folder) if r["split"] == "train"]
-        root = out / f"set_{arm}"
+
+def make_split(exp: Experiment) -> None:
+    """The leak-free split of the raw originals, by group: makes ``split.csv``, once."""
+    samples, _ = scan_image_folder(exp.raw)
+    rows = split_groups(samples, seed=exp.cfg.seed)
+    check_split(rows, exp.raw)
+    write_split(rows, exp.split_file)
+
+
+def set_aside_training_originals(exp: Experiment) -> None:
+    """Needs the split; makes ``raw_train/``, links to the training originals: the stages' only input."""
+    log(f"experiment in {exp.out}: {len(exp.rows('train'))} training originals, "
+        f"{len(exp.rows('val'))} validation, {len(exp.rows('test'))} test")
+    link_tree([(exp.raw / r["path"], r["path"]) for r in exp.rows("train")], exp.raw_train)
+
+
+def augment_raw(exp: Experiment) -> None:
+    """Raw_Aug_LR: needs ``raw_train/``; makes ``raw_aug/``, its five standard augmentations at the raw resolution."""
+    lr_side = int(np.median([min(Image.open(exp.raw / r["path"]).size) for r in exp.rows("train")[:50]]))
+    run_stage1(exp.raw_train, None, exp.raw_aug, Stage1Config(size=lr_side, seed=exp.cfg.seed), device=exp.device)
+
+
+def train_sr_model(exp: Experiment) -> None:
+    """Unless ``--sr`` gives one: needs DATA/hr; makes ``sr_run/``, a SwinIR trained on the training HR/LR pairs."""
+    if exp.hr is None:
+        raise UsageError(f"{exp.data} has no hr/ folder to train SR on; pass --sr with a SwinIR checkpoint")
+    hr_train = link_tree([(exp.hr / r["path"], r["path"]) for r in exp.rows("train")], exp.out / "hr_train")
+    cfg = exp.cfg
+    train_sr(SRTraining(data=str(hr_train.resolve()), low_res_dir=str(exp.raw_train.resolve()), epochs=cfg.sr_epochs,
+                        steps_per_epoch=cfg.sr_steps, batch=16, patch=64, lr=5e-4, seed=cfg.seed),
+             exp.sr_run, resume=(exp.sr_run / "train_state.pt").exists(), device=exp.device)
+    touch(exp.sr_run / DONE)
+
+
+def flare_stage1(exp: Experiment) -> None:
+    """FLARE stage 1: needs ``raw_train/`` and the SR model; makes ``flare/stage1/``, super-resolved and augmented."""
+    run_stage1(exp.raw_train, exp.sr_model, exp.flare / "stage1", Stage1Config(size=exp.cfg.size, seed=exp.cfg.seed),
+               device=exp.device)
+
+
+def train_diffusion_model(exp: Experiment) -> None:
+    """Unless ``--diffusion`` gives one: needs ``flare/stage1/`` (the model learns the super-resolved images);
+    makes ``diffusion_run/``."""
+    cfg = exp.cfg
+    train_diffusion(DiffusionTraining(data=str((exp.flare / "stage1").resolve()), epochs=cfg.diffusion_epochs,
+                                      vae_epochs=cfg.diffusion_vae_epochs, seed=cfg.seed,
+                                      sample_every=max(cfg.diffusion_epochs // 4, 1)),
+                    exp.diffusion_run, resume=exp.diffusion_run.exists(), device=exp.device)
+    touch(exp.diffusion_run / DONE)
+
+
+def flare_stage2(exp: Experiment) -> None:
+    """FLARE stage 2: needs the stage-1 originals and the diffusion model; makes ``flare/stage2/``, their samples."""
+    cfg = exp.cfg
+    sources = stage1_originals(exp.flare / "stage1", exp.flare / "stage1_originals")
+    augment_stage2(sources, exp.diffusion_model, exp.flare / "stage2",
+                   Stage2Config(per_image=cfg.per_image, steps=cfg.steps, guidance=cfg.guidance, seed=cfg.seed),
+                   device=exp.device)
+
+
+def flare_merge(exp: Experiment) -> None:
+    """FLARE merge: needs both stages; makes ``flare/merged/``, the FLARE arm's training images, weighted."""
+    cfg = exp.cfg
+    merge(exp.flare / "stage1", exp.flare / "stage2", exp.flare / "merged",
+          MergeConfig(alpha=cfg.alpha, beta=cfg.beta, select=cfg.select, seed=cfg.seed))
+
+
+def assemble_arms(exp: Experiment) -> None:
+    """Needs each arm's images; makes ``set_<arm>/`` and ``split_<arm>.csv``: them and the raw held-out originals."""
+    held_out = [r for r in exp.split if r["split"] != "train"]
+    for arm, folder in exp.arm_images().items():
+        rows = [r for r in _map_split(exp.split, folder) if r["split"] == "train"]
+        root, split_file = exp.arm_set(arm)
         link_tree([(folder / r["path"], r["path"]) for r in rows] +
-                   [(raw / r["path"], r["path"]) for r in held_out], root)
-        rows += held_out
-        write_split(rows, out / f"split_{arm}.csv")
-        arms[arm] = (root, out / f"split_{arm}.csv")
+                  [(exp.raw / r["path"], r["path"]) for r in held_out], root)
+        write_split(rows + held_out, split_file)
 
-    # Out-of-domain sets.
-    ood: dict[str, Path] = {}
-    if cfg.synthetic_ood and hr is not None:
-        synth_cfg = json.loads((data / "synth.json").read_text()) if (data / "synth.json").exists() else {}
-        ood_dir = out / "ood_synthetic"
-        synthesize(ood_dir, SynthConfig(per_class=max(int(synth_cfg.get("per_class", 20)) // 2, 10),
-                                        size=int(synth_cfg.get("size", 128)), seed=cfg.seed + 1000,
-                                        blur_sigma=(1.0, 2.5), noise_sigma=(4.0, 12.0), jpeg_quality=(20, 60)))
-        ood["synthetic OOD"] = ood_dir / "lr"
-    for extra in cfg.ood:
-        ood[Path(extra).name] = Path(extra)
 
-    results: dict[str, Any] = {"config": asdict(cfg), "augmentations": list(AUGMENTATIONS), "models": {}}
-    test_rows = [r for r in split if r["split"] == "test"]
-    for model in cfg.models:
-        per_arm = {}
+def synthesize_ood(exp: Experiment) -> None:
+    """For synthetic data: makes ``ood_synthetic/``, a generation with other seeds and a harsher degradation."""
+    assert exp.synthetic_ood is not None
+    synth = json.loads((exp.data / "synth.json").read_text()) if (exp.data / "synth.json").exists() else {}
+    synthesize(exp.synthetic_ood, SynthConfig(per_class=max(int(synth.get("per_class", 20)) // 2, 10),
+                                              size=int(synth.get("size", 128)), seed=exp.cfg.seed + 1000,
+                                              blur_sigma=(1.0, 2.5), noise_sigma=(4.0, 12.0), jpeg_quality=(20, 60)))
+
+
+def backbone_trained(exp: Experiment, model: str, arm: str) -> bool:
+    """A backbone's run is done once it has its test results (``train`` writes them last)."""
+    return (exp.backbone_run(model, arm) / "results.json").exists()
+
+
+def train_backbone(exp: Experiment, model: str, arm: str) -> None:
+    """Needs the arm's set; makes ``runs/<model>/<arm>/``, resuming a run that stopped."""
+    cfg, run = exp.cfg, exp.backbone_run(model, arm)
+    root, split_file = exp.arm_set(arm)
+    resume = (run / "train_state.pt").exists()
+    log(f"training {model} on {arm} ({sum(1 for _ in open(split_file)) - 1} rows)")
+    train(ClassifierTraining(model=model, data=str(root.resolve()), epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr,
+                             step_size=max(cfg.epochs // 3, 1), input_size=cfg.input_size, seed=cfg.seed),
+          run, split=None if resume else split_file, resume=resume, device=exp.device)
+
+
+def evaluate_backbones(exp: Experiment) -> None:
+    """Needs every run; scores each on the raw test originals (in-domain) and on each out-of-domain set."""
+    ood = exp.ood_sets()
+    for model in exp.cfg.models:
+        exp.scores[model] = {}
         for arm in ARMS:
-            root, split_file = arms[arm]
-            run = out / "runs" / model / arm
-            if not (run / "results.json").exists():
-                resume = (run / "train_state.pt").exists()
-                log(f"training {model} on {arm} ({sum(1 for _ in open(split_file)) - 1} rows)")
-                train(ClassifierTraining(model=model, data=str(root.resolve()), epochs=cfg.epochs, batch=cfg.batch,
-                                         lr=cfg.lr, step_size=max(cfg.epochs // 3, 1), input_size=cfg.input_size,
-                                         seed=cfg.seed),
-                      run, split=None if resume else split_file, resume=resume, device=device)
-            scores = {"in-domain": _evaluate(run, raw, test_rows)}
+            run = exp.backbone_run(model, arm)
+            scores = {"in-domain": _evaluate(run, exp.raw, exp.rows("test"))}
             for name, folder in ood.items():
                 samples, _ = scan_image_folder(folder)
-                scores[name] = _evaluate(run, resolve_root(folder), [{"path": s.path, "label": s.label} for s in samples])
-            per_arm[arm] = scores
-        results["models"][model] = per_arm
-    results["machine"] = {"platform": platform.platform(), "python": platform.python_version(),
-                          "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count()}
-    counts = {arm: sum(1 for r in read_split(arms[arm][1]) if r["split"] == "train") for arm in ARMS}
-    results["training_images"] = counts
-    write_text(out / "results.md", format_table(results))
-    write_json(out / "results.json", results)  # last: it marks the experiment as done
-    return results
+                rows = [{"path": s.path, "label": s.label} for s in samples]
+                scores[name] = _evaluate(run, resolve_root(folder), rows)
+            exp.scores[model][arm] = scores
+
+
+def write_results(exp: Experiment) -> None:
+    """Needs the scores; makes ``results.md`` and, last (it marks the experiment as done), ``results.json``."""
+    exp.results = {"config": asdict(exp.cfg), "augmentations": list(AUGMENTATIONS), "models": exp.scores,
+                   "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                               "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count()},
+                   "training_images": {arm: sum(1 for r in read_split(exp.arm_set(arm)[1]) if r["split"] == "train")
+                                       for arm in ARMS}}
+    write_text(exp.out / "results.md", format_table(exp.results))
+    write_json(exp.out / "results.json", exp.results)
 
 
 def format_table(results: dict[str, Any]) -> str:

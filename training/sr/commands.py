@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from flare.runtime.foundation.options import COUNT, DEVICE, PIXELS, POSITIVE, SEED, FlareCommand, InputPath, OutputPath, check_resume
+from flare.runtime.foundation.options import COUNT, DEVICE, PIXELS, POSITIVE, SEED, FlareCommand, InputPath, OutputPath
 
 
 @click.command("train-sr", cls=FlareCommand)
@@ -34,16 +34,12 @@ def train_sr(ctx: click.Context, data_dir: Path, out: Path, arch: str, scale: in
              device: str, resume: bool) -> None:
     """Train SwinIR on LR/HR pairs made from the images in DATA (L1 loss, PSNR/SSIM validation)."""
     from flare.runtime.foundation.progress import log
-    from flare.runtime.core.runs import SRTraining
+    from flare.runtime.core.runs import SRRun, SRTraining
+    from flare.training.resume import check_resumed_options
     from flare.training.sr.train import train_sr as run
-    from flare.runtime.core.runs import SRRun
 
-    if resume and (out / SRRun.FILE).is_file():
-        kept = SRRun.load(out).train
-        check_resume(ctx, out, {"data_dir": kept.data, "arch": kept.arch, "scale": kept.scale,
-                                "low_res_dir": kept.low_res_dir, "steps_per_epoch": kept.steps_per_epoch,
-                                "batch": kept.batch, "patch": kept.patch, "lr": kept.lr, "seed": kept.seed,
-                                "bicubic_residual": kept.bicubic_residual})
+    check_resumed_options(ctx, out, SRRun, ("arch", "scale", "low_res_dir", "steps_per_epoch", "batch", "patch", "lr",
+                                            "seed", "bicubic_residual"), data_dir="data")
 
     cfg = SRTraining(data=str(Path(data_dir).resolve()), arch=arch, scale=scale, patch=patch, batch=batch,
                         epochs=epochs, steps_per_epoch=steps_per_epoch, lr=lr, seed=seed,

@@ -25,12 +25,12 @@ from flare.runtime.core.runs import SRRun, SRTraining
 from flare.runtime.foundation.errors import ArtifactError, FlareError, UsageError
 from flare.runtime.foundation.progress import log, progress_bar
 from flare.runtime.io.images import list_images, load_rgb
-from flare.training.checkpoints import (RESUME_ADVICE, EpochLog, load_model_weights, load_state, read_torch_file,
-                                        restore_parts, save_state, save_weights)
+from flare.training.checkpoints import EpochLog, load_model_weights, read_torch_file
 from flare.training.data.folders import Sample
 from flare.training.data.splits import split_groups
 from flare.training.data.synth import degrade
 from flare.training.devices import pick_device
+from flare.training.resume import RunFolder
 from flare.training.sr.metrics import bicubic_upscale, psnr, ssim
 from flare.training.sr.swinir import CONFIGS, SwinIR, SwinIRConfig, load_swinir
 
@@ -179,15 +179,9 @@ def load_sr(checkpoint: str | Path) -> tuple[nn.Module, SwinIRConfig, Path]:
 def train_sr(cfg: SRTraining, out: Path, resume: bool = False, device: str = "auto") -> dict[str, Any]:
     """Train (or resume) a SwinIR run in ``out``; returns the final validation scores."""
     out = Path(out)
-    state_path = out / "train_state.pt"
-    if resume:
-        if not state_path.is_file():
-            raise UsageError(f"--resume: {out} has no checkpoint to resume from")
-        epochs = cfg.epochs
-        cfg = SRRun.load(out).train
-        cfg.epochs = max(cfg.epochs, epochs)
-    elif state_path.exists():
-        raise UsageError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    run = RunFolder(out, SRRun)
+    dev = pick_device(device)
+    cfg, state = run.open(cfg, resume, dev)
     arch = arch_config(cfg.arch, cfg.scale)
     if cfg.patch % cfg.scale:
         raise UsageError(f"--patch {cfg.patch} must be a multiple of --scale {cfg.scale}")
@@ -205,17 +199,15 @@ def train_sr(cfg: SRTraining, out: Path, resume: bool = False, device: str = "au
     log(f"making LR/HR pairs for {len(files)} images ({len(by_split['val'])} for validation)")
     train_pairs, val_pairs = make_pairs(cfg, by_split["train"]), make_pairs(cfg, by_split["val"])
 
-    dev = pick_device(device)
     torch.manual_seed(cfg.seed)
     model = build_sr(arch, uses_bicubic_residual(cfg)).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs * cfg.steps_per_epoch)
     start, best = 0, -float("inf")
-    if resume:
-        state = load_state(state_path, dev)
-        load_model_weights(model, out / "last.safetensors", f"the SwinIR in {out / SRRun.FILE}", RESUME_ADVICE)
-        restore_parts(state, {"optimizer": optimizer, "scheduler": scheduler})
-        start, best = state["epoch"] + 1, state["best_psnr"]
+    if state is not None:
+        start = run.restore(state, model, f"the SwinIR in {out / SRRun.FILE}",
+                            {"optimizer": optimizer, "scheduler": scheduler})
+        best = state["best_psnr"]
         log(f"resuming {out} at epoch {start + 1}/{cfg.epochs}")
     metrics = EpochLog(out / "metrics.jsonl", keep=start)
     loss_fn = nn.L1Loss()
@@ -238,13 +230,11 @@ def train_sr(cfg: SRTraining, out: Path, resume: bool = False, device: str = "au
         scores = evaluate_sr(model, val_pairs or train_pairs[:4], cfg.scale, dev)
         row = {"epoch": epoch + 1, "l1": total / cfg.steps_per_epoch, **scores,
                "seconds": round(time.perf_counter() - t0, 2)}
-        if scores["psnr"] > best:
+        improved = scores["psnr"] > best
+        if improved:
             best = scores["psnr"]
-            save_weights(model, out / "best.safetensors")
-        save_weights(model, out / "last.safetensors")
-        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
-                 "best_psnr": float(best)}
-        save_state(state, state_path)
+        run.save(model, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
+                         "best_psnr": float(best)}, improved)
         metrics.append(row)
         log(f"SR epoch {epoch + 1}: L1 {row['l1']:.4f} | val PSNR {scores['psnr']:.2f} dB "
             f"SSIM {scores['ssim']:.4f} (bicubic {scores['bicubic_psnr']:.2f} dB / {scores['bicubic_ssim']:.4f})")

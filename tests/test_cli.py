@@ -180,7 +180,7 @@ def test_every_command_checks_its_paths_and_ranges() -> None:
     fails here, not in a user's hands."""
     import click
 
-    from flare.runtime.foundation.options import CommaList, FlareCommand, InputPath, OutputPath
+    from flare.runtime.foundation.options import CommaList, FiniteRange, FlareCommand, InputPath, OutputPath
 
     commands = leaf_commands()
     assert len(commands) >= 14
@@ -193,6 +193,10 @@ def test_every_command_checks_its_paths_and_ranges() -> None:
             assert kind not in (click.INT, click.FLOAT), f"{where}: give it a range type from flare.runtime.foundation.options"
             if isinstance(kind, CommaList):  # each item of a list too
                 assert kind.item not in (click.INT, click.FLOAT), f"{where}: give its items a range type"
+            # a real number is finite by its type: click's FloatRange lets nan (and inf) through
+            for real in (kind, getattr(kind, "item", None)):
+                if isinstance(real, click.FloatRange):
+                    assert isinstance(real, FiniteRange), f"{where}: use FiniteRange, which refuses nan and inf"
             # every path is declared as read or written, so existence and overlap are checked
             # (classify reports each unreadable or missing image on its own line and goes on)
             if (path, param.name) != ("classify", "images"):
@@ -220,3 +224,15 @@ def test_ctrl_c_prints_the_command_that_resumes(monkeypatch: pytest.MonkeyPatch,
     line = result.stderr.strip().splitlines()[-1]
     # the exact command, quoted for the shell, with --resume added: re-running it continues
     assert line.endswith(f"flare train {sky_data / 'hr'} --model resnet18 --out '{out}' --epochs 2 --resume"), line
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_real_options_refuse_numbers_that_mean_nothing(value: str, tmp_path: Path) -> None:
+    for args in (["generate", str(tmp_path), "--class", "star", "--out", str(tmp_path / "o"), "--guidance", value],
+                 ["generate", str(tmp_path), "--class", "star", "--out", str(tmp_path / "o"), "--strength", value],
+                 ["triage", str(tmp_path), "--model", str(tmp_path), "--out", str(tmp_path / "r.csv"),
+                  "--threshold", value]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert args[-2] in result.output and ("finite" in result.output or "range" in result.output), result.output
+    assert not (tmp_path / "o").exists()

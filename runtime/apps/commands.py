@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import click
 
 from flare.runtime.core.backends.options import BACKENDS, RunnerOptions
-from flare.runtime.foundation.options import COUNT, FRACTION, NON_NEGATIVE, SEED_RANGE, FlareCommand, InputPath, OutputPath, ResultsPath
+from flare.runtime.foundation.options import (COUNT, FRACTION, NON_NEGATIVE, SEED_RANGE, FiniteRange, FlareCommand, InputPath,
+                                              OutputPath, ResultsPath)
 
 if TYPE_CHECKING:
     from flare.runtime.tasks.classify import Classifier
@@ -142,9 +143,9 @@ def _classify_each(clf: Classifier, images: tuple[Path, ...], top_k: int, as_jso
                    "(default 1).")
 @click.option("--address", default=None,
               help="ray: the cluster to join, e.g. 10.0.0.5:6379 (default: $RAY_ADDRESS, else a new local instance).")
-@click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--gpus-per-worker", type=FiniteRange(min=0), default=0.0, show_default=True,
               help="ray: GPUs each model replica reserves (fractions share a GPU).")
-@click.option("--cpus-per-worker", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+@click.option("--cpus-per-worker", type=FiniteRange(min=0, min_open=True), default=1.0, show_default=True,
               help="ray: CPUs each model replica reserves (and its inference threads); the rest decode.")
 @click.option("--max-pixels", type=COUNT, default=None,
               help="Refuse images larger than this many pixels (default: Pillow's decompression-bomb limit).")
@@ -225,7 +226,7 @@ def enhance(bundle: Path, images: tuple[Path, ...], out: Path, tile: int | None,
 @click.option("--out", type=OutputPath("dir"), required=True,
               help="Folder for the PNGs (re-running skips images already made with the same settings).")
 @click.option("--steps", type=COUNT, default=None, help="Sampler steps (default: the bundle's, 50).")
-@click.option("--guidance", type=click.FloatRange(min=0.0), default=None,
+@click.option("--guidance", type=FiniteRange(min=0.0), default=None,
               help="Classifier-free guidance scale; 1 turns guidance off (default: the bundle's, 8).")
 @click.option("--seed", type=SEED_RANGE, default=0, show_default=True,
               help="Seed of the first image (each file name carries its image's seed).")
@@ -234,7 +235,7 @@ def enhance(bundle: Path, images: tuple[Path, ...], out: Path, tile: int | None,
 @click.option("--order", type=click.IntRange(1, 3), default=None, help="DPM-Solver++ order (default: the bundle's, 3).")
 @click.option("--source", type=InputPath("file"), default=None,
               help="Source image for image variation (the model keeps its layout and colours).")
-@click.option("--strength", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
+@click.option("--strength", type=FiniteRange(0.0, 1.0, min_open=True), default=None,
               help="With --source on a text-to-image pipeline: how far the source is re-noised (default 0.75).")
 @click.option("--batch", type=COUNT, default=4, show_default=True, help="Images sampled together.")
 @BACKEND_OPTION

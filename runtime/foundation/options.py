@@ -15,6 +15,7 @@ and the runtime commands load this module.
 
 from __future__ import annotations
 
+import math
 import re
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -27,6 +28,20 @@ from flare.runtime.foundation.paths import Kind, check_apart, check_input, check
 #: Key in ``ctx.meta`` of the (type, path, label) of every path parsed for the command.
 _PATHS = "flare.paths"
 
+class FiniteRange(click.FloatRange):
+    """A real number in a range, and finite: click's FloatRange takes ``nan`` (every comparison with
+    it is false, so no bound refuses it) and ``inf`` where a bound is open-ended, and a NaN
+    guidance or strength would run to the end and mean nothing."""
+
+    name = "finite float range"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
 #: At least one: counts of images, epochs, steps, batch sizes, workers' threads.
 COUNT = click.IntRange(min=1)
 #: Zero or more: epochs that may be skipped (``--vae-epochs 0``), worker processes.
@@ -34,9 +49,9 @@ NON_NEGATIVE = click.IntRange(min=0)
 #: Sides of images and patches in pixels.
 PIXELS = click.IntRange(min=8)
 #: A strictly positive real (learning rates, guidance scales).
-POSITIVE = click.FloatRange(min=0.0, min_open=True)
+POSITIVE = FiniteRange(min=0.0, min_open=True)
 #: A fraction of something, 0 to 1 inclusive.
-FRACTION = click.FloatRange(0.0, 1.0)
+FRACTION = FiniteRange(0.0, 1.0)
 #: Random seeds: what numpy and torch both accept.
 SEED_RANGE = click.IntRange(0, 2**32 - 1)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from flare.runtime.foundation.options import (COUNT, DEVICE, NON_NEGATIVE, PIXELS, POSITIVE, SEED, FlareCommand,
+from flare.runtime.foundation.options import (COUNT, DEVICE, NON_NEGATIVE, PIXELS, POSITIVE, SEED, FiniteRange, FlareCommand,
                                               InputPath, OutputPath)
 
 
@@ -38,7 +38,7 @@ from flare.runtime.foundation.options import (COUNT, DEVICE, NON_NEGATIVE, PIXEL
               help="Augment with the 8 flips/rotations (sky images have no up).")
 @click.option("--sample-every", type=COUNT, default=1, show_default=True, help="UNet epochs between sample grids.")
 @click.option("--sample-steps", type=COUNT, default=25, show_default=True, help="Sampler steps for the grids.")
-@click.option("--sample-guidance", type=click.FloatRange(min=0.0), default=4.0, show_default=True, help="Guidance scale for the grids.")
+@click.option("--sample-guidance", type=FiniteRange(min=0.0), default=4.0, show_default=True, help="Guidance scale for the grids.")
 @SEED
 @DEVICE
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last epoch.")

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import click
 
-from flare.runtime.foundation.options import (COUNT, DEVICE, FRACTION, PIXELS, POSITIVE, SEED, SELECT, CommandGroup, FlareCommand,
-                           InputPath, OutputPath, input_size)
+from flare.runtime.foundation.options import (COUNT, DEVICE, FRACTION, PIXELS, POSITIVE, SEED, SELECT, CommandGroup,
+                                              FiniteRange, FlareCommand, InputPath, OutputPath, input_size)
 
 ALPHA = click.option("--alpha", type=FRACTION, default=0.5, show_default=True, help="Fraction of the stage-1 augmented pool kept.")
 BETA = click.option("--beta", type=FRACTION, default=1.0, show_default=True, help="Fraction of the stage-2 generated pool kept.")
-BAND = click.option("--band", nargs=2, type=click.FloatRange(0.0, 100.0), default=(0.0, 95.0), show_default=True,
+BAND = click.option("--band", nargs=2, type=FiniteRange(0.0, 100.0), default=(0.0, 95.0), show_default=True,
                     help="Percentile band of the real samples' centroid distances a generated sample must fall in.")
 EMBED = click.option("--embed", "embed_run", type=InputPath("dir"), default=None,
                      help="Classifier RUN whose features rank generated samples (default: an image descriptor).")
@@ -59,14 +59,14 @@ def stage1(data_dir: Path, sr_checkpoint: Path, out: Path, size: int, tile: int,
 @click.option("--out", type=OutputPath("dir", made_by="stage2.csv"), required=True, help="Folder for generated images.")
 @click.option("--per-image", type=COUNT, default=4, show_default=True, help="Generated images per source image (K).")
 @STEPS
-@click.option("--guidance", type=click.FloatRange(min=0.0), default=8.0, show_default=True, help="Classifier-free guidance scale.")
+@click.option("--guidance", type=FiniteRange(min=0.0), default=8.0, show_default=True, help="Classifier-free guidance scale.")
 @click.option("--sampler", type=click.Choice(["dpmpp", "ddim"]), default="dpmpp", show_default=True,
               help="DPM-Solver++ (multistep) or DDIM.")
 @click.option("--order", type=click.IntRange(1, 3), default=3, show_default=True, help="DPM-Solver++ order (the authors used 3).")
 @SEED
 @click.option("--image-variation/--no-image-variation", default=None,
               help="Condition on the source image too (default: when the model can).")
-@click.option("--strength", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.75, show_default=True,
+@click.option("--strength", type=FiniteRange(0.0, 1.0, min_open=True), default=0.75, show_default=True,
               help="How far a pretrained img2img pipeline re-noises the source (image variation only).")
 @click.option("--batch", type=COUNT, default=8, show_default=True, help="Images generated at once.")
 @DEVICE
@@ -115,7 +115,7 @@ def merge_command(stage1_dir: Path, stage2_dir: Path, out: Path, alpha: float, b
 @click.option("--size", type=PIXELS, default=512, show_default=True, help="Stage-1 output side.")
 @click.option("--per-image", type=COUNT, default=4, show_default=True, help="Stage-2 samples per original.")
 @STEPS
-@click.option("--guidance", type=click.FloatRange(min=0.0), default=8.0, show_default=True)
+@click.option("--guidance", type=FiniteRange(min=0.0), default=8.0, show_default=True)
 @click.option("--sampler", type=click.Choice(["dpmpp", "ddim"]), default="dpmpp", show_default=True)
 @ALPHA
 @BETA
@@ -155,7 +155,7 @@ def all_command(data_dir: Path, sr_checkpoint: Path, diffusion: str, out: Path, 
 @click.option("--diffusion-epochs", type=COUNT, default=40, show_default=True)
 @click.option("--per-image", type=COUNT, default=4, show_default=True, help="Stage-2 samples per original.")
 @click.option("--steps", type=COUNT, default=20, show_default=True, help="Sampler steps per generated image (the paper: 50).")
-@click.option("--guidance", type=click.FloatRange(min=0.0), default=4.0, show_default=True, help="Classifier-free guidance (the paper: 8).")
+@click.option("--guidance", type=FiniteRange(min=0.0), default=4.0, show_default=True, help="Classifier-free guidance (the paper: 8).")
 @ALPHA
 @BETA
 @SELECT

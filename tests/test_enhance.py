@@ -363,3 +363,30 @@ def test_triton_repository_enhances_image_bytes_as_the_runtime_does(sr_bundle: P
         want = enhancer.enhance_rgb(picture)
         assert got.shape == (40 * enhancer.scale, 52 * enhancer.scale, 3)
     assert np.abs(got.astype(int) - want).max() <= 1
+
+
+def test_an_input_changed_since_it_was_enhanced_is_enhanced_again(sr_bundle: Path, tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(_sky(30, 40, seed=1)).save(src / "a.png")
+    Image.fromarray(_sky(30, 40, seed=2)).save(src / "b.png")
+    out = tmp_path / "out"
+    args = ["enhance", str(sr_bundle), str(src), "--out", str(out), "--tile", "32", "--overlap", "8"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    before = np.asarray(Image.open(out / "a.png")).copy()
+    Image.fromarray(_sky(30, 40, seed=9)).save(src / "a.png")  # the same name, another picture
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0 and "enhanced 1 images" in again.output and "1 already done" in again.output
+    assert "a.png changed since" in again.output
+    assert not np.array_equal(np.asarray(Image.open(out / "a.png")), before)
+
+
+def test_two_inputs_for_one_output_fail_that_file_not_the_command(sr_bundle: Path, tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(_sky(30, 30, seed=1)).save(src / "m13.png")
+    Image.fromarray(_sky(30, 30, seed=2)).convert("RGB").save(src / "m13.jpg")
+    Image.fromarray(_sky(30, 30, seed=3)).save(src / "other.png")
+    result = CliRunner().invoke(cli, ["enhance", str(sr_bundle), str(src), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert "would be written to" in result.output and (tmp_path / "out" / "other.png").is_file()

@@ -463,3 +463,41 @@ def test_blank_check_on_pictures(tmp_path: Path) -> None:
             noisy.putpixel((x, y), (rng.randrange(256), rng.randrange(256), rng.randrange(256)))
     noisy.save(tmp_path / "noisy.png")
     assert not is_blank(tmp_path / "noisy.png")
+
+
+def test_report_never_writes_over_a_file_it_did_not_make(survey: tuple[Path, Path], tmp_path: Path) -> None:
+    root, results = survey
+    runner = CliRunner()
+    image = next(root.rglob("*.png"))
+    user_file = tmp_path / "notes.html"
+    user_file.write_text("<html>mine</html>")
+    record = results.with_name(results.name + ".flare.json")
+    for target in (record, image, user_file, results):
+        before = target.read_bytes()
+        result = runner.invoke(cli, ["report", str(results), "--out", str(target)])
+        assert result.exit_code in (1, 2) and "Traceback" not in result.output, (target, result.output)
+        assert result.output.strip().count("\n") == 0 and str(target) in result.output
+        assert target.read_bytes() == before
+    page = tmp_path / "report.html"
+    assert runner.invoke(cli, ["report", str(results), "--out", str(page)]).exit_code == 0
+    assert runner.invoke(cli, ["report", str(results), "--out", str(page)]).exit_code == 0  # its own page
+
+
+def test_a_non_finite_confidence_is_one_line_not_nan_on_the_page(survey: tuple[Path, Path], tmp_path: Path) -> None:
+    import shutil
+
+    _, results = survey
+    copy = tmp_path / "results.csv"
+    shutil.copy(results, copy)
+    shutil.copy(results.with_name(results.name + ".flare.json"), copy.with_name(copy.name + ".flare.json"))
+    rows = read_rows(copy)
+    header = list(rows[0])
+    ok = next(i for i, r in enumerate(rows) if r["status"] == "ok")
+    rows[ok]["confidence"] = "nan"
+    with open(copy, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=header)
+        w.writeheader()
+        w.writerows(rows)
+    result = CliRunner().invoke(cli, ["report", str(copy), "--out", str(tmp_path / "r.html")])
+    assert result.exit_code == 1 and "'nan'" in result.output and "not a number in [0, 1]" in result.output
+    assert not (tmp_path / "r.html").exists()

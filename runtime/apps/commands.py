@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from flare.runtime.apps.report import PAGE_MARK
 from flare.runtime.core.backends.options import BACKENDS, RunnerOptions
 from flare.runtime.foundation.options import (COUNT, FRACTION, NON_NEGATIVE, SEED_RANGE, FiniteRange, FlareCommand, InputPath,
                                               OutputPath, ResultsPath)
@@ -279,8 +280,9 @@ def generate(bundle: Path, class_name: str | None, prompt: str | None, count: in
 
 @click.command(cls=FlareCommand)
 @click.argument("results", type=InputPath("any"))
-@click.option("--out", type=OutputPath("file"), required=True,
-              help="The HTML page to write: one self-contained file (charts and thumbnails inlined).")
+@click.option("--out", type=OutputPath("file", made_by=PAGE_MARK), required=True,
+              help="The HTML page to write: one self-contained file (charts and thumbnails inlined); an existing "
+                   "file is replaced only if it is a page this command wrote.")
 @click.option("--images", type=InputPath("dir"), default=None,
               help="Folder of the triaged images (default: the one the results record).")
 @click.option("--thumbnails", type=COUNT, default=200, show_default=True,

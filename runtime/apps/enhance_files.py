@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flare.runtime.foundation.errors import FlareError, ImageDecodeError, UsageError, one_line
+from flare.runtime.foundation.fingerprint import fingerprint_path
 from flare.runtime.foundation.journal import CsvJournal
 from flare.runtime.foundation.paths import check_apart
 from flare.runtime.foundation.progress import Bar, log
@@ -23,7 +24,8 @@ from flare.runtime.io.images import list_images
 from flare.runtime.tasks.enhance import Enhancer
 
 JOURNAL = "enhance.csv"
-COLUMNS = ["input", "output", "status", "error", "input_megapixels", "seconds"]
+#: ``input_sha256`` is the input as it was enhanced: an input changed since is enhanced again.
+COLUMNS = ["input", "output", "status", "error", "input_megapixels", "seconds", "input_sha256"]
 
 
 @dataclass
@@ -50,8 +52,10 @@ class EnhanceSummary:
                 f"{self.failed} failed")
 
 
-def plan_jobs(inputs: list[Path], out: Path) -> list[Job]:
-    """Files to enhance, with output paths; refuses two inputs that would write one output."""
+def plan_jobs(inputs: list[Path], out: Path) -> tuple[list[Job], list[tuple[Path, str]]]:
+    """Files to enhance, with output paths, and the files that cannot be (with why): of two
+    inputs that would write one output (``m13.jpg`` beside ``m13.png``) the second is not
+    enhanced, which is a failure of that file, not of the command line."""
     jobs: list[Job] = []
     for arg in inputs:
         if arg.is_dir():
@@ -62,12 +66,15 @@ def plan_jobs(inputs: list[Path], out: Path) -> list[Job]:
         else:
             jobs.append(Job(arg, output_name(Path(arg.name))))
     seen: dict[Path, Path] = {}
+    kept, clashes = [], []
     for job in jobs:
         if job.output in seen:
-            raise UsageError(f"{seen[job.output]} and {job.source} would both be written to {out / job.output}; "
-                             "enhance them into different --out folders")
+            clashes.append((job.source, f"{job.source}: would be written to {out / job.output} like "
+                                        f"{seen[job.output]}; enhance it into another --out"))
+            continue
         seen[job.output] = job.source
-    return jobs
+        kept.append(job)
+    return kept, clashes
 
 
 def enhance_files(enhancer: Enhancer, inputs: list[Path], out: Path, display: bool = False,
@@ -75,18 +82,29 @@ def enhance_files(enhancer: Enhancer, inputs: list[Path], out: Path, display: bo
     """Enhance every image of ``inputs`` (files and folders) into ``out``."""
     out = Path(out)
     check_apart((out, "--out"), [(p, "IMAGE_OR_DIR") for p in inputs if p.is_dir()])
-    jobs = plan_jobs(inputs, out)
+    jobs, clashes = plan_jobs(inputs, out)
     if not jobs:
         raise UsageError(f"no images found in {', '.join(map(str, inputs))}")
     settings = {"BUNDLE": enhancer.fingerprint, "--tile": enhancer.tile, "--overlap": enhancer.overlap}
     summary = EnhanceSummary()
     with CsvJournal(out / JOURNAL, COLUMNS, "enhance into another --out", settings) as journal:
-        todo = []
+        for source, why in clashes:
+            summary.failed += 1
+            log(f"Error: {why}")
+            journal.append([[str(source), "", "error", one_line(why), "", "", ""]])
+        enhanced = {row[0]: row[6] for row in journal.rows if row[2] == "ok"}  # the last row of an input wins
+        todo, digests = [], {}
         for job in jobs:
             target = out / job.output
-            if target.is_file() and (not display or not _is_scientific(job.source) or target.with_suffix(".png").is_file()):
+            if not target.is_file() or (display and _is_scientific(job.source) and
+                                        not target.with_suffix(".png").is_file()):
+                todo.append(job)
+                continue
+            digests[job.source] = digest = _sha256(job.source)
+            if enhanced.get(str(job.source)) == digest:
                 summary.skipped += 1
             else:
+                log(f"{job.source} changed since {target} was made from it (or was not recorded); enhancing it again")
                 todo.append(job)
         if summary.skipped:
             log(f"resuming: {summary.skipped} of {len(jobs)} outputs already in {out}")
@@ -94,6 +112,7 @@ def enhance_files(enhancer: Enhancer, inputs: list[Path], out: Path, display: bo
             bar.start(sum(probe_pixels(job.source) for job in todo))
         for job in todo:
             started = time.perf_counter()
+            digest = digests.get(job.source) or _sha256(job.source)  # before reading: what was enhanced
             try:
                 picture = read_picture(job.source, enhancer.spec.channels, enhancer.spec.stretch)
                 enhancer.check_size(picture.height, picture.width, str(job.source))
@@ -102,7 +121,7 @@ def enhance_files(enhancer: Enhancer, inputs: list[Path], out: Path, display: bo
             except ImageDecodeError as exc:
                 summary.failed += 1
                 log(f"Error: {exc}")
-                journal.append([[str(job.source), "", "error", one_line(str(exc)), "", ""]])
+                journal.append([[str(job.source), "", "error", one_line(str(exc)), "", "", ""]])
                 continue
             seconds = time.perf_counter() - started
             summary.images += 1
@@ -110,8 +129,16 @@ def enhance_files(enhancer: Enhancer, inputs: list[Path], out: Path, display: bo
             summary.input_megapixels += picture.megapixels
             summary.output_megapixels += picture.megapixels * enhancer.scale**2
             journal.append([[str(job.source), job.output.as_posix(), "ok", "", f"{picture.megapixels:.4f}",
-                             f"{seconds:.3f}"]])
+                             f"{seconds:.3f}", digest]])
     return summary
+
+
+def _sha256(path: Path) -> str:
+    """The input's checksum, or "" when it cannot be read (its decode then fails with the reason)."""
+    try:
+        return fingerprint_path(path)
+    except OSError:
+        return ""
 
 
 def _is_scientific(path: Path) -> bool:

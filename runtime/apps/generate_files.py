@@ -21,6 +21,7 @@ from PIL import Image, PngImagePlugin
 
 from flare.runtime.foundation.atomic import write_atomically
 from flare.runtime.foundation.errors import UsageError
+from flare.runtime.foundation.fingerprint import fingerprint_path
 from flare.runtime.foundation.progress import Bar
 from flare.runtime.tasks.generate import Generator
 
@@ -49,9 +50,12 @@ class Request:
         text = self.name if self.prompt is None else "prompt-" + self.prompt[:40]
         return re.sub(r"[^A-Za-z0-9]+", "_", str(text)).strip("_") or "image"
 
-    def provenance(self, seed: int, bundle_sha256: str) -> dict[str, str]:
-        """The text chunks of the image with ``seed``."""
+    def provenance(self, seed: int, bundle_sha256: str, source_sha256: str = "") -> dict[str, str]:
+        """The text chunks of the image with ``seed``; ``source_sha256`` is the source image as it was
+        read, so an image made from an earlier version of the file is not taken for this request's."""
         asked = {"prompt": self.prompt} if self.prompt is not None else {"class": str(self.name)}
+        if source_sha256:
+            asked["source_sha256"] = source_sha256
         return {f"{PREFIX}{k}": str(v) for k, v in {
             **asked, "seed": seed, "steps": self.steps, "guidance": float(self.guidance), "sampler": self.sampler,
             "order": self.order if self.sampler == "dpmpp" else "", "strength": float(self.strength) if self.source else "",
@@ -92,12 +96,13 @@ def generate_files(generator: Generator, request: Request, out: Path, source: np
                    bar: Bar | None = None) -> GenerateSummary:
     """Write the request's images into ``out``; files already made with the same settings are kept."""
     checksum = generator.fingerprint
+    source_sha256 = fingerprint_path(request.source) if request.source is not None else ""
     seeds = [request.seed + j for j in range(request.n)]
     pending = []
     for seed in seeds:
         path = out / f"{request.label}_seed{seed}.png"
         if path.exists():
-            have, want = read_provenance(path), request.provenance(seed, checksum)
+            have, want = read_provenance(path), request.provenance(seed, checksum, source_sha256)
             if have == want:
                 continue
             changed = sorted(k.removeprefix(PREFIX) for k in set(have) | set(want) if have.get(k) != want.get(k))
@@ -118,6 +123,6 @@ def generate_files(generator: Generator, request: Request, out: Path, source: np
         else:
             images = generator.generate([str(request.name)] * len(chunk), chunk, **kwargs)
         for seed, image in zip(chunk, images, strict=True):
-            _save(image, out / f"{request.label}_seed{seed}.png", request.provenance(seed, checksum))
+            _save(image, out / f"{request.label}_seed{seed}.png", request.provenance(seed, checksum, source_sha256))
     return GenerateSummary(written=len(pending), skipped=len(seeds) - len(pending),
                            seconds=time.perf_counter() - start, backend=generator.backend)

@@ -45,6 +45,9 @@ DEFAULT_THUMBNAILS = 200
 MAX_ERROR_ROWS = 500
 #: Longer side of a thumbnail in pixels.
 THUMBNAIL_PX = 96
+#: What every page this command writes says it was made by: an existing --out file without it is not
+#: ours and is never written over (a results record, a Parquet part, a user's image).
+PAGE_MARK = '<meta name="generator" content="flare report">'
 #: Bins of the confidence histogram over [0, 1].
 HISTOGRAM_BINS = 20
 
@@ -148,6 +151,7 @@ def render_report(results: Results, out: Path, *, images: Path | None = None,
             f'<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data:; '
             f'style-src \'unsafe-inline\'">\n'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            f'{PAGE_MARK}\n'
             f'<title>{_esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n'
             + "\n".join(sections) + "\n</main>\n</body>\n</html>\n")
     summary = ReportSummary(out=Path(out), rows=len(results), ok=int(ok.sum()), errors=int((~ok).sum()),

@@ -304,6 +304,12 @@ def load_results(path: Path) -> Results:
     except ValueError as exc:
         raise FlareError(f"{path} has a confidence that is not a number ({exc}); it was edited or damaged: "
                          f"fix it, or triage again into another --out") from exc
+    given = np.array([not (c is None or c == "") for c in columns["confidence"]], dtype=bool)
+    damaged = np.flatnonzero(given & ~((confidence >= 0.0) & (confidence <= 1.0)))  # NaN fails both
+    if damaged.size:
+        row = int(damaged[0])
+        raise FlareError(f"{path} has a confidence of {columns['confidence'][row]!r} (row {row + 1}), not a number "
+                         "in [0, 1]; it was edited or damaged: fix it, or triage again into another --out")
     flagged = np.array([c is True or c == "1" for c in columns["flagged"]], dtype=bool)
     text = {name: np.array(["" if c is None else str(c) for c in columns[name]], dtype=object)
             for name in ("path", "fine_class", "macro_class", "status", "error")}

@@ -48,9 +48,11 @@ def check_input(path: Path, kind: Kind, what: str) -> Path:
 def check_output(path: Path, kind: Kind, what: str, made_by: str | None = None) -> Path:
     """``path`` if this command can create or update it; FlareError naming ``what`` otherwise.
 
-    ``made_by`` is the marker file (relative to an output folder) that the step writing the
-    folder leaves in it: an existing folder that holds files but no marker belongs to someone
-    else and is refused rather than written into.
+    ``made_by`` says how the step recognises its own output. For a folder it is the marker file
+    (relative to the folder) that the step leaves in it: an existing folder that holds files but
+    no marker belongs to someone else and is refused rather than written into. For a file it is
+    a mark the step writes near the start of every file it makes: an existing file without it
+    (an input's record, a Parquet part, a user's image) is refused rather than replaced.
     """
     path = Path(path)
     if path.exists():
@@ -61,6 +63,9 @@ def check_output(path: Path, kind: Kind, what: str, made_by: str | None = None) 
         if path.is_dir() and made_by is not None and any(path.iterdir()) and not (path / made_by).exists():
             raise FlareError(f"{what} {path} already holds files that this step did not write (no {made_by}); "
                              f"give a new or empty folder")
+        if path.is_file() and made_by is not None and not _carries(path, made_by):
+            raise FlareError(f"{what} {path} is a file this step did not write (it does not carry {made_by!r}); "
+                             "give a new file name: flare never writes over a file it did not make")
         writable = path if path.is_dir() else path.parent
     else:
         writable = _creatable_from(path, what)
@@ -69,6 +74,15 @@ def check_output(path: Path, kind: Kind, what: str, made_by: str | None = None) 
     if path.exists() and path.is_file() and not os.access(path, os.W_OK):
         raise FlareError(f"{what} {path} cannot be written: the file is read-only")
     return path
+
+
+def _carries(path: Path, mark: str, head: int = 1 << 16) -> bool:
+    """Whether the first ``head`` bytes of ``path`` hold ``mark`` (an unreadable file does not)."""
+    try:
+        with open(path, "rb") as f:
+            return mark.encode("utf-8") in f.read(head)
+    except OSError:
+        return False
 
 
 def _creatable_from(path: Path, what: str) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import click
@@ -72,40 +72,130 @@ def bench(bundle_or_name: str, out: Path, backends: list[str] | None, batches: l
     PyTorch pipeline (--batch is images per call). Writes OUT/bench.json,
     OUT/bench.md, OUT/latency.png and OUT/throughput.png.
     """
+    from flare.runtime.core.sources import source_task
+    from flare.runtime.core.tasks import TASKS
+    from flare.runtime.foundation.atomic import write_json
+
+    command = shlex.join(["flare", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else f"flare bench {bundle_or_name}"
+    request = BenchRequest(
+        bundle_or_name, out, command,
+        Timing(backends, sorted(batches), precisions, iterations, warmup, max_seconds, input_size),
+        ClassifyOptions(variants, images, weights, eval_images, survey, triage_backend, triage_batch),
+        EnhanceOptions(tile), GenerateOptions(steps))
+    task = source_task(bundle_or_name, _names_by_task(), default="classify")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / STARTED, {"command": command})
+    TASKS[task].bench_function()(request)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """What every task's bench shares: where and how long to time."""
+
+    backends: list[str] | None
+    batches: list[int]
+    precisions: list[str] | None
+    iterations: int
+    warmup: int
+    max_seconds: float
+    input_size: int | None
+
+
+@dataclass(frozen=True)
+class ClassifyOptions:
+    """A classifier's bench only: variants, real images, weights, agreement and the end-to-end triage."""
+
+    variants: list[str] | None
+    images: Path | None
+    weights: Path | None
+    eval_images: int
+    survey: int
+    triage_backend: str
+    triage_batch: int
+
+
+@dataclass(frozen=True)
+class EnhanceOptions:
+    """A super-resolution bench only."""
+
+    tile: int | None
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    """A generation bench only."""
+
+    steps: int
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    """``flare bench``'s options, grouped by the task they apply to; each task's bench reads its group."""
+
+    source: str
+    out: Path
+    command: str
+    timing: Timing
+    classify: ClassifyOptions
+    enhance: EnhanceOptions
+    generate: GenerateOptions
+
+    def family(self) -> dict[str, object]:
+        """The timing settings as the super-resolution and generation benches take them."""
+        t = self.timing
+        return dict(backends=t.backends or list(BENCH_BACKENDS), precisions=t.precisions or ["fp32", "fp16"],
+                    batches=t.batches, iterations=t.iterations, warmup=t.warmup, max_seconds=t.max_seconds)
+
+
+def _names_by_task() -> dict[str, list[str]]:
+    """The model names that are not timm's: SwinIR configurations (with torch) and named diffusion configs."""
+    from flare.benchmarks.generate_bench import NAMED
+
+    try:
+        from flare.training.sr.swinir import CONFIGS
+    except ImportError:  # no torch: only bundles can be measured
+        CONFIGS = {}
+    return {"enhance": list(CONFIGS), "generate": list(NAMED)}
+
+
+def bench_enhance(request: BenchRequest) -> None:
+    """Tiled enhancement (see :mod:`flare.benchmarks.sr_bench`)."""
+    from flare.benchmarks import sr_bench
+
+    _bench_family(sr_bench.run_sr_bench, sr_bench.markdown, request.source, request.out, request.command,
+                  **request.family(), side=request.timing.input_size, tile=request.enhance.tile)
+
+
+def bench_generate(request: BenchRequest) -> None:
+    """Generation (see :mod:`flare.benchmarks.generate_bench`)."""
+    from flare.benchmarks import generate_bench
+
+    _bench_family(generate_bench.run_generate_bench, generate_bench.markdown, request.source, request.out,
+                  request.command, **request.family(), steps=request.generate.steps)
+
+
+def bench_classify(request: BenchRequest) -> None:
+    """Every backend, precision and variant of a classifier, agreement and the end-to-end triage."""
     from flare.benchmarks.bench import Settings, run
     from flare.benchmarks.common import machine
-    from flare.benchmarks.report import charts, headlines, markdown, table, e2e_table, headline_table
+    from flare.benchmarks.report import charts, e2e_table, headline_table, headlines, markdown, table
     from flare.benchmarks.source import resolve
     from flare.runtime.foundation.atomic import write_json, write_text
     from flare.runtime.foundation.progress import log
 
-    command = shlex.join(["flare", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else f"flare bench {bundle_or_name}"
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / STARTED, {"command": command})
-    from flare.benchmarks import generate_bench, sr_bench
-
-    family = dict(backends=backends or list(BENCH_BACKENDS), precisions=precisions or ["fp32", "fp16"],
-                  batches=sorted(batches), iterations=iterations, warmup=warmup, max_seconds=max_seconds)
-    if sr_bench.is_sr_source(bundle_or_name):
-        _bench_family(sr_bench.run_sr_bench, sr_bench.markdown, bundle_or_name, out, command,
-                      **family, side=input_size, tile=tile)
-        return
-    if generate_bench.is_generate_source(bundle_or_name):
-        _bench_family(generate_bench.run_generate_bench, generate_bench.markdown, bundle_or_name, out, command,
-                      **family, steps=steps)
-        return
-    source = resolve(bundle_or_name, out, precisions=precisions, variants=variants or ["plain", "fused"],
-                     images=images, input_size=input_size, weights=weights, eval_count=eval_images,
-                     survey_count=survey)
+    t, c, out = request.timing, request.classify, request.out
+    source = resolve(request.source, out, precisions=t.precisions, variants=c.variants or ["plain", "fused"],
+                     images=c.images, input_size=t.input_size, weights=c.weights, eval_count=c.eval_images,
+                     survey_count=c.survey)
     held = sorted({p for p, _ in source.bundles}, key=["fp32", "fp16", "int8"].index)
-    settings = Settings(backends=backends or list(BENCH_BACKENDS), precisions=held,
+    settings = Settings(backends=t.backends or list(BENCH_BACKENDS), precisions=held,
                         variants=sorted({v for _, v in source.bundles}, key=["plain", "fused"].index),
-                        batches=sorted(batches), iterations=iterations, warmup=warmup, max_seconds=max_seconds,
-                        triage_backend=triage_backend, triage_batch=triage_batch,
-                        explicit_backends=backends is not None)
+                        batches=t.batches, iterations=t.iterations, warmup=t.warmup, max_seconds=t.max_seconds,
+                        triage_backend=c.triage_backend, triage_batch=c.triage_batch,
+                        explicit_backends=t.backends is not None)
     log(f"benchmarking {source.what}: {len(settings.backends)} backends x {', '.join(settings.precisions)} x "
         f"{', '.join(settings.variants)} x batch {', '.join(map(str, settings.batches))}")
-    results = {"command": command, "machine": machine(), "settings": asdict(settings),
+    results = {"command": request.command, "machine": machine(), "settings": asdict(settings),
                **run(source, settings, out / "triage.csv")}
     results["headlines"] = headlines(results, settings.batches)
     write_json(out / "bench.json", results)

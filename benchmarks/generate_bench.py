@@ -25,7 +25,6 @@ import numpy as np
 from flare.benchmarks.common import cpu_speedup_headline, markdown_footer
 from flare.benchmarks.memory import peak_rss_mib, reset_peak_rss
 from flare.benchmarks.stats import time_calls
-from flare.runtime.core.artifact import identify
 from flare.runtime.core.manifest import Manifest
 from flare.runtime.core.runs import DiffusionRun
 from flare.runtime.foundation.errors import FlareError
@@ -38,16 +37,6 @@ NAMED = {"diffusion-tiny": "tiny", "diffusion-paper": "paper"}
 #: The issue's figure: runtime fp32 over PyTorch fp32 on a CPU, seconds per image.
 CPU_TARGET = 1.2
 CLASSES = ["galaxy", "nebula", "star", "comet"]
-
-
-def is_generate_source(bundle_or_name: str) -> bool:
-    """Whether ``flare bench`` was given a diffusion model: a name above, a RUN, a pipeline or a bundle."""
-    path = Path(bundle_or_name)
-    if path.is_dir():
-        if (path / Manifest.FILE).is_file():
-            return Manifest.load(path, verify=False).task == "generate"
-        return identify(path) is DiffusionRun or (path / "model_index.json").is_file()
-    return not path.exists() and bundle_or_name in NAMED
 
 
 @dataclass

@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from flare.runtime.tasks.classify import Classifier
 from flare.runtime.core.artifact import identify, sha256
 from flare.runtime.core.manifest import Manifest
 from flare.runtime.core.preprocess import PreprocessSpec, resize
@@ -81,9 +82,7 @@ def resolve(bundle_or_name: str, out: Path, *, precisions: list[str] | None, var
 
 def _from_bundle(path: Path, out: Path, precisions: list[str] | None, variants: list[str], images: Path | None,
                  input_size: int | None, weights: Path | None, eval_count: int, survey_count: int) -> BenchSource:
-    manifest = Manifest.load(path)  # checksums: a damaged bundle is refused here, in one line
-    if manifest.task != "classify" or manifest.labels is None:
-        raise UsageError(f"{path} is a {manifest.task} bundle; flare bench measures classify bundles")
+    manifest = Classifier.load_manifest(path)  # checksums and task: a damaged bundle is refused here, in one line
     if input_size is not None or weights is not None:
         raise UsageError(f"--input-size and --weights only apply to a model name; the bundle {path} has its own")
     spec = PreprocessSpec.from_dict(manifest.preprocessing)

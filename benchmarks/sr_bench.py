@@ -24,9 +24,8 @@ import numpy as np
 from flare.benchmarks.common import cpu_speedup_headline, markdown_footer
 from flare.benchmarks.memory import peak_rss_mib, reset_peak_rss
 from flare.benchmarks.stats import summarize, time_calls
-from flare.runtime.core.artifact import identify, sha256
+from flare.runtime.core.artifact import sha256
 from flare.runtime.core.manifest import Manifest
-from flare.runtime.core.runs import SRRun
 from flare.runtime.foundation.errors import FlareError
 from flare.runtime.foundation.progress import log
 
@@ -34,20 +33,6 @@ from flare.runtime.foundation.progress import log
 SR_BACKENDS = ("torch", "cpu", "cuda", "tensorrt", "openvino")
 #: The paper's figure for tiled enhancement: runtime fp32 over PyTorch fp32 on a CPU.
 CPU_TARGET = 1.3
-
-
-def is_sr_source(bundle_or_name: str) -> bool:
-    """Whether ``flare bench`` was given an SR model: a SwinIR name, a train-sr RUN or an enhance bundle."""
-    path = Path(bundle_or_name)
-    if path.is_dir():
-        if (path / Manifest.FILE).is_file():
-            return Manifest.load(path, verify=False).task == "enhance"
-        return identify(path) is SRRun
-    try:
-        from flare.training.sr.swinir import CONFIGS
-    except ImportError:  # no torch: only bundles can be measured, and this is not one
-        return False
-    return not path.exists() and bundle_or_name in CONFIGS
 
 
 @dataclass

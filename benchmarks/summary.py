@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from flare.benchmarks.report import TARGETS
+from flare.runtime.core.tasks import TASKS
 from flare.runtime.foundation.atomic import write_text
 
 
@@ -22,10 +23,11 @@ def summarize(folder: Path) -> str:
     loaded = [(p, json.loads(p.read_text())) for p in sorted(folder.glob("*/bench.json"))]
     if not loaded:
         raise SystemExit(f"no */bench.json under {folder}")
-    sr = [(p, r) for p, r in loaded if r.get("task") == "enhance"]
-    generate = [(p, r) for p, r in loaded if r.get("task") == "generate"]
-    paths = [p for p, r in loaded if r.get("task") not in ("enhance", "generate")]
-    results = [r for p, r in loaded if r.get("task") not in ("enhance", "generate")]
+    by_task: dict[str, list[tuple[Path, dict]]] = {name: [] for name in TASKS}
+    for path, result in loaded:  # a classifier's bench.json names no task
+        by_task[result.get("task", "classify")].append((path, result))
+    sr, generate = by_task["enhance"], by_task["generate"]
+    paths, results = [p for p, _ in by_task["classify"]], [r for _, r in by_task["classify"]]
     names = [n for n in TARGETS if any(h["name"] == n for r in results for h in r["headlines"])]
     header = ["model", "GFLOP/image", *[f"{TARGETS[n][1]} (target {TARGETS[n][0]:g})" for n in names]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -76,6 +76,10 @@ class Task:
     #: runner has confirmed they are the model's own (so a disagreement is blamed on the right field).
     check_io: Callable[[Manifest], None]
     engine: EngineRule
+    #: The artefact kind of the training RUN that exports to this task (see :mod:`flare.runtime.core.runs`).
+    run: str
+    #: Whether a local diffusers pipeline folder is a source of this task.
+    pipeline: bool
     #: ``module:Class`` of the runtime model (a :class:`flare.runtime.tasks.model.BundleModel`).
     model: str
     #: ``module:function`` writing the task's Triton models (see :mod:`flare.export.triton`).
@@ -190,20 +194,21 @@ def _check_sampling_defaults(spec: GenerationSpec) -> None:
 
 TASKS: dict[str, Task] = {t.name: t for t in (
     Task("classify", "a classifier", "flare export classifier", ("model",), _check_classify, _check_classify_io,
-         EngineRule(max_batch=32),
+         EngineRule(max_batch=32), run="classifier-run", pipeline=False,
          model="flare.runtime.tasks.classify:Classifier",
          triton="flare.export.triton:write_classify",
-         bench="flare.benchmarks.bench:bench_classify"),
+         bench="flare.benchmarks.commands:bench_classify"),
     Task("enhance", "an enhance (super-resolution) bundle", "flare export sr", ("model",), _check_enhance, _no_check,
-         EngineRule(max_batch=8, tiled=True),
+         EngineRule(max_batch=8, tiled=True), run="sr-run", pipeline=False,
          model="flare.runtime.tasks.enhance:Enhancer",
          triton="flare.export.triton:write_enhance",
-         bench="flare.benchmarks.sr_bench:bench_enhance"),
+         bench="flare.benchmarks.commands:bench_enhance"),
     Task("generate", "a generate bundle", "flare export diffusion", GENERATE_MODELS, _check_generate, _check_generate_io,
          EngineRule(max_batch=4, guided_parts=("unet", "text_encoder", "sampler_step"), tune_at_max=False),
+         run="diffusion-run", pipeline=True,
          model="flare.runtime.tasks.generate:Generator",
          triton="flare.export.triton:write_generate",
-         bench="flare.benchmarks.generate_bench:bench_generate"),
+         bench="flare.benchmarks.commands:bench_generate"),
 )}
 
 

@@ -427,3 +427,17 @@ def test_an_inconsistent_generate_manifest_is_one_line(made: dict[str, Path], tm
         errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
         assert len(errors) == 1 and says in errors[0] and "manifest.json" in errors[0], result.stderr
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("args, code, says", [
+    (["-n", "5000000000"], 2, "runs past the largest seed"),
+    (["-n", "10", "--seed", "4294967290"], 2, "runs past the largest seed"),
+    (["-n", "4000000000"], 1, "GB free; ask for at most"),
+    (["--batch", "100000000000"], 1, "of memory"),
+], ids=["n-past-seeds", "seed-near-end", "n-past-disk", "batch-past-memory"])
+def test_a_request_the_machine_cannot_finish_is_refused_before_any_work(made: dict[str, Path], tmp_path: Path,
+                                                                        args: list[str], code: int, says: str) -> None:
+    out = tmp_path / "o"
+    result = CliRunner().invoke(cli, ["generate", str(made["b32"]), "--class", "star", "--out", str(out), *args])
+    assert result.exit_code == code and "Traceback" not in result.output, result.output
+    assert says in result.output and not list(out.glob("*.png"))

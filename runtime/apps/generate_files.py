@@ -10,7 +10,9 @@ Files are written atomically.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,7 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from flare.runtime.foundation.atomic import write_atomically
-from flare.runtime.foundation.errors import UsageError
+from flare.runtime.foundation.errors import FlareError, UsageError
 from flare.runtime.foundation.fingerprint import fingerprint_path
 from flare.runtime.foundation.progress import Bar
 from flare.runtime.tasks.generate import Generator
@@ -92,9 +94,45 @@ def _save(image: np.ndarray, path: Path, chunks: dict[str, str]) -> None:
     write_atomically(path, lambda p: Image.fromarray(image).save(p, format="PNG", pnginfo=info))
 
 
+#: The largest seed numpy's and torch's generators take.
+LARGEST_SEED = 2**32 - 1
+
+
+def check_request(generator: Generator, request: Request, out: Path) -> None:
+    """Refuse, before anything is allocated or sampled, a request this machine cannot finish:
+    seeds past the largest, images that cannot fit on the disk of ``out`` (counted uncompressed,
+    an upper bound of a PNG), or a batch whose latents and images cannot fit in free memory."""
+    last = request.seed + request.n - 1
+    if last > LARGEST_SEED:
+        raise UsageError(f"-n {request.n} from --seed {request.seed} runs past the largest seed ({LARGEST_SEED}); "
+                         f"ask for at most {LARGEST_SEED - request.seed + 1} images")
+    side = generator.spec.image_size
+    image_bytes = side * side * 3
+    folder = next(p for p in (Path(out), *Path(out).absolute().parents) if p.exists())
+    free = shutil.disk_usage(folder).free
+    if request.n * image_bytes > free:
+        raise FlareError(f"-n {request.n} images of {side}x{side} px need up to {request.n * image_bytes / 1e9:.1f} GB "
+                         f"and {folder} has {free / 1e9:.1f} GB free; ask for at most {free // image_bytes} images")
+    # per image in one batch: float32 decoded pixels, and noise, latents and the guided halves of the UNet's feed
+    per_image = 4 * (3 * side * side + 6 * int(np.prod(generator.spec.latent_shape)))
+    memory = _free_memory()
+    if memory is not None and generator.batch * per_image > memory:
+        raise FlareError(f"--batch {generator.batch} needs at least {generator.batch * per_image / 1e9:.1f} GB of memory "
+                         f"and {memory / 1e9:.1f} GB is free; use --batch {max(1, memory // per_image)} or less")
+
+
+def _free_memory() -> int | None:
+    """Bytes of physical memory free now (None where the system does not say)."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def generate_files(generator: Generator, request: Request, out: Path, source: np.ndarray | None = None,
                    bar: Bar | None = None) -> GenerateSummary:
     """Write the request's images into ``out``; files already made with the same settings are kept."""
+    check_request(generator, request, out)
     checksum = generator.fingerprint
     source_sha256 = fingerprint_path(request.source) if request.source is not None else ""
     seeds = [request.seed + j for j in range(request.n)]

@@ -295,3 +295,13 @@ def test_no_address_starts_a_local_instance_despite_a_stale_record(tmp_path: Pat
         assert not ray.is_initialized()  # the instance it started is gone again
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_an_address_no_host_could_have_is_one_line() -> None:
+    address = "a" * 70 + ".example:6379"  # a DNS label is at most 63 characters
+    from flare.runtime.apps.triage_ray import _check_reachable
+    from flare.runtime.foundation.errors import UsageError
+
+    with pytest.raises(UsageError, match="is not a host:port Ray could reach") as info:
+        _check_reachable(address)
+    assert "\n" not in str(info.value) and address in str(info.value)

@@ -242,6 +242,9 @@ def _check_reachable(address: str) -> None:
     except OSError as exc:
         raise FlareError(f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one with "
                          f"'ray start --head --port={port}' or fix --address") from exc
+    except (ValueError, OverflowError) as exc:  # a label over 63 characters (idna); a port past 65535
+        raise UsageError(f"--address {address} is not a host:port Ray could reach ({one_line(str(exc))}); "
+                         "fix --address") from exc
 
 
 def _check_capacity(resources: dict[str, float], options: RayOptions) -> None:

@@ -43,7 +43,9 @@ def test_demo_classifier_passes_the_parity_gate_in_reduced_precision(demo: tuple
     from flare.export.classifier import export_classifier
     from flare.runtime.core.manifest import Manifest
 
-    path, report = export_classifier(str(demo[0] / "run"), tmp_path / precision, precision=precision)
+    # 96 images: the gate's 97% top-1 agreement then tolerates two borderline images, where on the
+    # default 32 a single one (31 of 32 is 0.969) fails it
+    path, report = export_classifier(str(demo[0] / "run"), tmp_path / precision, precision=precision, samples=96)
     assert report.passed, report.summary()
     manifest = Manifest.load(path)
     assert manifest.precision == precision and manifest.parity["passed"] is True

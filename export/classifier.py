@@ -8,7 +8,6 @@ A failing export is refused unless the user overrides the gate, and then the man
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -17,13 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from flare.export.bundle import bundle_files, library_versions, publish_checked, staging_dir
-from flare.export.onnx_export import export_onnx, finalize, tensor_specs
-from flare.export.parity import ParityReport, compare, run_onnx
-from flare.export.precision import HalfPrecision
-from flare.export.tensorrt import TensorRTOptions, prepare_for_tensorrt
+from flare.export.parity import ParityReport, judge_outputs
+from flare.export.pipeline import BundleSpec, PartSpec, export_bundle
+from flare.export.precision import in_precision
+from flare.export.tensorrt import TensorRTOptions
 from flare.runtime.core.artifact import identify, sha256
-from flare.runtime.core.manifest import Labels, Manifest
+from flare.runtime.core.manifest import Labels
 from flare.runtime.core.preprocess import PreprocessSpec, normalize, resize
 from flare.runtime.core.runs import ClassifierRun
 from flare.runtime.core.taxonomy import FINE_CLASSES, MACRO_OF
@@ -136,9 +134,10 @@ class FusedPreprocess(nn.Module):
         return self.model(x.permute(0, 3, 1, 2).contiguous())
 
 
-def quantize_int8(fp32: Path, out: Path, calibration: np.ndarray) -> None:
+def quantize_int8(fp32: Path, out: Path, calibration: np.ndarray) -> dict[str, str]:
     """Static int8 (QDQ, per-channel symmetric weights) with ONNX Runtime's quantizer, calibrated on real inputs
-    (``calibration`` as the model takes them: float NCHW, or uint8 NHWC for a fused model)."""
+    (``calibration`` as the model takes them: float NCHW, or uint8 NHWC for a fused model); returns the
+    manifest's note on it."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
@@ -153,7 +152,7 @@ def quantize_int8(fp32: Path, out: Path, calibration: np.ndarray) -> None:
     quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                     extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
-
+    return {"quantizer": "onnxruntime.quantization static QDQ, per-channel"}
 
 
 def export_classifier(run_or_name: str, out: Path, *, num_classes: int | None = None, weights: Path | None = None,
@@ -177,34 +176,13 @@ def export_classifier(run_or_name: str, out: Path, *, num_classes: int | None = 
     with torch.inference_mode():
         reference = torch.cat([source.model(torch.from_numpy(floats[i:i + 16])) for i in range(0, len(floats), 16)]).numpy()
     inputs = images if fuse_preprocess else floats
-    spec = replace(source.spec, fused=fuse_preprocess)
-    stage = staging_dir(out)
-    try:
-        model_path = stage / "model.onnx"
-        example = (torch.from_numpy(inputs[:2].copy()),)
-        dynamic = {INPUT: {0: "batch"}}
-        model = HalfPrecision(source.model) if precision == "fp16" else source.model
-        if fuse_preprocess:
-            model = FusedPreprocess(model, source.spec)
-        notes = export_onnx(model, example, model_path, [INPUT], [OUTPUT], dynamic)
-        notes.update(finalize(model_path))
-        if precision == "int8":
-            fp32_path = stage / "model.fp32.onnx"
-            model_path.rename(fp32_path)
-            quantize_int8(fp32_path, model_path, inputs)
-            fp32_path.unlink()
-            notes["quantizer"] = "onnxruntime.quantization static QDQ, per-channel"
-        candidate, backend = run_onnx(model_path, {INPUT: inputs})
-        report = compare(reference, candidate, precision, where, backend)
-        ins, outs = tensor_specs(model_path)
-        manifest = Manifest(
-            task="classify", files=bundle_files(stage, {"model": "model.onnx"}), inputs=ins, outputs=outs,
-            precision=precision, preprocessing=spec.to_dict(), labels=source.labels,
-            parity=report.to_dict(), source=source.info, versions=library_versions(),
-            extra={"output_kind": "logits", "export": notes, "architecture": source.name},
-        )
-        prepare_for_tensorrt(stage, Path(out), manifest, tensorrt)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    return publish_checked(stage, Path(out), report, allow_parity_failure), report
+    graph = in_precision(source.model)
+    part = PartSpec(
+        "model", graph=(lambda precision: FusedPreprocess(graph(precision), source.spec)) if fuse_preprocess else graph,
+        inputs=[INPUT], outputs=[OUTPUT], dynamic={INPUT: {0: "batch"}}, example=(torch.from_numpy(inputs[:2].copy()),),
+        cases=[{INPUT: inputs}], references=[reference], judge=judge_outputs(where), precision=precision,
+        quantize=(lambda fp32, quantized: quantize_int8(fp32, quantized, inputs)) if precision == "int8" else None)
+    spec = BundleSpec("classify", precision, [part], labels=source.labels, source=source.info,
+                      preprocessing=replace(source.spec, fused=fuse_preprocess).to_dict(),
+                      extra={"output_kind": "logits", "architecture": source.name})
+    return export_bundle(spec, out, tensorrt, allow_parity_failure)

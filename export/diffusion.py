@@ -27,8 +27,6 @@ once per image, not once per step).
 
 from __future__ import annotations
 
-import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +34,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from flare.export.bundle import bundle_files, library_versions, publish_checked, staging_dir
-from flare.export.onnx_export import export_onnx, external_data_files, finalize, tensor_specs
-from flare.export.parity import GateReport, ParityReport, compare, compare_images, sample_images
-from flare.export.precision import HalfPrecision
-from flare.export.tensorrt import TensorRTOptions, prepare_for_tensorrt
+from flare.export.parity import GateReport, Judge, ParityReport, judge_images, judge_outputs, sample_images
+from flare.export.pipeline import BundleSpec, Fallback, FileSpec, PartSpec, export_bundle, torch_outputs
+from flare.export.precision import in_precision
+from flare.export.tensorrt import TensorRTOptions
 from flare.runtime.core.artifact import identify, sha256
 from flare.runtime.core.generation_spec import STEP_COEFFICIENTS, GenerationSpec, TextSpec, prompt_for, source_input
-from flare.runtime.core.manifest import Manifest, ModelIO
 from flare.runtime.core.runs import DiffusionRun
 from flare.runtime.core.schedulers import alphas_cumprod, beta_schedule
 from flare.runtime.core.tokenizer import PromptTokenizer
@@ -103,47 +99,14 @@ class TextGraph(nn.Module):
         return self.text_encoder(input_ids)[0]
 
 
-@dataclass
-class Part:
-    """One ONNX file of the bundle: how to build it and what to check it on."""
-
-    name: str
-    graph: nn.Module
-    inputs: list[str]
-    output: str
-    dynamic: dict[str, dict[int, str]]
-    cases: list[dict[str, np.ndarray]]
-    images: bool = False  # outputs are images in [-1, 1]: judged by PSNR
-
-
-def _reference(graph: nn.Module, case: dict[str, np.ndarray]) -> np.ndarray:
-    with torch.inference_mode():
-        return graph(*(torch.from_numpy(v) for v in case.values())).float().numpy()
-
-
-def _gate(part: Part, path: Path, precision: str, where: str) -> ParityReport:
-    """Compare ONNX Runtime with PyTorch fp32 on every case of ``part``."""
-    from flare.export.parity import run_onnx
-
-    refs, cands, backend = [], [], ""
-    for case in part.cases:
-        refs.append(_reference(part.graph, case))
-        got, backend = run_onnx(path, case)
-        cands.append(got)
-    if part.images:
-        pairs = [((r + 1) / 2, (c + 1) / 2) for r, c in zip(refs, cands)]
-        return compare_images(pairs, precision, where, backend)
-    return compare(np.concatenate(refs), np.concatenate(cands), precision, where, backend, classify=False)
-
-
-def _export_part(part: Part, stage: Path, precision: str, where: str) -> tuple[ParityReport, dict[str, str]]:
-    path = stage / f"{part.name}.onnx"
-    graph = HalfPrecision(part.graph) if precision == "fp16" else part.graph
-    example = tuple(torch.from_numpy(v) for v in part.cases[min(1, len(part.cases) - 1)].values())
-    log(f"exporting {part.name} ({precision})")
-    notes = export_onnx(graph, example, path, part.inputs, [part.output], part.dynamic)
-    notes.update(finalize(path))
-    return _gate(part, path, precision, where), notes
+def _part(name: str, graph: nn.Module, output: str, cases: list[dict[str, np.ndarray]], judge: Judge,
+          precision: str = "fp32", fallback: Fallback | None = None) -> PartSpec:
+    """A part with a dynamic batch on every input, traced on its second case and gated on all of them."""
+    inputs = list(cases[0])
+    return PartSpec(name, graph=in_precision(graph), inputs=inputs, outputs=[output],
+                    dynamic={n: {0: "batch"} for n in inputs},
+                    example=tuple(torch.from_numpy(v) for v in cases[1].values()), cases=cases,
+                    references=torch_outputs(graph, cases), judge=judge, precision=precision, fallback=fallback)
 
 
 def _batches(rows: np.ndarray, sizes: tuple[int, ...] = (1, 2, 3)) -> list[np.ndarray]:
@@ -196,73 +159,42 @@ def export_diffusion(source: Path, out: Path, *, precision: str = "fp32", calib:
             src[0] = 0.0  # the unconditional half of a guided batch: no source image
             case["source_latent"] = src
         unet_cases.append(case)
-    batch = {0: "batch"}
-    unet_inputs = list(unet_cases[0])
-    parts = [
-        Part("unet", UNetGraph(model), unet_inputs, "noise_pred", {n: batch for n in unet_inputs}, unet_cases),
-        Part("vae_decoder", DecoderGraph(model), ["latent"], "images", {"latent": batch},
-             [{"latent": x} for x in _batches(latents)], images=True),
+    outputs = judge_outputs(where, classify=False)
+    decoder_fallback = Fallback("the fp16 VAE decoder", "real latents") if precision == "fp16" else None
+    parts = [  # the UNet and the VAE decoder in the asked precision, the encoders in fp32
+        _part("unet", UNetGraph(model), "noise_pred", unet_cases, outputs, precision),
+        _part("vae_decoder", DecoderGraph(model), "images", [{"latent": x} for x in _batches(latents)],
+              judge_images(where, signed=True), precision, decoder_fallback),
     ]
     if model.supports_image_variation:
-        parts.append(Part("vae_encoder", EncoderGraph(model), ["images"], "latent", {"images": batch},
-                          [{"images": x} for x in _batches(images)]))
+        parts.append(_part("vae_encoder", EncoderGraph(model), "latent", [{"images": x} for x in _batches(images)],
+                           outputs))
+    latent_shape = (model.latent_channels, model.latent_size, model.latent_size)
+    files = [FileSpec("class_embeddings", "class_embeddings.npy",
+                      lambda path: np.save(path, table.astype(np.float32), allow_pickle=False)),
+             FileSpec("sampler_step", "sampler_step.onnx", lambda path: save_sampler_step(path, latent_shape))]
     tokenizer_spec = None
     if text is not None:
-        ids = text.tokenizer([prompt_for(n) for n in names] + ["", *GATE_PROMPTS], padding="max_length",
-                             max_length=text.tokenizer.model_max_length, truncation=True,
-                             return_tensors="np").input_ids.astype(np.int64)
-        parts.append(Part("text_encoder", TextGraph(text.text_encoder), ["input_ids"], "last_hidden_state",
-                          {"input_ids": batch}, [{"input_ids": x} for x in _batches(ids)]))
+        prompts = [prompt_for(n) for n in names] + ["", *GATE_PROMPTS]
+        ids = text.tokenizer(prompts, padding="max_length", max_length=text.tokenizer.model_max_length,
+                             truncation=True, return_tensors="np").input_ids.astype(np.int64)
+        parts.append(_part("text_encoder", TextGraph(text.text_encoder), "last_hidden_state",
+                           [{"input_ids": x} for x in _batches(ids)], outputs))
         tokenizer_spec = TextSpec(max_length=int(text.tokenizer.model_max_length),
                                   pad_id=int(text.tokenizer.pad_token_id))
+        files.append(FileSpec("tokenizer", "tokenizer.json",
+                              lambda path: _save_tokenizer(text.tokenizer, path, tokenizer_spec, prompts)))
 
-    stage = staging_dir(out)
-    try:
-        reports: dict[str, ParityReport] = {}
-        notes: dict[str, Any] = {}
-        for part in parts:
-            half = precision == "fp16" and part.name in ("unet", "vae_decoder")
-            report, part_notes = _export_part(part, stage, "fp16" if half else "fp32", where)
-            if part.name == "vae_decoder" and half and not report.passed:
-                log(f"the fp16 VAE decoder fails on real latents ({report.summary()}); keeping it in fp32")
-                part_notes["fp32_reason"] = f"fp16 failed its gate on real latents: {report.summary()}"
-                report, more = _export_part(part, stage, "fp32", where)
-                part_notes.update(more)
-                half = False
-            part_notes["precision"] = "fp16 (fp32 inputs and outputs)" if half else "fp32"
-            reports[part.name], notes[part.name] = report, part_notes
-            log(f"{part.name}: {report.summary()}")
-        files = {p.name: f"{p.name}.onnx" for p in parts}
-        for p in parts:  # a model over 2 GiB keeps its weights beside it: checksummed like the rest
-            files.update({f"{p.name}_weights{i or ''}": name
-                          for i, name in enumerate(external_data_files(stage / f"{p.name}.onnx"))})
-        np.save(stage / "class_embeddings.npy", table.astype(np.float32), allow_pickle=False)
-        files["class_embeddings"] = "class_embeddings.npy"
-        save_sampler_step(stage / "sampler_step.onnx", (model.latent_channels, model.latent_size, model.latent_size))
-        files["sampler_step"] = "sampler_step.onnx"
-        if text is not None:
-            reports["tokenizer"] = _save_tokenizer(text.tokenizer, stage / "tokenizer.json", tokenizer_spec,
-                                                   [prompt_for(n) for n in names] + ["", *GATE_PROMPTS])
-            files["tokenizer"] = "tokenizer.json"
-        gate = GateReport(reports)
-        models = {name: ModelIO(*tensor_specs(stage / f"{name}.onnx")) for name in [p.name for p in parts] + ["sampler_step"]}
-        spec = GenerationSpec(image_size=model.image_size, latent_channels=model.latent_channels,
-                              latent_size=model.latent_size, classes=names,
-                              image_mode=model.info.image_mode if model.supports_image_variation else None,
-                              scheduler=_schedule_kwargs(model.scheduler_config), text=tokenizer_spec)
-        weights = Path(source) / "unet" / "diffusion_pytorch_model.safetensors"
-        manifest = Manifest(
-            task="generate", files=bundle_files(stage, files), inputs=models["unet"].inputs,
-            outputs=models["unet"].outputs, models=models, precision=precision, preprocessing=spec.to_dict(),
-            parity=gate.to_dict(),
-            source={"model": f"diffusion {model.info.kind}", "checkpoint": str(Path(source).resolve()),
-                    "sha256": sha256(weights) if weights.is_file() else None, **model.info.extra},
-            versions=library_versions(), extra={"export": notes})
-        prepare_for_tensorrt(stage, Path(out), manifest, tensorrt)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    return publish_checked(stage, Path(out), gate, allow_parity_failure), gate
+    spec = GenerationSpec(image_size=model.image_size, latent_channels=model.latent_channels,
+                          latent_size=model.latent_size, classes=names,
+                          image_mode=model.info.image_mode if model.supports_image_variation else None,
+                          scheduler=_schedule_kwargs(model.scheduler_config), text=tokenizer_spec)
+    weights = Path(source) / "unet" / "diffusion_pytorch_model.safetensors"
+    bundle = BundleSpec(
+        "generate", precision, parts, preprocessing=spec.to_dict(), files=files,
+        source={"model": f"diffusion {model.info.kind}", "checkpoint": str(Path(source).resolve()),
+                "sha256": sha256(weights) if weights.is_file() else None, **model.info.extra})
+    return export_bundle(bundle, out, tensorrt, allow_parity_failure)
 
 
 def _save_tokenizer(tokenizer: Any, path: Path, spec: TextSpec, prompts: list[str]) -> ParityReport:

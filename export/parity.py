@@ -7,6 +7,7 @@ precision: fp32 must match closely; fp16 and int8 are judged mainly by top-1 agr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,28 @@ def compare_images(pairs: list[tuple[np.ndarray, np.ndarray]], precision: str, i
                         samples=sum(r.shape[0] for r, _ in pairs), max_abs_diff=max_abs, max_rel_diff=max_abs,
                         top1_agreement=None, tolerance={"min_psnr_db": min_psnr, "max_abs_diff": abs_tol},
                         passed=finite and psnr >= min_psnr and max_abs <= abs_tol, backend=backend, psnr_db=psnr)
+
+
+#: How a part's gate judges its cases: ``(pairs, precision, backend) -> report``, the pairs being PyTorch fp32's
+#: output and ONNX Runtime's on each case (see :class:`flare.export.pipeline.PartSpec`).
+Judge = Callable[[list[tuple[np.ndarray, np.ndarray]], str, str], ParityReport]
+
+
+def judge_outputs(inputs: str, classify: bool = True) -> Judge:
+    """Outputs pooled over every case, by :func:`compare` (``classify``: logits, so top-1 agreement counts too)."""
+    def judge(pairs: list[tuple[np.ndarray, np.ndarray]], precision: str, backend: str) -> ParityReport:
+        return compare(np.concatenate([r for r, _ in pairs]), np.concatenate([c for _, c in pairs]), precision,
+                       inputs, backend, classify=classify)
+    return judge
+
+
+def judge_images(inputs: str, signed: bool = False) -> Judge:
+    """Image batches by :func:`compare_images`; ``signed`` images (in [-1, 1], a VAE's) are mapped to [0, 1] first."""
+    def judge(pairs: list[tuple[np.ndarray, np.ndarray]], precision: str, backend: str) -> ParityReport:
+        if signed:
+            pairs = [((r + 1) / 2, (c + 1) / 2) for r, c in pairs]
+        return compare_images(pairs, precision, inputs, backend)
+    return judge
 
 
 def run_onnx(path: Path, feeds: dict[str, np.ndarray], batch: int = 16) -> tuple[np.ndarray, str]:

@@ -9,6 +9,7 @@ be kept in fp32 inside the otherwise-half graph.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -53,3 +54,10 @@ class HalfPrecision(nn.Module):
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         half = [x.half() if x.is_floating_point() else x for x in inputs]
         return self.model(*half).float()
+
+
+def in_precision(model: nn.Module, fp32_layernorm: bool = False) -> Callable[[str], nn.Module]:
+    """``model`` as a bundle part exports it in a precision: fp16 inside :class:`HalfPrecision` (made
+    only when asked for, so the half copy of a large model lives no longer than its export), fp32 and int8
+    (quantized after export) as it is."""
+    return lambda precision: HalfPrecision(model, fp32_layernorm) if precision == "fp16" else model

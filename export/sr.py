@@ -13,7 +13,6 @@ LayerNorm and the attention softmax in fp32: those are what overflow in half pre
 from __future__ import annotations
 
 import math
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,13 +22,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from flare.export.bundle import bundle_files, library_versions, publish_checked, staging_dir
-from flare.export.onnx_export import export_onnx, finalize, tensor_specs
-from flare.export.parity import ParityReport, compare_images, run_onnx, sample_images
-from flare.export.precision import HalfPrecision
-from flare.export.tensorrt import TensorRTOptions, prepare_for_tensorrt
+from flare.export.parity import ParityReport, judge_images, sample_images
+from flare.export.pipeline import BundleSpec, PartSpec, export_bundle, torch_outputs
+from flare.export.precision import in_precision
+from flare.export.tensorrt import TensorRTOptions
 from flare.runtime.core.artifact import identify, sha256
-from flare.runtime.core.manifest import Manifest
 from flare.runtime.core.preprocess import EnhanceSpec
 from flare.runtime.core.runs import SRRun
 from flare.runtime.foundation.errors import UsageError
@@ -118,11 +115,6 @@ def parity_images(source: SRSource, calib: Path | None, samples: int = 6) -> tup
     return images, f"crops of {where}"
 
 
-def _torch_outputs(model: nn.Module, cases: list[np.ndarray]) -> list[np.ndarray]:
-    with torch.inference_mode():
-        return [model(torch.from_numpy(case)).numpy() for case in cases]
-
-
 def export_sr(checkpoint: Path, out: Path, *, precision: str = "fp32", calib: Path | None = None,
               tile: int | None = None, overlap: int | None = None, tensorrt: TensorRTOptions = TensorRTOptions(),
               allow_parity_failure: bool = False) -> tuple[Path, ParityReport]:
@@ -139,36 +131,17 @@ def export_sr(checkpoint: Path, out: Path, *, precision: str = "fp32", calib: Pa
     overlap = min(rec_overlap, tile - cfg.window_size) if overlap is None else overlap
     spec = EnhanceSpec(scale=cfg.scale, window=cfg.window_size, channels=cfg.in_chans, tile=tile, overlap=overlap)
     images, where = parity_images(source, calib)
-    cases = parity_cases(images, cfg, tile)
-    log(f"parity reference: PyTorch fp32 on {sum(len(c) for c in cases)} crops ({where})")
-    references = _torch_outputs(source.model, cases)
-    stage = staging_dir(out)
-    try:
-        model_path = stage / "model.onnx"
-        model = HalfPrecision(source.model, fp32_layernorm=True) if precision == "fp16" else source.model
-        example = (torch.from_numpy(cases[1]),)
-        notes = export_onnx(model, example, model_path, [INPUT], [OUTPUT],
-                            {INPUT: {0: "batch", 2: "height", 3: "width"}})
-        notes.update(finalize(model_path))
-        if precision == "fp16":
-            notes["fp32_parts"] = "inputs, outputs, LayerNorm, attention softmax"
-        candidates = []
-        backend = ""
-        for case in cases:
-            got, backend = run_onnx(model_path, {INPUT: case})
-            candidates.append(got)
-        report = compare_images(list(zip(references, candidates)), precision, where, backend)
-        ins, outs = tensor_specs(model_path)
-        manifest = Manifest(
-            task="enhance", files=bundle_files(stage, {"model": "model.onnx"}), inputs=ins, outputs=outs,
-            precision=precision, preprocessing=spec.to_dict(), parity=report.to_dict(), source=source.info,
-            versions=library_versions(),
-            extra={"export": notes, "architecture": "swinir", "swinir": cfg.to_dict(),
-                   "tile_basis": f"largest window multiple with activations under {TILE_BUDGET_BYTES >> 20} MiB "
-                                 "at batch 1" if tile == rec_tile else "--tile"},
-        )
-        prepare_for_tensorrt(stage, Path(out), manifest, tensorrt)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    return publish_checked(stage, Path(out), report, allow_parity_failure), report
+    cases = [{INPUT: case} for case in parity_cases(images, cfg, tile)]
+    log(f"parity reference: PyTorch fp32 on {sum(len(c[INPUT]) for c in cases)} crops ({where})")
+    fp32_parts = {"fp32_parts": "inputs, outputs, LayerNorm, attention softmax"} if precision == "fp16" else {}
+    part = PartSpec("model", graph=in_precision(source.model, fp32_layernorm=True), inputs=[INPUT], outputs=[OUTPUT],
+                    dynamic={INPUT: {0: "batch", 2: "height", 3: "width"}},
+                    example=(torch.from_numpy(cases[1][INPUT]),), cases=cases,
+                    references=torch_outputs(source.model, cases), judge=judge_images(where), precision=precision,
+                    notes=fp32_parts)
+    bundle = BundleSpec(
+        "enhance", precision, [part], preprocessing=spec.to_dict(), source=source.info,
+        extra={"architecture": "swinir", "swinir": cfg.to_dict(),
+               "tile_basis": f"largest window multiple with activations under {TILE_BUDGET_BYTES >> 20} MiB "
+                             "at batch 1" if tile == rec_tile else "--tile"})
+    return export_bundle(bundle, out, tensorrt, allow_parity_failure)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flare.export.bundle import staging
 from flare.runtime.apps.serving import ENHANCED, GENERATE_INPUTS, IMAGE, IMAGES
 from flare.runtime.core.manifest import Manifest, TensorSpec
 from flare.runtime.core.tasks import GENERATE_MODELS, TASKS, task_named
@@ -138,6 +139,7 @@ flare.runtime.apps.serving (pip install 'flare-edge[cpu]' in the server's Python
 
 import triton_python_backend_utils as pb_utils
 
+from flare.export.bundle import staging
 from flare.runtime.apps.serving import triton_model
 
 TritonPythonModel = triton_model("{kind}", pb_utils)
@@ -243,12 +245,8 @@ def export_triton(bundles: list[Path], out: Path, options: ServingOptions = Serv
     out = Path(out)
     if options.kind not in ("gpu", "cpu"):
         raise UsageError(f"--kind must be gpu or cpu, not {options.kind!r}")
-    if out.exists() and any(out.iterdir()) and not (out / MARKER).is_file():
-        raise UsageError(f"{out} holds files that 'flare export triton' did not write; choose a new or empty --out")
-    stage = out.with_name(out.name + ".partial")
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
-    try:
+    refusal = f"{out} holds files that 'flare export triton' did not write; choose a new or empty --out"
+    with staging(out, MARKER, refusal) as stage:
         writer = RepositoryWriter(stage, options)
         made = []
         for bundle in bundles:
@@ -260,7 +258,4 @@ def export_triton(bundles: list[Path], out: Path, options: ServingOptions = Serv
             log(f"{bundle} -> {name} ({manifest.task})")
         write_json(stage / MARKER, {"models": made, "all": sorted(writer.models),
                                     "kind": options.kind, "instances": options.instances})
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    return publish_folder(stage, out)
+        return publish_folder(stage, out)

@@ -14,6 +14,7 @@ onnx = pytest.importorskip("onnx")
 
 from bundle_edits import write_manifest
 import flare.export.classifier as exporter  # noqa: E402
+import flare.export.pipeline as pipeline  # noqa: E402
 from flare.export.parity import ParityError  # noqa: E402
 from flare.runtime.core.backends.options import RunnerOptions
 from flare.runtime.core.manifest import Manifest
@@ -67,7 +68,7 @@ def test_bundle_manifest_and_runtime_match_pytorch(bundle: Path, trained_run: Pa
 def test_parity_gate_refuses_a_corrupted_export(trained_run: Path, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "bad"
-    monkeypatch.setattr(exporter, "finalize", corrupting(exporter.finalize))
+    monkeypatch.setattr(pipeline, "finalize", corrupting(pipeline.finalize))
     with pytest.raises(ParityError, match="refusing to write"):
         exporter.export_classifier(str(trained_run), out)
     assert not out.exists() and not (tmp_path / "bad.partial").exists()
@@ -82,7 +83,7 @@ def test_failed_export_leaves_a_previous_bundle_alone(bundle: Path, trained_run:
     out = tmp_path / "kept"
     shutil.copytree(bundle, out)
     before = (out / "model.onnx").read_bytes()
-    monkeypatch.setattr(exporter, "finalize", corrupting(exporter.finalize))
+    monkeypatch.setattr(pipeline, "finalize", corrupting(pipeline.finalize))
     with pytest.raises(ParityError):
         exporter.export_classifier(str(trained_run), out)
     assert (out / "model.onnx").read_bytes() == before

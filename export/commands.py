@@ -74,7 +74,10 @@ def classifier(run_or_name: str, out: Path, num_classes: int | None, weights: Pa
                allow_parity_failure: bool) -> None:
     """Export a training RUN, or a timm/googlenet architecture, as a classify bundle."""
     from flare.export.classifier import export_classifier
+    from flare.runtime.core.sources import require_task
     from flare.runtime.foundation.progress import log
+
+    require_task(run_or_name, "classify")
 
     path, report = export_classifier(run_or_name, out, num_classes=num_classes, weights=weights,
                                      precision=precision, calib=calib, samples=samples, input_size=input_size,
@@ -103,7 +106,10 @@ def sr(checkpoint: Path, out: Path, precision: str, calib: Path | None, tile: in
        allow_unsupported_ops: bool, allow_parity_failure: bool) -> None:
     """Export an official SwinIR .pth or a 'flare train-sr' RUN as an enhance bundle."""
     from flare.export.sr import export_sr
+    from flare.runtime.core.sources import require_task
     from flare.runtime.foundation.progress import log
+
+    require_task(str(checkpoint), "enhance")
 
     path, report = export_sr(checkpoint, out, precision=precision, calib=calib, tile=tile, overlap=overlap,
                              allow_parity_failure=allow_parity_failure,
@@ -130,7 +136,10 @@ def diffusion(source: Path, out: Path, precision: str, calib: Path | None, class
               allow_parity_failure: bool) -> None:
     """Export a 'flare train-diffusion' RUN or a local Stable-Diffusion pipeline folder as a generate bundle."""
     from flare.export.diffusion import export_diffusion
+    from flare.runtime.core.sources import require_task
     from flare.runtime.foundation.progress import log
+
+    require_task(str(source), "generate")
 
     path, report = export_diffusion(source, out, precision=precision, calib=calib, classes=classes,
                                     tensorrt=tensorrt_options(engine, max_batch, timing_cache, allow_unsupported_ops),

@@ -142,6 +142,9 @@ CASES = [
     Case("info-edited-manifest", "info {w}/edited_bundle", 1, "manifest.json"),
     Case("export-not-a-run", "export classifier {w}/foreign --out {out}", 2, "foreign"),
     Case("export-bad-model-name", "export classifier no_such_net --out {out}", 2, "no_such_net"),
+    Case("export-sr-of-a-classifier-run", "export sr {run} --out {out}", 2, "flare export classifier"),
+    Case("export-diffusion-of-a-classifier-run", "export diffusion {run} --out {out}", 2, "flare export classifier"),
+    Case("export-classifier-of-a-bundle", "export classifier {bundle} --out {out}", 2, "already a bundle"),
     # --- data that cannot give a meaningful result -----------------------------------------
     Case("train-one-class", "train {w}/one_class --model resnet18 --out {out}", 1, "one_class"),
     Case("split-two-per-class", "data split {w}/two_per_class --out {out}/s.csv", 1, "two_per_class"),

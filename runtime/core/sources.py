@@ -15,6 +15,7 @@ from pathlib import Path
 from flare.runtime.core.artifact import identify
 from flare.runtime.core.manifest import Manifest
 from flare.runtime.core.tasks import TASKS
+from flare.runtime.foundation.errors import UsageError
 
 #: The file that marks a local diffusers pipeline folder.
 PIPELINE_FILE = "model_index.json"
@@ -34,3 +35,18 @@ def source_task(text: str, names_by_task: Mapping[str, Collection[str]], default
     if not path.exists():
         return next((task for task, names in names_by_task.items() if text in names), default)
     return default
+
+
+def require_task(text: str, task: str) -> None:
+    """Refuse a source that is not ``task``'s, naming the command that does take it.
+
+    The export commands call this first, so ``flare export classifier SR_RUN`` says to use
+    ``flare export sr`` rather than failing later on a missing checkpoint or field.
+    """
+    path = Path(text)
+    if path.is_dir() and (path / Manifest.FILE).is_file():
+        raise UsageError(f"{path} is already a bundle ({TASKS[source_task(text, {}, task)].what}); "
+                         f"'{TASKS[task].made_by}' takes a training RUN, a checkpoint or a model name")
+    found = source_task(text, {}, default=task)
+    if found != task:
+        raise UsageError(f"{path} is a source for '{found}', not '{task}': export it with '{TASKS[found].made_by}'")

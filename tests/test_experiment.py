@@ -15,7 +15,7 @@ pytest.importorskip("diffusers")
 def test_experiment_runs_all_arms_and_resumes(sky_data: Path, tmp_path: Path) -> None:
     from flare.training.pipeline.experiment import ARMS, ExperimentConfig, run_experiment
 
-    cfg = ExperimentConfig(epochs=1, batch=16, input_size=32, size=32, sr_epochs=1, sr_steps=2,
+    cfg = ExperimentConfig(seeds=2, epochs=1, batch=16, input_size=32, size=32, sr_epochs=1, sr_steps=2,
                            diffusion_epochs=1, diffusion_vae_epochs=1, per_image=1, steps=2)
     out = tmp_path / "exp"
     results = run_experiment(sky_data, out, cfg)
@@ -25,6 +25,15 @@ def test_experiment_runs_all_arms_and_resumes(sky_data: Path, tmp_path: Path) ->
         assert set(scores) == {"in-domain", "synthetic OOD"}
         assert scores["in-domain"]["images"] == 8  # one test original per class
         assert 0.0 <= scores["in-domain"]["acc"] <= 1.0
+        cell = scores["in-domain"]
+        assert [r["seed"] for r in cell["seeds"]] == [0, 1]
+        assert cell["acc"] == pytest.approx(sum(r["acc"] for r in cell["seeds"]) / 2)
+        low, high = cell["acc_interval"]
+        assert low <= cell["acc"] <= high
+    difference = results["differences"]["resnet18"]["in-domain"]
+    per_seed = [f["acc"] - r["acc"] for f, r in zip(arms["FLARE"]["in-domain"]["seeds"],
+                                                    arms["Raw_Aug_LR"]["in-domain"]["seeds"])]
+    assert difference["mean"] == pytest.approx(sum(per_seed) / 2) and difference["n"] == 2
     counts = results["training_images"]
     assert counts["Raw_Aug_LR"] == 6 * counts["Raw_LR"]  # originals plus five augmentations
     assert counts["FLARE"] > counts["Raw_LR"]
@@ -36,10 +45,11 @@ def test_experiment_runs_all_arms_and_resumes(sky_data: Path, tmp_path: Path) ->
         assert not any(r[2] in test_groups and r[3] == "train" for r in rows)
     table = (out / "results.md").read_text()
     assert table.count("| resnet18 |") == 3 and "synthetic OOD acc" in table
+    assert "resnet18, in-domain:" in table and "significan" in table
     # a second run finds every step done
-    mtime = (out / "runs" / "resnet18" / "FLARE" / "results.json").stat().st_mtime
+    mtime = (out / "runs" / "resnet18" / "seed1" / "FLARE" / "results.json").stat().st_mtime
     assert json.loads((out / "results.json").read_text())["models"] == run_experiment(sky_data, out, cfg)["models"]
-    assert (out / "runs" / "resnet18" / "FLARE" / "results.json").stat().st_mtime == mtime
+    assert (out / "runs" / "resnet18" / "seed1" / "FLARE" / "results.json").stat().st_mtime == mtime
     # other settings are refused, naming what changed, and nothing is redone or rewritten
     from dataclasses import replace
 

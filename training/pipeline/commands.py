@@ -161,15 +161,17 @@ def all_command(data_dir: Path, sr_checkpoint: Path, diffusion: str, out: Path, 
 @SELECT
 @click.option("--ood", multiple=True, type=InputPath("dir"), help="Out-of-domain ImageFolder(s) to score on.")
 @SEED
+@click.option("--seeds", type=COUNT, default=3, show_default=True,
+              help="Backbone seeds (--seed and the ones after it): each cell is their mean with a 95%% interval.")
 @DEVICE
 def experiment(data_dir: Path, out: Path, models: tuple[str, ...], epochs: int, batch: int, lr: float,
                input_size: int, size: int, sr: Path | None, diffusion: str | None, diffusion_epochs: int, per_image: int,
                steps: int, guidance: float, alpha: float, beta: float, select: str, ood: tuple[Path, ...],
-               seed: int, device: str) -> None:
+               seed: int, seeds: int, device: str) -> None:
     """Raw_LR vs Raw_Aug_LR vs FLARE on one leak-free split: a Markdown table and JSON."""
     from flare.training.pipeline.experiment import ExperimentConfig, run_experiment
 
-    cfg = ExperimentConfig(models=models, epochs=epochs, batch=batch, lr=lr, input_size=input_size, seed=seed,
+    cfg = ExperimentConfig(models=models, seeds=seeds, epochs=epochs, batch=batch, lr=lr, input_size=input_size, seed=seed,
                            size=size, sr=str(sr) if sr else None, diffusion=diffusion,
                            diffusion_epochs=diffusion_epochs, per_image=per_image, steps=steps,
                            guidance=guidance, alpha=alpha, beta=beta, select=select, ood=tuple(map(str, ood)))

@@ -46,12 +46,15 @@ from flare.training.data.synth import SynthConfig, synthesize
 from flare.training.diffusion.train import train_diffusion
 from flare.training.pipeline.augment import AUGMENTATIONS
 from flare.training.pipeline.chain import link_tree, stage1_originals
+from flare.training.pipeline.intervals import LEVEL, estimate, paired_difference
 from flare.training.pipeline.merge import MergeConfig, merge
 from flare.training.pipeline.stage1 import Stage1Config, run_stage1
 from flare.training.pipeline.stage2 import Stage2Config, augment_stage2
 from flare.training.sr.train import train_sr
 
 ARMS = ("Raw_LR", "Raw_Aug_LR", "FLARE")
+#: The pair whose difference the results judge: FLARE against the standard augmentations alone.
+COMPARED = ("FLARE", "Raw_Aug_LR")
 #: Marks a training step of the experiment as finished (the run folder alone may be half done).
 DONE = ".complete"
 
@@ -59,6 +62,7 @@ DONE = ".complete"
 @dataclass
 class ExperimentConfig:
     models: tuple[str, ...] = ("resnet18",)
+    seeds: int = 3
     epochs: int = 15
     batch: int = 32
     lr: float = 1e-3
@@ -79,6 +83,11 @@ class ExperimentConfig:
     select: str = "percentile"
     ood: tuple[str, ...] = ()
     synthetic_ood: bool = True
+
+
+def backbone_seeds(cfg: ExperimentConfig) -> list[int]:
+    """The seeds each backbone is trained with: ``--seed`` and the ``--seeds`` - 1 after it."""
+    return [cfg.seed + k for k in range(cfg.seeds)]
 
 
 def _map_split(split_rows: list[dict[str, str]], data: Path) -> list[dict[str, str]]:
@@ -128,6 +137,8 @@ class Experiment:
         self.flare = self.out / "flare"
         self.sr_run, self.diffusion_run = self.out / "sr_run", self.out / "diffusion_run"
         self.scores: dict[str, dict[str, dict[str, Any]]] = {}
+        #: Per backbone and set: FLARE - Raw_Aug_LR accuracy, paired by seed (see :mod:`intervals`).
+        self.differences: dict[str, dict[str, dict[str, Any]]] = {}
         self.results: dict[str, Any] = {}
 
     @cached_property
@@ -165,8 +176,13 @@ class Experiment:
         """An arm's training set, with the raw validation and test originals: its folder and its split file."""
         return self.out / f"set_{arm}", self.out / f"split_{arm}.csv"
 
-    def backbone_run(self, model: str, arm: str) -> Path:
-        return self.out / "runs" / model / arm
+    @property
+    def seeds(self) -> list[int]:
+        """The backbone seeds: ``--seed`` and the ones after it."""
+        return backbone_seeds(self.cfg)
+
+    def backbone_run(self, model: str, seed: int, arm: str) -> Path:
+        return self.out / "runs" / model / f"seed{seed}" / arm
 
     @staticmethod
     def finished(run: Path) -> bool:
@@ -204,8 +220,9 @@ def recipe(cfg: ExperimentConfig) -> list[Step]:
         Step(flare_merge),
         Step(assemble_arms),
         Step(synthesize_ood, done=lambda exp: exp.synthetic_ood is None),
-        *(Step(partial(train_backbone, model=model, arm=arm), done=partial(backbone_trained, model=model, arm=arm))
-          for model in cfg.models for arm in ARMS),
+        *(Step(partial(train_backbone, model=model, seed=seed, arm=arm),
+               done=partial(backbone_trained, model=model, seed=seed, arm=arm))
+          for model in cfg.models for seed in backbone_seeds(cfg) for arm in ARMS),
         Step(evaluate_backbones),
         Step(write_results),
     ]
@@ -227,12 +244,13 @@ def record_settings(exp: Experiment) -> None:
     """Keep the settings in ``experiment.json``; refuse other settings for a started experiment.
 
     The first step, and run every time, so a re-run with other settings changes nothing.
-    Backbones are trained and scored independently, so ``models`` may change; every other
+    Backbones are trained and scored independently, so ``models`` and ``seeds`` may change
+    (more seeds train more backbones; fewer score a subset of those trained); every other
     setting changes what the arms are trained on. Given SR and diffusion models are recorded
     by checksum, so retraining one of them in place is noticed too.
     """
     exp.out.mkdir(parents=True, exist_ok=True)
-    settings = {f"--{k.replace('_', '-')}": v for k, v in asdict(exp.cfg).items() if k != "models"}
+    settings = {f"--{k.replace('_', '-')}": v for k, v in asdict(exp.cfg).items() if k not in ("models", "seeds")}
     settings["DATA"] = str(exp.data.resolve())
     for key in ("--sr", "--diffusion"):
         if settings[key] is not None:
@@ -328,40 +346,57 @@ def synthesize_ood(exp: Experiment) -> None:
                                               blur_sigma=(1.0, 2.5), noise_sigma=(4.0, 12.0), jpeg_quality=(20, 60)))
 
 
-def backbone_trained(exp: Experiment, model: str, arm: str) -> bool:
+def backbone_trained(exp: Experiment, model: str, seed: int, arm: str) -> bool:
     """A backbone's run is done once it has its test results (``train`` writes them last)."""
-    return (exp.backbone_run(model, arm) / "results.json").exists()
+    return (exp.backbone_run(model, seed, arm) / "results.json").exists()
 
 
-def train_backbone(exp: Experiment, model: str, arm: str) -> None:
-    """Needs the arm's set; makes ``runs/<model>/<arm>/``, resuming a run that stopped."""
-    cfg, run = exp.cfg, exp.backbone_run(model, arm)
+def train_backbone(exp: Experiment, model: str, seed: int, arm: str) -> None:
+    """Needs the arm's set; makes ``runs/<model>/seed<S>/<arm>/``, resuming a run that stopped.
+
+    The seed sets the backbone's initialisation and data order; the split and the augmented
+    sets are the same for every seed (their stage models are the experiment's costliest part).
+    """
+    cfg, run = exp.cfg, exp.backbone_run(model, seed, arm)
     root, split_file = exp.arm_set(arm)
     resume = (run / "train_state.pt").exists()
-    log(f"training {model} on {arm} ({sum(1 for _ in open(split_file)) - 1} rows)")
+    log(f"training {model} on {arm}, seed {seed} ({sum(1 for _ in open(split_file)) - 1} rows)")
     train(ClassifierTraining(model=model, data=str(root.resolve()), epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr,
-                             step_size=max(cfg.epochs // 3, 1), input_size=cfg.input_size, seed=cfg.seed),
+                             step_size=max(cfg.epochs // 3, 1), input_size=cfg.input_size, seed=seed),
           run, split=None if resume else split_file, resume=resume, device=exp.device)
 
 
 def evaluate_backbones(exp: Experiment) -> None:
-    """Needs every run; scores each on the raw test originals (in-domain) and on each out-of-domain set."""
+    """Needs every run; scores each on the raw test originals (in-domain) and on each out-of-domain set,
+    then summarises the seeds: a mean and 95% interval per cell, and FLARE - Raw_Aug_LR paired by seed."""
     ood = exp.ood_sets()
+    sets = {"in-domain": (exp.raw, exp.rows("test"))}
+    for name, folder in ood.items():
+        samples, _ = scan_image_folder(folder)
+        sets[name] = (resolve_root(folder), [{"path": s.path, "label": s.label} for s in samples])
     for model in exp.cfg.models:
-        exp.scores[model] = {}
-        for arm in ARMS:
-            run = exp.backbone_run(model, arm)
-            scores = {"in-domain": _evaluate(run, exp.raw, exp.rows("test"))}
-            for name, folder in ood.items():
-                samples, _ = scan_image_folder(folder)
-                rows = [{"path": s.path, "label": s.label} for s in samples]
-                scores[name] = _evaluate(run, resolve_root(folder), rows)
-            exp.scores[model][arm] = scores
+        per_seed = {arm: {name: [_evaluate(exp.backbone_run(model, seed, arm), root, rows) for seed in exp.seeds]
+                          for name, (root, rows) in sets.items()} for arm in ARMS}
+        exp.scores[model] = {arm: {name: _summary(runs, exp.seeds) for name, runs in by_set.items()}
+                             for arm, by_set in per_seed.items()}
+        a, b = COMPARED
+        exp.differences[model] = {
+            name: paired_difference([r["acc"] for r in per_seed[a][name]],
+                                    [r["acc"] for r in per_seed[b][name]]).to_dict() for name in sets}
+
+
+def _summary(runs: list[dict[str, float]], seeds: list[int]) -> dict[str, Any]:
+    """One cell: the mean accuracy and macro-F1 over seeds, their intervals, and each seed's scores."""
+    acc, f1 = estimate([r["acc"] for r in runs]), estimate([r["macro_f1"] for r in runs])
+    return {"acc": acc.mean, "macro_f1": f1.mean, "images": runs[0]["images"],
+            "acc_interval": [acc.low, acc.high], "macro_f1_interval": [f1.low, f1.high],
+            "seeds": [{"seed": seed, **r} for seed, r in zip(seeds, runs)]}
 
 
 def write_results(exp: Experiment) -> None:
     """Needs the scores; makes ``results.md`` and, last (it marks the experiment as done), ``results.json``."""
     exp.results = {"config": asdict(exp.cfg), "augmentations": list(AUGMENTATIONS), "models": exp.scores,
+                   "seeds": exp.seeds, "compared": list(COMPARED), "differences": exp.differences,
                    "machine": {"platform": platform.platform(), "python": platform.python_version(),
                                "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count()},
                    "training_images": {arm: sum(1 for r in read_split(exp.arm_set(arm)[1]) if r["split"] == "train")
@@ -371,27 +406,53 @@ def write_results(exp: Experiment) -> None:
 
 
 def format_table(results: dict[str, Any]) -> str:
-    """A Markdown table shaped like the paper's: backbone x method, sets as columns, with deltas."""
-    models = results["models"]
+    """Markdown shaped like the paper's table (backbone x method, sets as columns, deltas against
+    Raw_LR), each cell a mean over seeds with its 95% interval's half-width, then what the paired
+    FLARE - Raw_Aug_LR differences say, in words."""
+    models, seeds = results["models"], results.get("seeds", [results["config"]["seed"]])
     first = next(iter(models.values()))
     sets = list(next(iter(first.values())).keys())
     ood_sets = [s for s in sets if s != "in-domain"]
     head = ["Backbone", "Method", "train images", *[f"{s} acc" for s in sets], "in-domain macro-F1"]
     if ood_sets:
         head.append("OOD average acc")
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [f"Accuracy in %, mean over {len(seeds)} seed(s) ({', '.join(map(str, seeds))})"
+             + (f" ± half the {LEVEL:.0%} t interval" if len(seeds) > 1 else "") + "; in brackets the change from Raw_LR.",
+             "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for model, arms in models.items():
         base = arms["Raw_LR"]
         for arm, scores in arms.items():
             cells = [model, arm, str(results.get("training_images", {}).get(arm, ""))]
             for s in sets:
-                acc = 100 * scores[s]["acc"]
-                delta = acc - 100 * base[s]["acc"]
-                cells.append(f"{acc:.2f}" + ("" if arm == "Raw_LR" else f" ({delta:+.2f})"))
-            cells.append(f"{100 * scores['in-domain']['macro_f1']:.2f}")
+                delta = 100 * (scores[s]["acc"] - base[s]["acc"])
+                cells.append(_cell(scores[s], "acc") + ("" if arm == "Raw_LR" else f" ({delta:+.2f})"))
+            cells.append(_cell(scores["in-domain"], "macro_f1"))
             if ood_sets:
                 avg = np.mean([100 * scores[s]["acc"] for s in ood_sets])
                 base_avg = np.mean([100 * base[s]["acc"] for s in ood_sets])
                 cells.append(f"{avg:.2f}" + ("" if arm == "Raw_LR" else f" ({avg - base_avg:+.2f})"))
             lines.append("| " + " | ".join(cells) + " |")
+    a, b = results.get("compared", COMPARED)
+    lines += ["", f"{a} - {b}, accuracy paired by seed:", ""]
+    for model, by_set in results.get("differences", {}).items():
+        for name, d in by_set.items():
+            lines.append(f"- {model}, {name}: {_verdict(d)}")
     return "\n".join(lines) + "\n"
+
+
+def _cell(scores: dict[str, Any], key: str) -> str:
+    """``mean ± half-width`` in percent (the mean alone with one seed)."""
+    low, high = scores.get(f"{key}_interval", [None, None])
+    text = f"{100 * scores[key]:.2f}"
+    return text if low is None else text + f" ± {100 * (high - low) / 2:.2f}"
+
+
+def _verdict(d: dict[str, Any]) -> str:
+    """One difference in words: its size, its interval, and whether it is significant."""
+    size = f"{100 * d['mean']:+.2f} points"
+    if d["low"] is None:
+        return f"{size}; one seed, so no interval and no claim of significance"
+    interval = f"{LEVEL:.0%} interval [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] over {d['n']} seeds"
+    if not d["significant"]:
+        return f"{size}, {interval}: not significant (the interval includes 0)"
+    return f"{size}, {interval}: significant, FLARE {'better' if d['mean'] > 0 else 'worse'}"

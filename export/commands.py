@@ -52,6 +52,19 @@ def tensorrt_options(engine: bool, max_batch: int | None, timing_cache: Path | N
                            timing_cache=timing_cache, allow_unsupported_ops=allow_unsupported_ops)
 
 
+def run_export(task: str, exporter: Callable[..., tuple[Path, Any]], source: str | Path, out: Path,
+               **options: Any) -> None:
+    """Check that ``source`` is ``task``'s (one resolver for every export), export it, and say
+    what the parity gate found and where the bundle went."""
+    from flare.runtime.core.sources import require_task
+    from flare.runtime.foundation.progress import log
+
+    require_task(str(source), task)
+    path, report = exporter(source, out, **options)
+    log(report.summary())
+    log(f"bundle written to {path}")
+
+
 @export.command()
 @click.argument("run_or_name", metavar="RUN_OR_NAME", type=RunOrName())
 @click.option("--out", type=OutputPath("dir", made_by="manifest.json"), required=True, help="Bundle folder to write.")
@@ -74,18 +87,12 @@ def classifier(run_or_name: str, out: Path, num_classes: int | None, weights: Pa
                allow_parity_failure: bool) -> None:
     """Export a training RUN, or a timm/googlenet architecture, as a classify bundle."""
     from flare.export.classifier import export_classifier
-    from flare.runtime.core.sources import require_task
-    from flare.runtime.foundation.progress import log
 
-    require_task(run_or_name, "classify")
-
-    path, report = export_classifier(run_or_name, out, num_classes=num_classes, weights=weights,
-                                     precision=precision, calib=calib, samples=samples, input_size=input_size,
-                                     allow_parity_failure=allow_parity_failure,
-                                     tensorrt=tensorrt_options(engine, max_batch, timing_cache, allow_unsupported_ops),
-                                     fuse_preprocess=fuse_preprocess)
-    log(report.summary())
-    log(f"bundle written to {path}")
+    run_export("classify", export_classifier, run_or_name, out, num_classes=num_classes, weights=weights,
+               precision=precision, calib=calib, samples=samples, input_size=input_size,
+               allow_parity_failure=allow_parity_failure,
+               tensorrt=tensorrt_options(engine, max_batch, timing_cache, allow_unsupported_ops),
+               fuse_preprocess=fuse_preprocess)
 
 
 @export.command()
@@ -106,16 +113,10 @@ def sr(checkpoint: Path, out: Path, precision: str, calib: Path | None, tile: in
        allow_unsupported_ops: bool, allow_parity_failure: bool) -> None:
     """Export an official SwinIR .pth or a 'flare train-sr' RUN as an enhance bundle."""
     from flare.export.sr import export_sr
-    from flare.runtime.core.sources import require_task
-    from flare.runtime.foundation.progress import log
 
-    require_task(str(checkpoint), "enhance")
-
-    path, report = export_sr(checkpoint, out, precision=precision, calib=calib, tile=tile, overlap=overlap,
-                             allow_parity_failure=allow_parity_failure,
-                             tensorrt=tensorrt_options(engine, max_batch, timing_cache, allow_unsupported_ops, max_tile))
-    log(report.summary())
-    log(f"bundle written to {path}")
+    run_export("enhance", export_sr, checkpoint, out, precision=precision, calib=calib, tile=tile, overlap=overlap,
+               allow_parity_failure=allow_parity_failure,
+               tensorrt=tensorrt_options(engine, max_batch, timing_cache, allow_unsupported_ops, max_tile))
 
 
 @export.command()
@@ -136,16 +137,10 @@ def diffusion(source: Path, out: Path, precision: str, calib: Path | None, class
               allow_parity_failure: bool) -> None:
     """Export a 'flare train-diffusion' RUN or a local Stable-Diffusion pipeline folder as a generate bundle."""
     from flare.export.diffusion import export_diffusion
-    from flare.runtime.core.sources import require_task
-    from flare.runtime.foundation.progress import log
 
-    require_task(str(source), "generate")
-
-    path, report = export_diffusion(source, out, precision=precision, calib=calib, classes=classes,
-                                    tensorrt=tensorrt_options(engine, max_batch, timing_cache, allow_unsupported_ops),
-                                    allow_parity_failure=allow_parity_failure)
-    log(report.summary())
-    log(f"bundle written to {path}")
+    run_export("generate", export_diffusion, source, out, precision=precision, calib=calib, classes=classes,
+               tensorrt=tensorrt_options(engine, max_batch, timing_cache, allow_unsupported_ops),
+               allow_parity_failure=allow_parity_failure)
 
 
 @export.command()

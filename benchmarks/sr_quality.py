@@ -35,7 +35,7 @@ def main() -> None:
     from flare.runtime.io.images import load_rgb
     from flare.training.data.folders import scan_image_folder
     from flare.training.data.splits import split_groups
-    from flare.training.pipeline.chain import link_tree
+    from flare.training.data.folders import link_tree
     from flare.training.sr.metrics import bicubic_upscale, psnr, ssim
     from flare.training.data.synth import SynthConfig, synthesize
     from flare.runtime.core.artifact import to_plain

@@ -32,6 +32,20 @@ def synth(out: Path, per_class: int, size: int, seed: int, scale: int) -> None:
 
 
 @data.command()
+@click.argument("real", metavar="REAL", type=InputPath("dir"))
+@click.argument("synthetic", metavar="SYNTHETIC", type=InputPath("dir"))
+@click.option("--out", type=OutputPath("dir", made_by="mix.json"), required=True, help="Folder for the mixed hr/ and lr/.")
+def mix(real: Path, synthetic: Path, out: Path) -> None:
+    """Real photos for the classes REAL has, SYNTHETIC's images for the others (linked, not copied)."""
+    from flare.runtime.foundation.progress import log
+    from flare.training.data.mix import mix as mix_sets
+
+    for name, entry in mix_sets(real, synthetic, out).items():
+        log(f"{name}: {entry['images']} {entry['source']} images")
+    log(f"mixed set written to {out}")
+
+
+@data.command()
 @click.argument("data_dir", metavar="DATA", type=InputPath("dir"))
 @click.option("--out", type=OutputPath("file"), required=True, help="Split CSV to write.")
 @click.option("--group-regex", default=None, help="Regex whose 'group' (or first) group names the original image.")

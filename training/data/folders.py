@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,3 +54,17 @@ def scan_image_folder(data: Path) -> tuple[list[Sample], list[str]]:
     present = sorted(set(s.label for s in samples))
     classes = [c for c in FINE_CLASSES if c in present] if flare_tree else present
     return samples, classes
+
+
+def link_tree(files: list[tuple[Path, str]], out: Path) -> Path:
+    """A folder of hard links (copies across file systems) at the given relative paths."""
+    for src, rel in files:
+        dst = out / rel
+        if dst.exists():
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copyfile(src, dst)
+    return out

@@ -9,27 +9,12 @@ at any point and never mixes two settings.
 from __future__ import annotations
 
 import csv
-import os
-import shutil
 from pathlib import Path
 
+from flare.training.data.folders import link_tree
 from flare.training.pipeline.merge import MergeConfig, merge
 from flare.training.pipeline.stage1 import Stage1Config, run_stage1
 from flare.training.pipeline.stage2 import Stage2Config, augment_stage2
-
-def link_tree(files: list[tuple[Path, str]], out: Path) -> Path:
-    """A folder of hard links (copies across file systems) at the given relative paths."""
-    for src, rel in files:
-        dst = out / rel
-        if dst.exists():
-            continue
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copyfile(src, dst)
-    return out
-
 
 def stage1_originals(stage1: Path, out: Path) -> Path:
     """An ImageFolder view of stage 1's super-resolved originals (stage 2's sources)."""

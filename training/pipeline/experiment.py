@@ -40,12 +40,12 @@ from flare.runtime.foundation.errors import UsageError
 from flare.runtime.foundation.fingerprint import check_settings, fingerprint_path
 from flare.runtime.foundation.progress import log
 from flare.training.classifiers.train import ImageDataset, build_from_run, evaluate, train
-from flare.training.data.folders import resolve_root, scan_image_folder
+from flare.training.data.folders import link_tree, resolve_root, scan_image_folder
 from flare.training.data.splits import check_split, group_of, read_split, split_groups, write_split
 from flare.training.data.synth import SynthConfig, synthesize
 from flare.training.diffusion.train import train_diffusion
 from flare.training.pipeline.augment import AUGMENTATIONS
-from flare.training.pipeline.chain import link_tree, stage1_originals
+from flare.training.pipeline.chain import stage1_originals
 from flare.training.pipeline.intervals import LEVEL, estimate, paired_difference
 from flare.training.pipeline.merge import MergeConfig, merge
 from flare.training.pipeline.stage1 import Stage1Config, run_stage1

@@ -106,6 +106,18 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, n: int,
     return {"loss": total_loss / max(cm.sum(), 1), "acc": accuracy(cm), "macro_f1": macro_f1(cm), "cm": cm}
 
 
+def score_run(run: Path, root: Path, rows: list[dict[str, str]]) -> dict[str, Any]:
+    """A trained run's scores (as :func:`evaluate`: accuracy, macro-F1, confusion matrix over the
+    run's classes) on image rows whose paths are relative to ``root``; rows of a fine class the run
+    does not know are left out. Experiments and benchmarks score held-out sets with it."""
+    model, config, _ = build_from_run(run)
+    classes, label_map = config.classes, config.label_map
+    rows = [r for r in rows if r["label"] in label_map]
+    target_of = {fine: classes.index(label_map[fine]) for fine in label_map}
+    ds = ImageDataset(rows, root, config.preprocessing, target_of, cache=False)
+    return evaluate(model, DataLoader(ds, batch_size=64), torch.device("cpu"), len(classes), amp=False)
+
+
 def prepare_split(data: Path, split: Path | None, seed: int) -> list[dict[str, str]]:
     """The given split file, or the default grouped split of ``data``, checked to be trainable.
 

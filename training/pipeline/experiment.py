@@ -30,16 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
-from torch.utils.data import DataLoader
 
 from flare.runtime.core.runs import ClassifierTraining, DiffusionTraining, SRTraining
 from flare.runtime.foundation.atomic import touch, write_json, write_text
 from flare.runtime.foundation.errors import UsageError
 from flare.runtime.foundation.fingerprint import check_settings, fingerprint_path
 from flare.runtime.foundation.progress import log
-from flare.training.classifiers.train import ImageDataset, build_from_run, evaluate, train
+from flare.training.classifiers.train import score_run, train
 from flare.training.data.folders import link_tree, resolve_root, scan_image_folder
 from flare.training.data.splits import check_split, group_of, read_split, split_groups, write_split
 from flare.training.data.synth import SynthConfig, synthesize
@@ -105,12 +103,7 @@ def _map_split(split_rows: list[dict[str, str]], data: Path) -> list[dict[str, s
 
 def _evaluate(run: Path, root: Path, rows: list[dict[str, str]]) -> dict[str, float]:
     """Accuracy and macro-F1 of a trained run on image rows (paths relative to ``root``)."""
-    model, config, _ = build_from_run(run)
-    classes, label_map = config.classes, config.label_map
-    rows = [r for r in rows if r["label"] in label_map]
-    target_of = {fine: classes.index(label_map[fine]) for fine in label_map}
-    ds = ImageDataset(rows, root, config.preprocessing, target_of, cache=False)
-    scores = evaluate(model, DataLoader(ds, batch_size=64), torch.device("cpu"), len(classes), amp=False)
+    scores = score_run(run, root, rows)
     return {"acc": scores["acc"], "macro_f1": scores["macro_f1"], "images": int(scores["cm"].sum())}
 
 

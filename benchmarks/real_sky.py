@@ -1,0 +1,116 @@
+"""How well the demo-size classifier recognises real photographs: Stellarium's deep-sky photos.
+
+Two models of the demo's size and settings (``flare demo``: ResNet-18, 64 px, 15 epochs) are
+trained and judged on the same held-out real photos, a split grouped by object (several
+photos of one object never straddle train and test):
+
+* **mixed**: the demo's training set when Stellarium is installed: real photos for galaxy,
+  nebula and star, the synthetic sky for the five classes Stellarium has no photos of;
+* **synthetic only**: the demo's set without Stellarium, so the row says how far the
+  procedural sky alone transfers to real photos.
+
+The score is balanced accuracy over galaxy / nebula / star (the mean of their recalls, so
+the most common class cannot carry it), with each class's recall and count. Messier objects
+are never in the data (``flare data stellarium`` leaves them out). Usage::
+
+    flare data stellarium --out /tmp/stellarium128
+    python -m flare.benchmarks.real_sky --real /tmp/stellarium128 --work /tmp/real-sky
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: The fine classes Stellarium's photos cover: what the balanced accuracy averages over.
+REAL_CLASSES = ("galaxy", "nebula", "star")
+TARGET = 0.80
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--real", type=Path, required=True, help="Output of 'flare data stellarium'.")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/flare-real-sky"))
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--per-class", type=int, default=80, help="Synthetic images per class (the demo's).")
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--input-size", type=int, default=64)
+    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    from flare.benchmarks.common import write_results
+    from flare.runtime.core.runs import ClassifierTraining
+    from flare.training.classifiers.train import score_run, train
+    from flare.training.data.folders import scan_image_folder
+    from flare.training.data.mix import mix
+    from flare.training.data.splits import split_groups, write_split
+    from flare.training.data.synth import SynthConfig, synthesize
+
+    synthetic = args.work / "synthetic"
+    synthesize(synthetic, SynthConfig(per_class=args.per_class, size=128, seed=args.seed))
+    mixed = args.work / "mixed"
+    sources = mix(args.real, synthetic, mixed)
+    samples, _ = scan_image_folder(mixed / "hr")
+    rows = split_groups(samples, seed=args.seed)
+    split = write_split(rows, args.work / "split_mixed.csv")
+    real_test = [r for r in rows if r["split"] == "test" and r["label"] in REAL_CLASSES]
+    train_groups = {r["group"] for r in rows if r["split"] != "test"}
+    assert not any(r["group"] in train_groups for r in real_test), "an object straddles train and test"
+
+    def run(name: str, data: Path, split_file: Path | None) -> dict[str, Any]:
+        out = args.work / f"run_{name}"
+        if not (out / "results.json").exists():
+            train(ClassifierTraining(model=args.model, data=str(data.resolve()), epochs=args.epochs, batch=32,
+                                     lr=1e-3, step_size=max(args.epochs // 2, 1), input_size=args.input_size,
+                                     seed=args.seed), out, split=split_file, resume=(out / "train_state.pt").exists())
+        return judge(score_run(out, mixed / "hr", real_test), out)
+
+    results = {"real": str(args.real.resolve()), "sources": sources, "model": args.model, "epochs": args.epochs,
+               "input_size": args.input_size, "seed": args.seed, "test_photos": len(real_test),
+               "test_objects": len({r["group"] for r in real_test}), "target_balanced_accuracy": TARGET,
+               "models": {"mixed (real + synthetic)": run("mixed", mixed / "hr", split),
+                          "synthetic only": run("synthetic", synthetic / "hr", None)}}
+    js, md = write_results(args.out, f"real_sky_{args.model}", results, markdown(results))
+    print(md.read_text())
+
+
+def judge(scores: dict[str, Any], run: Path) -> dict[str, Any]:
+    """Per real class: its recall and count, and what it was taken for; then the balanced accuracy."""
+    from flare.runtime.core.runs import ClassifierRun
+
+    classes = ClassifierRun.load(run).classes
+    cm = scores["cm"]
+    per_class = {}
+    for name in REAL_CLASSES:
+        row = cm[classes.index(name)]
+        taken_for = {classes[j]: int(n) for j, n in enumerate(row) if n and j != classes.index(name)}
+        per_class[name] = {"images": int(row.sum()), "recall": float(row[classes.index(name)] / max(row.sum(), 1)),
+                           "taken_for": taken_for}
+    balanced = float(np.mean([c["recall"] for c in per_class.values()]))
+    return {"balanced_accuracy": balanced, "per_class": per_class, "target_met": balanced >= TARGET}
+
+
+def markdown(results: dict[str, Any]) -> str:
+    head = "| training set | balanced accuracy | " + " | ".join(f"{c} recall (n)" for c in REAL_CLASSES) + " | target |"
+    lines = [f"Demo-size {results['model']} ({results['epochs']} epochs, {results['input_size']} px, seed "
+             f"{results['seed']}) on {results['test_photos']} held-out real photos of {results['test_objects']} "
+             "objects (split grouped by object; no Messier object anywhere).", "", head,
+             "|" + "---|" * (len(REAL_CLASSES) + 3)]
+    for name, r in results["models"].items():
+        cells = [f"{r['per_class'][c]['recall']:.3f} ({r['per_class'][c]['images']})" for c in REAL_CLASSES]
+        lines.append(f"| {name} | {r['balanced_accuracy']:.3f} | " + " | ".join(cells) +
+                     f" | {'met' if r['target_met'] else 'missed'} (>= {TARGET}) |")
+    lines += ["", "Where the real test photos went wrong (true class: predicted class x count):", ""]
+    for name, r in results["models"].items():
+        wrong = "; ".join(f"{c}: " + ", ".join(f"{p} x{n}" for p, n in r["per_class"][c]["taken_for"].items())
+                          for c in REAL_CLASSES if r["per_class"][c]["taken_for"])
+        lines.append(f"- {name}: {wrong or 'none'}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,10 +1,15 @@
 """``flare demo``: the whole path from sky images to a triaged survey, on a laptop CPU.
 
-1. synthesize a small labelled sky set (8 classes) and a separate "survey" from other seeds;
-2. train a small backbone briefly on a leak-free split;
+1. make a small labelled sky set of the 8 classes: Stellarium's real deep-sky photos for
+   galaxy, nebula and star when Stellarium is installed (``flare data stellarium``, Messier
+   objects held out), the synthetic sky for the other classes (``flare data mix``), or the
+   synthetic sky alone, with a note, when it is not; and a separate synthetic "survey" from
+   other seeds;
+2. train a small backbone briefly on a leak-free split (grouped by object for the photos);
 3. export it to ONNX behind the parity gate;
-4. triage a survey folder that also holds real FITS images shipped inside astropy and one
-   deliberately broken file, with the torch-free runtime, and write its HTML report
+4. triage a survey folder that also holds the real photos the training held out (their own
+   class folders, so the report scores the model on them), real FITS images shipped inside
+   astropy and one deliberately broken file, with the torch-free runtime, and write its HTML report
    (``OUT/report.html``);
 5. print where every output was written.
 
@@ -68,6 +73,43 @@ def _remove(paths: list[Path]) -> None:
             record_path(path).unlink(missing_ok=True)
 
 
+def _stellarium(folder: Path) -> Path | None:
+    """Stellarium's photo folder if it is installed there, else None (the demo then says so)."""
+    from flare.runtime.foundation.errors import FlareError
+    from flare.training.data.stellarium import find_installation
+
+    try:
+        return find_installation(folder).resolve()
+    except FlareError:
+        return None
+
+
+def _real_photos(folder: Path, out: Path) -> str:
+    """``flare data stellarium`` into ``out`` unless it already holds this installation's photos."""
+    from flare.runtime.foundation.progress import progress_bar
+    from flare.training.data.stellarium import MARKER, StellariumConfig, build_stellarium
+
+    try:
+        done = json.loads((out / MARKER).read_text(encoding="utf-8")).get("source") == str(folder)
+    except (OSError, ValueError, AttributeError):
+        done = False
+    if not done:
+        with progress_bar(None, "real photos") as bar:
+            build_stellarium(folder, out, StellariumConfig(size=128), progress=bar, planned=bar.start)
+    return f"Stellarium ({folder})"
+
+
+def _held_out_real(run: Path, data: Path) -> list[str]:
+    """The real photos (paths under ``data/hr``) the run held out for its test: the survey shows
+    how the model does on real photos it never trained on."""
+    from flare.training.data.mix import RECORD
+    from flare.training.data.splits import read_split
+
+    sources = json.loads((data / RECORD).read_text(encoding="utf-8"))["classes"]
+    return [r["path"] for r in read_split(run / "split.csv")
+            if r["split"] == "test" and sources.get(r["label"], {}).get("source") == "real"]
+
+
 def astropy_fits_files() -> list[Path]:
     """The sample FITS files of the installed astropy (empty without astropy)."""
     try:
@@ -86,7 +128,9 @@ def astropy_fits_files() -> list[Path]:
               help="Training images per class (10 or more: each class needs images in train, val and test).")
 @click.option("--epochs", type=COUNT, default=15, show_default=True)
 @input_size(64)
-def demo(out: Path, model_name: str, per_class: int, epochs: int, input_size: int) -> None:
+@click.option("--stellarium", type=click.Path(path_type=Path), default=Path("/usr/share/stellarium/nebulae/default"),
+              show_default=True, help="Stellarium's deep-sky photos (Debian: stellarium-data); synthetic only without.")
+def demo(out: Path, model_name: str, per_class: int, epochs: int, input_size: int, stellarium: Path) -> None:
     """Synthesize, train, export with the parity gate, and triage a survey, in minutes on a CPU."""
     from flare.export.classifier import export_classifier
     from flare.runtime.core.artifact import sha256
@@ -98,22 +142,38 @@ def demo(out: Path, model_name: str, per_class: int, epochs: int, input_size: in
     from flare.runtime.apps.report import write_report
     from flare.runtime.apps.triage import triage
     from flare.training.classifiers.train import train
+    from flare.training.data.folders import link_tree
+    from flare.training.data.mix import mix
     from flare.training.data.synth import SynthConfig, synthesize
 
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     data, survey, run, bundle = out / "data", out / "survey", out / "run", out / "bundle"
-    options = {"--per-class": per_class, "--model": model_name, "--epochs": epochs, "--input-size": input_size}
+    real = _stellarium(stellarium)
+    options = {"--per-class": per_class, "--model": model_name, "--epochs": epochs, "--input-size": input_size,
+               "--stellarium": str(real) if real else None}
     csv_path = out / "triage.csv"
     changed = _changed_options(out, options)
     if changed:
         log(f"options changed since the last demo in {out} ({', '.join(changed)}): redoing the steps they affect")
-        _remove([run, bundle, csv_path] + ([data] if "--per-class" in changed else []))
+        data_changed = {"--per-class", "--stellarium"} & set(changed)
+        _remove([run, bundle, csv_path, survey] + ([data, out / "synthetic", out / "real"] if data_changed else []))
     write_json(out / "demo.json", options)  # after the removal: a kill in between redoes it next time
 
-    log(f"[1/4] synthesizing {per_class} sky images per class into {data}")
+    synthetic = out / "synthetic" if real else data
+    log(f"[1/4] synthesizing {per_class} sky images per class into {synthetic}")
     with progress_bar(per_class * 8, "synthesizing") as advance:
-        synthesize(data, SynthConfig(per_class=per_class, size=128, seed=0), progress=advance)
+        synthesize(synthetic, SynthConfig(per_class=per_class, size=128, seed=0), progress=advance)
+    if real:
+        photos = _real_photos(real, out / "real")
+        sources = mix(out / "real", synthetic, data)
+        data_line = (f"{data}/hr and {data}/lr: real photos for " +
+                     ", ".join(f"{c} ({e['images']})" for c, e in sources.items() if e["source"] == "real") +
+                     f" from {photos}, synthetic for the other classes ({per_class} each)")
+    else:
+        data_line = (f"{data}/hr and {data}/lr (synthetic sky only, 8 classes x {per_class}: Stellarium's photos "
+                     f"are not at {stellarium}; sudo apt-get install stellarium-data, and re-run, to train on real photos)")
+        log(f"note: {data_line}")
 
     log(f"[2/4] training {model_name} for {epochs} epochs at {input_size} px into {run}")
     resume = (run / "train_state.pt").is_file()
@@ -135,6 +195,8 @@ def demo(out: Path, model_name: str, per_class: int, epochs: int, input_size: in
     with progress_bar(12 * 8, "survey") as advance:
         synthesize(survey / "synthetic", SynthConfig(per_class=12, size=128, seed=1), progress=advance)
     shutil.rmtree(survey / "synthetic" / "lr", ignore_errors=True)  # the survey holds the HR images
+    held_out = _held_out_real(run, data) if real else []
+    link_tree([(data / "hr" / rel, rel) for rel in held_out], survey / "real")
     real = survey / "fits"
     real.mkdir(parents=True, exist_ok=True)
     fits_files = astropy_fits_files()
@@ -149,12 +211,13 @@ def demo(out: Path, model_name: str, per_class: int, epochs: int, input_size: in
     click.echo(summary.format())
     click.echo("")
     click.echo(f"FLARE Edge demo finished in {time.perf_counter() - t0:.0f} s")
-    click.echo(f"  synthetic data      {data}/hr and {data}/lr (8 classes x {per_class})")
+    click.echo(f"  data                {data_line}")
     click.echo(f"  training run        {run} (test accuracy {results['test_acc']:.3f}, "
                f"macro-F1 {results['test_macro_f1']:.3f})")
     click.echo(f"  confusion matrix    {run / 'confusion_matrix.png'}")
     click.echo(f"  bundle              {bundle} ({report_line})")
-    click.echo(f"  survey              {survey} ({len(fits_files)} real FITS files from astropy, one broken file)")
+    click.echo(f"  survey              {survey} ({len(held_out)} held-out real photos, {len(fits_files)} real FITS "
+               "files from astropy, one broken file)")
     click.echo(f"  triage results      {csv_path}")
     truth = (f"fine accuracy {page.fine_accuracy:.3f} on the {page.with_truth} survey images in class folders"
              if page.fine_accuracy is not None else "no ground-truth folders")

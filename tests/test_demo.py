@@ -27,9 +27,18 @@ def test_demo_runs_and_resumes(demo: tuple[Path, str]) -> None:
     assert rows["broken.png"]["status"] == "error"
     assert sum(p.startswith("synthetic/hr/") for p in rows) == 96
     assert "FLARE Edge demo finished" in stdout
-    # the survey's synthetic images lie in class folders: the report judges the model on them
+    # with Stellarium installed, the real photos the run held out are in the survey, in class folders
+    real = [p for p in rows if p.startswith("real/")]
+    if (out / "real" / "stellarium.json").is_file():
+        held_out = {r["path"] for r in csv.DictReader(open(out / "run" / "split.csv")) if r["split"] == "test"}
+        assert real and {p.removeprefix("real/") for p in real} <= held_out
+        assert {p.split("/")[1] for p in real} <= {"galaxy", "nebula", "star"}
+        assert "real photos for galaxy" in stdout
+    else:
+        assert not real and "synthetic sky only" in stdout
+    # the survey's synthetic and real images lie in class folders: the report judges the model on them
     assert f"  report              {out / 'report.html'} (fine accuracy " in stdout
-    assert "on the 96 survey images in class folders" in stdout
+    assert f"on the {96 + len(real)} survey images in class folders" in stdout
     # a second run reuses the finished training and triage instead of redoing them
     again = CliRunner().invoke(cli, ["demo", "--out", str(out)])
     assert again.exit_code == 0, again.output
@@ -72,3 +81,11 @@ def test_demo_with_other_options_redoes_what_they_change(demo: tuple[Path, str],
     assert len([line for line in (out / "run" / "metrics.jsonl").read_text().splitlines() if line]) == 1
     # the data did not depend on --epochs: kept as it was
     assert {p: p.stat().st_mtime_ns for p in (out / "data").rglob("*.png")} == data_files
+
+
+def test_demo_without_stellarium_says_it_trains_on_synthetic_sky_only(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "demo"), "--stellarium", str(tmp_path / "none"),
+                                      "--per-class", "10", "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    assert "synthetic sky only" in result.stderr and "apt-get install stellarium-data" in result.stderr
+    assert not (tmp_path / "demo" / "real").exists() and not (tmp_path / "demo" / "survey" / "real").exists()

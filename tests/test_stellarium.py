@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from flare.cli import cli
-from flare.training.data.stellarium import CLASS_OF_TYPE, DEFAULT_DIR, stellarium_rows
+from flare.training.data.stellarium import CLASS_OF_TYPE, DEFAULT_DIR
 from flare.training.data.stellarium_catalog import TYPE_NAMES, read_catalogue
 from stellarium_fakes import make_fake_stellarium, qstring, record, write_catalog
 

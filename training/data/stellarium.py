@@ -323,8 +323,8 @@ class StellariumConfig:
 def stellarium_rows(folder: Path) -> tuple[list[dict[str, str]], Counter[str], dict[str, str | int]]:
     """Match and class every photo of a Stellarium installation, without writing anything.
 
-    Returns one row per kept photo (the CSV columns except ``path``, ``class`` given, rows in
-    ``textures.json`` order with ``object_id`` and ``k`` set), the left-out counts by reason
+    Returns one row per kept photo in ``textures.json`` order (every CSV column but ``path``,
+    which :func:`build_stellarium` adds, plus ``k``, the photo's number among its object's), the left-out counts by reason
     (``messier``: the photo's object or name is a Messier object; ``messier in frame``: another
     Messier object lies inside the photo; ``unmatched``; ``missing file``; ``type: <Stellarium
     type>`` for types :data:`CLASS_OF_TYPE` leaves out), and facts

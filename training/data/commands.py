@@ -31,6 +31,44 @@ def synth(out: Path, per_class: int, size: int, seed: int, scale: int) -> None:
     log(f"wrote {summary['count']} images: HR in {summary['hr']}, LR in {summary['lr']}")
 
 
+class StellariumFolder(InputPath):
+    """STELLARIUM_DIR: checked as an input folder, and as Stellarium's nebulae folder, when parsed,
+    so a missing installation is one line that says how to install it."""
+
+    def __init__(self) -> None:
+        super().__init__("dir")
+
+    def check(self, path: Path, what: str) -> Path:
+        from flare.training.data.stellarium import find_installation
+
+        return find_installation(path)
+
+
+@data.command()
+@click.argument("stellarium_dir", metavar="[STELLARIUM_DIR]", type=StellariumFolder(), required=False,
+                default="/usr/share/stellarium/nebulae/default")
+@click.option("--out", type=OutputPath("dir", made_by="stellarium.json"), required=True,
+              help="Folder for hr/, lr/, stellarium.csv and stellarium.json (replaced as a whole).")
+@click.option("--size", type=PIXELS, default=128, show_default=True, help="HR side in pixels.")
+@click.option("--lr-scale", type=COUNT, default=4, show_default=True, help="HR/LR scale factor.")
+def stellarium(stellarium_dir: Path, out: Path, size: int, lr_scale: int) -> None:
+    """Stellarium's deep-sky photos (Debian package stellarium-data) as galaxy / nebula / star
+    HR images and LR twins, classed by Stellarium's own catalogue; Messier objects held out."""
+    from flare.runtime.foundation.progress import Bar, log
+    from flare.training.data.stellarium import StellariumConfig, build_stellarium
+
+    bar = Bar("stellarium")
+    try:
+        summary = build_stellarium(stellarium_dir, out, StellariumConfig(size=size, lr_scale=lr_scale),
+                                   progress=bar, planned=bar.start)
+    finally:
+        bar.close()
+    per_class = ", ".join(f"{c} {n}" for c, n in summary["per_class"].items())
+    left = ", ".join(f"{reason} {n}" for reason, n in summary["left_out"].items()) or "none"
+    log(f"wrote {summary['count']} of {summary['photos']} photos to {out} ({per_class}); "
+        f"left out: {left}; Stellarium catalogue {summary['catalogue_version']}, {summary['seconds']} s")
+
+
 @data.command()
 @click.argument("real", metavar="REAL", type=InputPath("dir"))
 @click.argument("synthetic", metavar="SYNTHETIC", type=InputPath("dir"))

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import click
 
-from flare.runtime.foundation.options import COUNT, FlareCommand, OutputPath, input_size
+from flare.runtime.foundation.options import COUNT, FlareCommand, OptionalInputPath, OutputPath, input_size
 
 #: Real astronomical FITS files that ship with astropy's test data (globular cluster M13,
 #: a survey field, an HST raw frame); whichever exist in the installed astropy are used.
@@ -128,7 +128,7 @@ def astropy_fits_files() -> list[Path]:
               help="Training images per class (10 or more: each class needs images in train, val and test).")
 @click.option("--epochs", type=COUNT, default=15, show_default=True)
 @input_size(64)
-@click.option("--stellarium", type=click.Path(path_type=Path), default=Path("/usr/share/stellarium/nebulae/default"),
+@click.option("--stellarium", type=OptionalInputPath("dir"), default=Path("/usr/share/stellarium/nebulae/default"),
               show_default=True, help="Stellarium's deep-sky photos (Debian: stellarium-data); synthetic only without.")
 def demo(out: Path, model_name: str, per_class: int, epochs: int, input_size: int, stellarium: Path) -> None:
     """Synthesize, train, export with the parity gate, and triage a survey, in minutes on a CPU."""

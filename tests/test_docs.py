@@ -180,6 +180,11 @@ def test_every_command_has_an_example_in_readme() -> None:
     assert not missing, f"README shows no example of: {', '.join(missing)}"
 
 
+def test_readme_test_command_is_what_ci_runs() -> None:
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()[-1]
+    assert f"    {ci}\n" in (ROOT / "README.md").read_text(encoding="utf-8"), "README's command 2 differs from .ci/run"
+
+
 def test_readme_is_short() -> None:
     lines = len((ROOT / "README.md").read_text(encoding="utf-8").splitlines())
     assert lines <= README_MAX_LINES, f"README.md has {lines} lines; move detail into docs/"

@@ -109,6 +109,15 @@ class InputPath(_PathType):
         return check_input(path, self.kind, what)
 
 
+class OptionalInputPath(InputPath):
+    """An input the command can do without (``flare demo --stellarium``): one that exists is
+    checked as an input; an absent one is passed on, and the command says what it does instead."""
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> Path:  # type: ignore[override]
+        path = Path(str(value)).expanduser()
+        return super().convert(value, param, ctx) if path.exists() else path
+
+
 class RunOrName(InputPath):
     """A training RUN folder, or the name of an architecture when no such path exists
     (``flare export classifier RUN_OR_NAME``): a path is checked and guarded as an input."""

@@ -22,7 +22,8 @@ def test_experiment_runs_all_arms_and_resumes(sky_data: Path, tmp_path: Path) ->
     arms = results["models"]["resnet18"]
     assert list(arms) == list(ARMS)
     for scores in arms.values():
-        assert set(scores) == {"in-domain", "synthetic OOD"}
+        assert set(scores) == {"in-domain", "synthetic OOD", "held-out, harsher"}
+        assert scores["held-out, harsher"]["images"] == 8  # the test originals, degraded harder
         assert scores["in-domain"]["images"] == 8  # one test original per class
         assert 0.0 <= scores["in-domain"]["acc"] <= 1.0
         cell = scores["in-domain"]
@@ -59,3 +60,19 @@ def test_experiment_runs_all_arms_and_resumes(sky_data: Path, tmp_path: Path) ->
     with pytest.raises(FlareError, match=r"--epochs 1 then, 2 now.*new --out"):
         run_experiment(sky_data, out, replace(cfg, epochs=2))
     assert (out / "results.json").read_bytes() == before
+
+
+def test_a_mixed_data_set_is_also_scored_on_its_real_photos_alone(tmp_path: Path) -> None:
+    from flare.training.pipeline.experiment import REAL_SET, Experiment, ExperimentConfig, format_table
+
+    (tmp_path / "mixed").mkdir()
+    (tmp_path / "mixed" / "mix.json").write_text(json.dumps({"classes": {
+        "galaxy": {"source": "real", "images": 3}, "comet": {"source": "synthetic", "images": 3}}}))
+    assert Experiment(tmp_path / "mixed", tmp_path / "exp", ExperimentConfig(), "cpu").real_classes() == {"galaxy"}
+    assert Experiment(tmp_path, tmp_path / "exp", ExperimentConfig(), "cpu").real_classes() == set()
+    # the real photos are in-domain: not part of the out-of-domain average
+    cell = {"acc": 0.5, "macro_f1": 0.5, "acc_interval": [None, None], "macro_f1_interval": [None, None]}
+    arms = {arm: {"in-domain": cell, REAL_SET: cell, "held-out, harsher": {**cell, "acc": 0.25}}
+            for arm in ("Raw_LR", "Raw_Aug_LR", "FLARE")}
+    table = format_table({"config": {"seed": 0}, "models": {"resnet18": arms}})
+    assert "| resnet18 | Raw_LR |  | 50.00 | 50.00 | 25.00 | 50.00 | 25.00 |" in table

@@ -742,6 +742,11 @@ def degrade(
         return np.array(decoded.convert("RGB"))
 
 
+#: A harsher degradation than the training data's (wider PSF, more sky noise, stronger JPEG):
+#: the out-of-domain sets of ``flare experiment`` use it, synthetic and real alike.
+HARSHER = {"blur_sigma": (1.0, 2.5), "noise_sigma": (4.0, 12.0), "jpeg_quality": (20, 60)}
+
+
 @dataclass
 class SynthConfig:
     """Settings of one synthetic data set; saved as ``synth.json`` next to the images."""

@@ -10,8 +10,10 @@ raw low-resolution images, and are scored on the same held-out raw images:
 
 Only training-split originals ever enter the augmentation stages; validation and test images
 are raw originals, so no variant of a test image is trained on. Out-of-domain scores use sets
-the trainer never sees: for synthetic data a generation with other seeds and a harsher
-degradation, plus any ImageFolder the user names. Every step (:func:`recipe` lists them in
+the trainer never sees: for data with HR twins the test originals degraded harder (for
+Stellarium's photos a real out-of-domain set) and a synthetic generation with other seeds and
+that harsher degradation, plus any ImageFolder the user names. A mixed data set (``flare data
+mix``) is also scored on its real test photos alone. Every step (:func:`recipe` lists them in
 order) leaves its outputs in the experiment folder and is skipped when they are already there,
 or resumes by itself, so a stopped experiment resumes.
 The settings are recorded in ``experiment.json`` first, and a re-run with other settings is
@@ -33,14 +35,16 @@ import numpy as np
 from PIL import Image
 
 from flare.runtime.core.runs import ClassifierTraining, DiffusionTraining, SRTraining
-from flare.runtime.foundation.atomic import touch, write_json, write_text
+from flare.runtime.foundation.atomic import save_png, touch, write_json, write_text
+from flare.runtime.io.images import load_rgb
 from flare.runtime.foundation.errors import UsageError
 from flare.runtime.foundation.fingerprint import check_settings, fingerprint_path
 from flare.runtime.foundation.progress import log
 from flare.training.classifiers.train import score_run, train
 from flare.training.data.folders import link_tree, resolve_root, scan_image_folder
+from flare.training.data.mix import RECORD as MIX_RECORD
 from flare.training.data.splits import check_split, group_of, read_split, split_groups, write_split
-from flare.training.data.synth import SynthConfig, synthesize
+from flare.training.data.synth import HARSHER, SynthConfig, degrade, synthesize
 from flare.training.diffusion.train import train_diffusion
 from flare.training.pipeline.augment import AUGMENTATIONS
 from flare.training.pipeline.chain import stage1_originals
@@ -51,6 +55,10 @@ from flare.training.pipeline.stage2 import Stage2Config, augment_stage2
 from flare.training.sr.train import train_sr
 
 ARMS = ("Raw_LR", "Raw_Aug_LR", "FLARE")
+#: In-domain scores: all test originals, and for a mixed DATA its real photos alone.
+REAL_SET = "in-domain real photos"
+IN_DOMAIN = ("in-domain", REAL_SET)
+HARSHER_SET = "held-out, harsher"
 #: The pair whose difference the results judge: FLARE against the standard augmentations alone.
 COMPARED = ("FLARE", "Raw_Aug_LR")
 #: Marks a training step of the experiment as finished (the run folder alone may be half done).
@@ -156,10 +164,24 @@ class Experiment:
         """The synthetic out-of-domain set, made only for synthetic data (which has HR twins)."""
         return self.out / "ood_synthetic" if self.cfg.synthetic_ood and self.hr is not None else None
 
+    @property
+    def harsher_ood(self) -> Path | None:
+        """The test originals degraded harder (see :func:`degrade_held_out`), for data with HR twins."""
+        return self.out / "ood_harsher" if self.hr is not None else None
+
     def ood_sets(self) -> dict[str, Path]:
         """Out-of-domain ImageFolders by the name they have in the results."""
         sets = {"synthetic OOD": self.synthetic_ood / "lr"} if self.synthetic_ood is not None else {}
+        if self.harsher_ood is not None:
+            sets[HARSHER_SET] = self.harsher_ood
         return sets | {Path(extra).name: Path(extra) for extra in self.cfg.ood}
+
+    def real_classes(self) -> set[str]:
+        """The classes a mixed DATA (``flare data mix``) took from real photos; empty otherwise."""
+        record = self.data / MIX_RECORD
+        if not record.is_file():
+            return set()
+        return {c for c, e in json.loads(record.read_text(encoding="utf-8"))["classes"].items() if e["source"] == "real"}
 
     def arm_images(self) -> dict[str, Path]:
         """The folder each arm takes its training images from."""
@@ -213,6 +235,7 @@ def recipe(cfg: ExperimentConfig) -> list[Step]:
         Step(flare_merge),
         Step(assemble_arms),
         Step(synthesize_ood, done=lambda exp: exp.synthetic_ood is None),
+        Step(degrade_held_out, done=lambda exp: exp.harsher_ood is None or exp.finished(exp.harsher_ood)),
         *(Step(partial(train_backbone, model=model, seed=seed, arm=arm),
                done=partial(backbone_trained, model=model, seed=seed, arm=arm))
           for model in cfg.models for seed in backbone_seeds(cfg) for arm in ARMS),
@@ -336,7 +359,24 @@ def synthesize_ood(exp: Experiment) -> None:
     synth = json.loads((exp.data / "synth.json").read_text()) if (exp.data / "synth.json").exists() else {}
     synthesize(exp.synthetic_ood, SynthConfig(per_class=max(int(synth.get("per_class", 20)) // 2, 10),
                                               size=int(synth.get("size", 128)), seed=exp.cfg.seed + 1000,
-                                              blur_sigma=(1.0, 2.5), noise_sigma=(4.0, 12.0), jpeg_quality=(20, 60)))
+                                              **HARSHER))
+
+
+def degrade_held_out(exp: Experiment) -> None:
+    """For data with HR twins: makes ``ood_harsher/``, the test originals' HR images degraded harder
+    than the training data (a brighter gamma stretch, then :data:`HARSHER`'s wider PSF, more noise
+    and stronger JPEG) at the same scale: for real photos, a real out-of-domain set."""
+    assert exp.harsher_ood is not None and exp.hr is not None
+    for i, r in enumerate(exp.rows("test")):
+        target = exp.harsher_ood / r["path"]
+        if target.exists():
+            continue
+        hr, lr = load_rgb(exp.hr / r["path"]), load_rgb(exp.raw / r["path"])
+        rng = np.random.default_rng([exp.cfg.seed, 2000, i])
+        stretched = 255.0 * (hr / 255.0) ** rng.uniform(0.5, 0.8)
+        save_png(degrade(np.clip(np.rint(stretched), 0, 255).astype(np.uint8), rng,
+                         max(hr.shape[0] // lr.shape[0], 1), **HARSHER), target)
+    touch(exp.harsher_ood / DONE)
 
 
 def backbone_trained(exp: Experiment, model: str, seed: int, arm: str) -> bool:
@@ -364,6 +404,9 @@ def evaluate_backbones(exp: Experiment) -> None:
     then summarises the seeds: a mean and 95% interval per cell, and FLARE - Raw_Aug_LR paired by seed."""
     ood = exp.ood_sets()
     sets = {"in-domain": (exp.raw, exp.rows("test"))}
+    real = exp.real_classes()
+    if real:
+        sets[REAL_SET] = (exp.raw, [r for r in exp.rows("test") if r["label"] in real])
     for name, folder in ood.items():
         samples, _ = scan_image_folder(folder)
         sets[name] = (resolve_root(folder), [{"path": s.path, "label": s.label} for s in samples])
@@ -405,7 +448,7 @@ def format_table(results: dict[str, Any]) -> str:
     models, seeds = results["models"], results.get("seeds", [results["config"]["seed"]])
     first = next(iter(models.values()))
     sets = list(next(iter(first.values())).keys())
-    ood_sets = [s for s in sets if s != "in-domain"]
+    ood_sets = [s for s in sets if s not in IN_DOMAIN]
     head = ["Backbone", "Method", "train images", *[f"{s} acc" for s in sets], "in-domain macro-F1"]
     if ood_sets:
         head.append("OOD average acc")

@@ -21,7 +21,7 @@ SKY = 100.0
 #: Gaussian PSF of the stars, in pixels.
 PSF_SIGMA = 1.5
 #: Pixel scale (arcsec) and rotation (degrees) of the frame's WCS.
-PIXEL_ARCSEC = 0.4
+PIXEL_ARCSEC = 0.2
 ROTATION_DEG = 30.0
 #: Side of the synthetic-sky stamps planted as extended objects.
 STAMP = 32

@@ -251,3 +251,16 @@ def test_a_bundle_of_another_task_is_refused(tmp_path: Path, bundle: Path) -> No
     write_fits(frame, make_frame(64, 2, seed=1)[0])
     result = CliRunner().invoke(cli, ["catalog", str(frame), "--model", str(other), "--out", str(tmp_path / "c.csv")])
     assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_report_recognises_a_catalogue(tmp_path: Path) -> None:
+    root = tmp_path / "frames"
+    small_frames(root, 2)
+    catalog([root], FakePredictor(), tmp_path / "cat.fits")
+    page = tmp_path / "report.html"
+    result = CliRunner().invoke(cli, ["report", str(tmp_path / "cat.fits"), "--out", str(page)])
+    assert result.exit_code == 0, result.output
+    html = page.read_text()
+    assert html.count('<section class="frame"') == 2 and "Least confident" in html and "data:image/jpeg" in html
+    result = CliRunner().invoke(cli, ["report", str(tmp_path / "cat.fits"), "--out", str(tmp_path / "cat.fits")])
+    assert result.exit_code != 0  # the output guard: never over a file the report did not write

@@ -2,8 +2,8 @@
 
 Sub-commands are defined next to the code they drive (``flare.runtime.apps.commands``,
 ``flare.training.<stage>.commands``, ``flare.export.commands``) and loaded here on first
-use, so the runtime install (no torch) can run ``flare --help``, ``flare classify`` and
-``flare triage``.
+use, so the runtime install (no torch) can run ``flare --help``, ``flare classify``,
+``flare triage`` and ``flare catalog``.
 A user mistake ends in one line on stderr and exit code 1 (2 for bad arguments); a missing
 optional dependency names the extra that provides it (see :class:`FlareGroup`).
 """
@@ -33,6 +33,7 @@ COMMANDS = {
     "info": ("flare.runtime.apps.commands", "info"),
     "classify": ("flare.runtime.apps.commands", "classify"),
     "triage": ("flare.runtime.apps.commands", "triage"),
+    "catalog": ("flare.runtime.apps.catalog_commands", "catalog"),
     "report": ("flare.runtime.apps.commands", "report"),
     "enhance": ("flare.runtime.apps.commands", "enhance"),
     "generate": ("flare.runtime.apps.commands", "generate"),
@@ -51,7 +52,7 @@ INSTALLED_BY = {
     "openvino": ("openvino", "openvino"), "ray": ("ray", "ray"), "pyarrow": ("pyarrow", "parquet"),
     "astropy": ("astropy", None), "numpy": ("numpy", None), "PIL": ("pillow", None),
     "png": ("pypng", None), "tifffile": ("tifffile", None),
-    "tokenizers": ("tokenizers", None),
+    "tokenizers": ("tokenizers", None), "sep": ("sep", None),
 }
 
 

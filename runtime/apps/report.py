@@ -111,6 +111,16 @@ def write_report(results_path: Path, out: Path, *, images: Path | None = None,
                  thumbnails: int = DEFAULT_THUMBNAILS) -> ReportSummary:
     """Read a triage results file and write its report to ``out`` (atomically: a page that
     is there is whole). ``images`` overrides the triaged folder the results record."""
+    from flare.runtime.apps.catalog_report import catalog_rows, render_catalog_report
+
+    found = catalog_rows(Path(results_path))
+    if found is not None:  # a source catalogue ('flare catalog'), one section per frame
+        if thumbnails < 1:
+            raise UsageError(f"--thumbnails must be at least 1, got {thumbnails}")
+        page, counts = render_catalog_report(Path(results_path), *found, thumbnails=thumbnails)
+        write_text(out, page)
+        return ReportSummary(out=Path(out), rows=counts["rows"], ok=counts["sources"], errors=counts["errors"],
+                             flagged=0, shown=counts["shown"], with_truth=0, fine_accuracy=None, macro_accuracy=None)
     results = read_results(results_path)
     page, summary = render_report(results, out, images=images, thumbnails=thumbnails)
     write_text(out, page)

@@ -21,7 +21,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 import numpy as np
 
@@ -43,6 +43,16 @@ FIXED_COLUMNS: tuple[str, ...] = (
 #: Columns that are not text: read as numbers (or a boolean) in Parquet and in reports.
 _BOOLEAN = "flagged"
 _TEXT = frozenset({"path", "fine_class", "macro_class", "status", "error"})
+
+Kind = Literal["text", "bool", "int", "float"]
+#: How a results table types its columns in Parquet: column name -> kind. Triage's is
+#: :func:`triage_kind`; the source catalogue (:mod:`flare.runtime.apps.catalog`) has its own.
+KindOf = Callable[[str], Kind]
+
+
+def triage_kind(name: str) -> Kind:
+    """Triage's columns: the names in ``_TEXT`` are text, ``flagged`` is a boolean, the rest floats."""
+    return "text" if name in _TEXT else "bool" if name == _BOOLEAN else "float"
 
 #: The settings record inside a Parquet results folder; also marks the folder as ours.
 PARQUET_RECORD = "_flare.json"
@@ -86,48 +96,56 @@ def require_pyarrow(what: str = "Parquet results") -> Any:
     return pyarrow
 
 
-def arrow_schema(header: list[str]) -> Any:
+def arrow_schema(header: list[str], kind_of: KindOf = triage_kind) -> Any:
     """The typed Parquet schema of a results header."""
     pa = require_pyarrow()
-    return pa.schema([(name, pa.string() if is_text(name) else pa.bool_() if name == _BOOLEAN else pa.float64())
-                      for name in header])
+    types = {"text": pa.string(), "bool": pa.bool_(), "int": pa.int64(), "float": pa.float64()}
+    return pa.schema([(name, types[kind_of(name)]) for name in header])
 
 
-def typed_columns(header: list[str], rows: list[list[str]]) -> dict[str, list[Any]]:
+def typed_columns(header: list[str], rows: list[list[str]], kind_of: KindOf = triage_kind) -> dict[str, list[Any]]:
     """Text rows as typed columns; an empty cell is a null (``None``)."""
     columns: dict[str, list[Any]] = {}
     for i, name in enumerate(header):
         cells = [row[i] for row in rows]
-        if is_text(name):
+        kind = kind_of(name)
+        if kind == "text":
             columns[name] = [cell or None for cell in cells]
-        elif name == _BOOLEAN:
+        elif kind == "bool":
             columns[name] = [None if cell == "" else cell == "1" for cell in cells]
+        elif kind == "int":
+            columns[name] = [None if cell == "" else int(cell) for cell in cells]
         else:
             columns[name] = [None if cell == "" else float(cell) for cell in cells]
     return columns
 
 
-def text_cell(name: str, value: Any) -> str:
+def text_cell(name: str, value: Any, kind_of: KindOf = triage_kind) -> str:
     """The CSV text of a typed value (the inverse of :func:`typed_columns`)."""
     if value is None:
         return ""
-    if name == _BOOLEAN:
+    kind = kind_of(name)
+    if kind == "bool":
         return "1" if value else "0"
-    if is_text(name):
+    if kind in ("text", "int"):
         return str(value)
     return f"{value:.6f}"
 
 
 def open_journal(out: Path, header: list[str], hint: str, settings: Mapping[str, Any],
-                 resume_columns: int | None = None) -> CsvJournal | ParquetJournal:
+                 resume_columns: int | None = None, *, kind_of: KindOf = triage_kind,
+                 whole: Callable[[list[list[str]]], int] | None = None) -> CsvJournal | ParquetJournal:
     """The results journal ``out`` names, opened for resume (see :func:`results_format`).
 
     ``resume_columns``: how many leading columns a resume needs of each earlier row; a
     Parquet journal reads only those, which keeps a resume of millions of rows in memory.
+    ``kind_of`` types the Parquet columns. ``whole``: for rows appended in groups that must be
+    all there or not at all (a frame's sources), how many leading rows of a CSV form whole
+    groups (:class:`CsvJournal`); a Parquet part always holds whole appends.
     """
     if results_format(out) == "csv":
-        return CsvJournal(out, header, hint, settings=settings)
-    return ParquetJournal(out, header, hint, settings=settings, resume_columns=resume_columns)
+        return CsvJournal(out, header, hint, settings=settings, whole=whole)
+    return ParquetJournal(out, header, hint, settings=settings, resume_columns=resume_columns, kind_of=kind_of)
 
 
 def result_key(rel: str) -> str:
@@ -159,11 +177,13 @@ class ParquetJournal:
     COMMIT_SECONDS = 10.0
 
     def __init__(self, path: Path, header: list[str], mismatch_hint: str = "pick another --out or delete it",
-                 settings: Mapping[str, Any] | None = None, resume_columns: int | None = None) -> None:
+                 settings: Mapping[str, Any] | None = None, resume_columns: int | None = None,
+                 kind_of: KindOf = triage_kind) -> None:
         self.path, self.header, self._hint = Path(path), list(header), mismatch_hint
         self._resume_columns = self.header[:resume_columns] if resume_columns else self.header
+        self._kind_of = kind_of
         self._pa = require_pyarrow()
-        self._schema = arrow_schema(self.header)
+        self._schema = arrow_schema(self.header, kind_of)
         if self.path.is_file():
             raise UsageError(f"--out {self.path} is a file; Parquet results are a folder of parts, so name a new "
                              f"folder (or write a .csv)")
@@ -216,7 +236,8 @@ class ParquetJournal:
             return
         import pyarrow.parquet as pq
 
-        table = self._pa.Table.from_pydict(typed_columns(self.header, self._buffer), schema=self._schema)
+        table = self._pa.Table.from_pydict(typed_columns(self.header, self._buffer, self._kind_of),
+                                           schema=self._schema)
         name = f"part-{self._next:06d}.parquet"
         tmp = self.path / f".{name}.tmp"
         pq.write_table(table, tmp, compression="zstd")
@@ -244,7 +265,7 @@ class ParquetJournal:
         except (OSError, self._pa.ArrowException) as exc:
             raise FlareError(f"{part} cannot be read ({exc}); move it out of {self.path} and re-run to redo its "
                              f"rows") from exc
-        cells = [[text_cell(name, value) for value in columns[name]] for name in self._resume_columns]
+        cells = [[text_cell(name, value, self._kind_of) for value in columns[name]] for name in self._resume_columns]
         return [list(row) for row in zip(*cells)]
 
     def _unlock(self) -> None:

@@ -19,7 +19,7 @@ import csv
 import io
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from flare.runtime.foundation.errors import FlareError
 from flare.runtime.foundation.fingerprint import check_settings, record_path
@@ -66,13 +66,19 @@ class CsvJournal:
     """An opened, locked, repaired journal: ``rows`` holds what earlier runs recorded.
 
     ``mismatch_hint`` completes the refusal message for a file with another header or other
-    ``settings`` (say which option picks another file).
+    ``settings`` (say which option picks another file). ``whole``, for a job whose appends are
+    groups that must be all there or not at all (one survey frame's sources): given the rows
+    read, how many leading ones form whole groups. A kill in the middle of a long write can
+    leave whole lines of a group without its last ones; those lines are cut off too, so the
+    group is redone instead of being resumed half-made.
     """
 
     def __init__(self, path: Path, header: list[str], mismatch_hint: str = "pick another --out or delete it",
-                 settings: Mapping[str, Any] | None = None) -> None:
+                 settings: Mapping[str, Any] | None = None,
+                 whole: Callable[[list[list[str]]], int] | None = None) -> None:
         self.path, self.header = Path(path), list(header)
         self._hint = mismatch_hint
+        self._whole = whole
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
@@ -144,7 +150,13 @@ class CsvJournal:
                 rows.append(row)
         elif torn and not header_line.startswith(torn):
             raise mismatch
-        if torn:
+        if self._whole is not None and rows and (keep := self._whole(rows)) < len(rows):
+            kept = encode_lines([self.header, *rows[:keep]])
+            if complete[:len(kept)] != kept:
+                raise FlareError(f"{self.path} ends with an unfinished group of rows, and the rows before it "
+                                 f"are not as this job writes them (the file was edited); {self._hint}")
+            rows, cut = rows[:keep], len(kept)
+        if cut < len(data):
             os.ftruncate(self._fd, cut)
             os.fsync(self._fd)
         if not complete:

@@ -58,10 +58,12 @@ def catalog_rows(path: Path) -> tuple[list[str], list[list[str]], dict] | None:
     journal = journal_path(path)
     if not journal.is_file():
         return None
-    from flare.runtime.apps.catalog_tables import read_rows
+    from flare.runtime.apps.catalog_tables import read_header, read_rows
 
+    if not is_catalog_header(read_header(journal)):
+        return None
     header, rows = read_rows(journal)
-    return (header, rows, _settings(record_path(journal))) if is_catalog_header(header) else None
+    return header, rows, _settings(record_path(journal))
 
 
 def _settings(record: Path) -> dict:

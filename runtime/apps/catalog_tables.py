@@ -28,6 +28,16 @@ from flare.runtime.foundation.fingerprint import record_path
 MARK = "flare catalog"
 
 
+def read_header(path: Path) -> list[str]:
+    """The first line of a CSV as its header, or [] for a file that is no CSV (a binary file's
+    "line" may be megabytes: only its start is read)."""
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
+            return next(csv.reader([f.readline(65536)]), [])
+    except (OSError, csv.Error):
+        return []
+
+
 def read_rows(journal: Path) -> tuple[list[str], list[list[str]]]:
     """A catalogue CSV's header and rows."""
     with open(journal, encoding="utf-8", errors="surrogateescape", newline="") as f:

@@ -1,11 +1,14 @@
 """How well the demo-size classifier recognises real photographs: Stellarium's deep-sky photos.
 
-Two models of the demo's size and settings (``flare demo``: ResNet-18, 64 px, 15 epochs) are
-trained and judged on the same held-out real photos, a split grouped by object (several
+Three models of the demo's size and settings (``flare demo``: ResNet-18, 64 px, 15 epochs)
+are trained and judged on the same held-out real photos, a split grouped by object (several
 photos of one object never straddle train and test):
 
-* **mixed**: the demo's training set when Stellarium is installed: real photos for galaxy,
-  nebula and star, the synthetic sky for the five classes Stellarium has no photos of;
+* **mixed**: real photos for galaxy, nebula and star, the synthetic sky for the five classes
+  Stellarium has no photos of (``flare data mix``);
+* **mixed + all synthetic**: the same split, with the synthetic images of galaxy, nebula and
+  star added to the training part (``flare data mix --synthetic all``, the demo's set: single
+  stars, which survey frames are full of, are only in the synthetic star class);
 * **synthetic only**: the demo's set without Stellarium, so the row says how far the
   procedural sky alone transfers to real photos.
 
@@ -52,11 +55,16 @@ def main() -> None:
 
     synthetic = args.work / "synthetic"
     synthesize(synthetic, SynthConfig(per_class=args.per_class, size=128, seed=args.seed))
-    mixed = args.work / "mixed"
+    mixed, mixed_all = args.work / "mixed", args.work / "mixed_all"
     sources = mix(args.real, synthetic, mixed)
+    mix(args.real, synthetic, mixed_all, synthetic_classes="all")
     samples, _ = scan_image_folder(mixed / "hr")
     rows = split_groups(samples, seed=args.seed)
     split = write_split(rows, args.work / "split_mixed.csv")
+    known = {r["path"] for r in rows}
+    extra = [{"path": s.path, "label": s.label, "group": s.path, "split": "train"}
+             for s in scan_image_folder(mixed_all / "hr")[0] if s.path not in known]
+    split_all = write_split(rows + extra, args.work / "split_mixed_all.csv")
     real_test = [r for r in rows if r["split"] == "test" and r["label"] in REAL_CLASSES]
     train_groups = {r["group"] for r in rows if r["split"] != "test"}
     assert not any(r["group"] in train_groups for r in real_test), "an object straddles train and test"
@@ -72,7 +80,8 @@ def main() -> None:
     results = {"real": str(args.real.resolve()), "sources": sources, "model": args.model, "epochs": args.epochs,
                "input_size": args.input_size, "seed": args.seed, "test_photos": len(real_test),
                "test_objects": len({r["group"] for r in real_test}), "target_balanced_accuracy": TARGET,
-               "models": {"mixed (real + synthetic)": run("mixed", mixed / "hr", split),
+               "models": {"mixed": run("mixed", mixed / "hr", split),
+                          "mixed + all synthetic": run("mixed_all", mixed_all / "hr", split_all),
                           "synthetic only": run("synthetic", synthetic / "hr", None)}}
     js, md = write_results(args.out, f"real_sky_{args.model}", results, markdown(results))
     print(md.read_text())

@@ -1,11 +1,16 @@
-"""PSNR / SSIM of bicubic upscaling vs our trained SwinIR on the demo data's held-out pairs.
+"""PSNR / SSIM of bicubic upscaling vs our trained SwinIR on held-out pairs.
 
-The demo data (``flare data synth`` with the demo's settings) is split by image, SwinIR is
-trained with ``train-sr`` on the training HR images and their own LR twins, and both
-methods are scored on the test split's LR/HR pairs (Y channel, border = scale, as SR papers
-report). Usage::
+The data (by default the demo's, ``flare data synth`` with its settings; ``--data`` names any
+folder with ``hr/`` and ``lr/`` twins, such as ``flare data stellarium``'s real photos or a
+``flare data mix``) is split by group (by object for real photos), SwinIR is trained with
+``train-sr`` on the training HR images and their own LR twins, and both methods are scored on
+the test split's LR/HR pairs (Y channel, border = scale, as SR papers report). With
+``--data`` the split is ``flare experiment``'s own (same function and seed) and SR trains on
+its train part only, so the run can be given to that experiment as ``--sr`` without a leak;
+``--classes`` limits the scored pairs (e.g. to the real photos of a mix). Usage::
 
     python -m flare.benchmarks.sr_quality --work /tmp/srbench --out benchmarks/results
+    python -m flare.benchmarks.sr_quality --data mixed --classes galaxy,nebula,star --arch small_x4 --name real
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ def main() -> None:
     parser.add_argument("--arch", default="tiny_x4")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--steps-per-epoch", type=int, default=100)
+    parser.add_argument("--data", type=Path, default=None, help="Folder with hr/ and lr/ twins (default: synthesize).")
+    parser.add_argument("--classes", default=None, help="Comma-separated classes whose test pairs are scored.")
+    parser.add_argument("--name", default="", help="Suffix of the result files' names.")
     parser.add_argument("--sr-run", type=Path, default=None,
                         help="Score an existing train-sr RUN (trained without the test split) instead of training one.")
     args = parser.parse_args()
@@ -42,12 +50,16 @@ def main() -> None:
     from flare.runtime.core.runs import SRRun, SRTraining
     from flare.training.sr.train import load_sr, to_image, to_tensor, train_sr
 
-    data = args.work / "data"
-    synthesize(data, SynthConfig(per_class=args.per_class, size=128, seed=0))
-    samples, _ = scan_image_folder(data / "hr")
+    if args.data is None:
+        data = args.work / "data"
+        synthesize(data, SynthConfig(per_class=args.per_class, size=128, seed=0))
+    else:
+        data = args.data
+    samples, _ = scan_image_folder(data / ("lr" if args.data is not None else "hr"))
     rows = split_groups(samples, seed=0)
-    train_rows = [r for r in rows if r["split"] != "test"]
-    test_rows = [r for r in rows if r["split"] == "test"]
+    train_rows = [r for r in rows if r["split"] != "test" and (args.data is None or r["split"] == "train")]
+    classes = set(args.classes.split(",")) if args.classes else None
+    test_rows = [r for r in rows if r["split"] == "test" and (classes is None or r["label"] in classes)]
     hr_train = link_tree([(data / "hr" / r["path"], r["path"]) for r in train_rows], args.work / "hr_train")
     lr_train = link_tree([(data / "lr" / r["path"], r["path"]) for r in train_rows], args.work / "lr_train")
     run = args.sr_run or args.work / "sr_run"
@@ -73,9 +85,10 @@ def main() -> None:
     table = (f"| method | PSNR (dB, Y) | SSIM (Y) |\n|---|---|---|\n"
              f"| bicubic x4 | {mean['bicubic_psnr']:.2f} | {mean['bicubic_ssim']:.4f} |\n"
              f"| SwinIR {trained.arch}, train-sr {trained.epochs} x {trained.steps_per_epoch} steps | "
-             f"{mean['sr_psnr']:.2f} | {mean['sr_ssim']:.4f} |\n\n{len(test_rows)} held-out 32->128 px pairs of the "
-             f"demo data; SR trained in {train_seconds:.0f} s on a CPU.")
-    js, md = write_results(args.out, f"sr_quality_{trained.arch}", results, table)
+             f"{mean['sr_psnr']:.2f} | {mean['sr_ssim']:.4f} |\n\n{len(test_rows)} held-out 32->128 px pairs of "
+             f"{'the demo data' if args.data is None else str(args.data)}"
+             f"{' (classes ' + args.classes + ')' if args.classes else ''}; SR trained in {train_seconds:.0f} s on a CPU.")
+    js, md = write_results(args.out, f"sr_quality_{trained.arch}{'_' + args.name if args.name else ''}", results, table)
     print(md.read_text())
 
 

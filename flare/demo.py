@@ -102,12 +102,11 @@ def _real_photos(folder: Path, out: Path) -> str:
 def _held_out_real(run: Path, data: Path) -> list[str]:
     """The real photos (paths under ``data/hr``) the run held out for its test: the survey shows
     how the model does on real photos it never trained on."""
-    from flare.training.data.mix import RECORD
+    from flare.training.data.mix import real_files
     from flare.training.data.splits import read_split
 
-    sources = json.loads((data / RECORD).read_text(encoding="utf-8"))["classes"]
-    return [r["path"] for r in read_split(run / "split.csv")
-            if r["split"] == "test" and sources.get(r["label"], {}).get("source") == "real"]
+    real = real_files(data)
+    return [r["path"] for r in read_split(run / "split.csv") if r["split"] == "test" and r["path"] in real]
 
 
 def astropy_fits_files() -> list[Path]:
@@ -166,10 +165,10 @@ def demo(out: Path, model_name: str, per_class: int, epochs: int, input_size: in
         synthesize(synthetic, SynthConfig(per_class=per_class, size=128, seed=0), progress=advance)
     if real:
         photos = _real_photos(real, out / "real")
-        sources = mix(out / "real", synthetic, data)
+        sources = mix(out / "real", synthetic, data, synthetic_classes="all")
         data_line = (f"{data}/hr and {data}/lr: real photos for " +
-                     ", ".join(f"{c} ({e['images']})" for c, e in sources.items() if e["source"] == "real") +
-                     f" from {photos}, synthetic for the other classes ({per_class} each)")
+                     ", ".join(f"{c} ({e['real_images']})" for c, e in sources.items() if "real_images" in e) +
+                     f" from {photos}, and synthetic images of every class ({per_class} each)")
     else:
         data_line = (f"{data}/hr and {data}/lr (synthetic sky only, 8 classes x {per_class}: Stellarium's photos "
                      f"are not at {stellarium}; sudo apt-get install stellarium-data, and re-run, to train on real photos)")

@@ -66,10 +66,10 @@ def test_a_mixed_data_set_is_also_scored_on_its_real_photos_alone(tmp_path: Path
     from flare.training.pipeline.experiment import REAL_SET, Experiment, ExperimentConfig, format_table
 
     (tmp_path / "mixed").mkdir()
-    (tmp_path / "mixed" / "mix.json").write_text(json.dumps({"classes": {
-        "galaxy": {"source": "real", "images": 3}, "comet": {"source": "synthetic", "images": 3}}}))
-    assert Experiment(tmp_path / "mixed", tmp_path / "exp", ExperimentConfig(), "cpu").real_classes() == {"galaxy"}
-    assert Experiment(tmp_path, tmp_path / "exp", ExperimentConfig(), "cpu").real_classes() == set()
+    (tmp_path / "mixed" / "mix.json").write_text(json.dumps({"classes": {}, "real_files": ["galaxy/NGC_891__1.png"]}))
+    assert Experiment(tmp_path / "mixed", tmp_path / "exp", ExperimentConfig(), "cpu").real_photos == {
+        "galaxy/NGC_891__1.png"}
+    assert Experiment(tmp_path, tmp_path / "exp", ExperimentConfig(), "cpu").real_photos == set()
     # the real photos are in-domain: not part of the out-of-domain average
     cell = {"acc": 0.5, "macro_f1": 0.5, "acc_interval": [None, None], "macro_f1_interval": [None, None]}
     arms = {arm: {"in-domain": cell, REAL_SET: cell, "held-out, harsher": {**cell, "acc": 0.25}}

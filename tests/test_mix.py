@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from flare.cli import cli
+from flare.training.data.mix import real_files
 
 
 def _tree(root: Path, files: dict[str, list[str]]) -> Path:
@@ -33,9 +34,21 @@ def test_real_classes_come_from_real_and_the_rest_from_synthetic(tmp_path: Path)
         assert sorted(p.name for p in (mixed / part / "galaxy").iterdir()) == ["NGC_891__0.png", "NGC_891__1.png"]
         assert sorted(p.name for p in (mixed / part / "star").iterdir()) == ["star_00000.png"]
         assert len(list((mixed / part / "comet").iterdir())) == 2
-    record = json.loads((mixed / "mix.json").read_text())["classes"]
-    assert record == {"comet": {"source": "synthetic", "images": 2}, "galaxy": {"source": "real", "images": 2},
-                      "star": {"source": "synthetic", "images": 1}}
+    record = json.loads((mixed / "mix.json").read_text())
+    assert record["classes"] == {
+        "comet": {"source": "synthetic", "images": 2, "synthetic_images": 2},
+        "galaxy": {"source": "real", "images": 2, "real_images": 2},
+        "star": {"source": "synthetic", "images": 1, "synthetic_images": 1}}
+    assert real_files(mixed) == {"galaxy/NGC_891__0.png", "galaxy/NGC_891__1.png"} and real_files(real) == set()
+    # --synthetic all adds the synthetic images of the real classes too
+    every = CliRunner().invoke(cli, ["data", "mix", str(real), str(synthetic), "--out", str(tmp_path / "all"),
+                                     "--synthetic", "all"])
+    assert every.exit_code == 0, every.output
+    assert sorted(p.name for p in (tmp_path / "all" / "lr" / "galaxy").iterdir()) == [
+        "NGC_891__0.png", "NGC_891__1.png", "galaxy_00000.png"]
+    assert json.loads((tmp_path / "all" / "mix.json").read_text())["classes"]["galaxy"] == {
+        "source": "real+synthetic", "images": 3, "real_images": 2, "synthetic_images": 1}
+    assert real_files(tmp_path / "all") == real_files(mixed)
     # a re-mix after the real set lost a class keeps no link of the earlier mix
     for part in ("hr", "lr"):
         for f in (real / part / "galaxy").iterdir():

@@ -73,12 +73,14 @@ def stellarium(stellarium_dir: Path, out: Path, size: int, lr_scale: int) -> Non
 @click.argument("real", metavar="REAL", type=InputPath("dir"))
 @click.argument("synthetic", metavar="SYNTHETIC", type=InputPath("dir"))
 @click.option("--out", type=OutputPath("dir", made_by="mix.json"), required=True, help="Folder for the mixed hr/ and lr/.")
-def mix(real: Path, synthetic: Path, out: Path) -> None:
+@click.option("--synthetic", "synthetic_classes", type=click.Choice(["missing", "all"]), default="missing",
+              show_default=True, help="Synthetic images of the classes REAL lacks only, or of every class.")
+def mix(real: Path, synthetic: Path, out: Path, synthetic_classes: str) -> None:
     """Real photos for the classes REAL has, SYNTHETIC's images for the others (linked, not copied)."""
     from flare.runtime.foundation.progress import log
     from flare.training.data.mix import mix as mix_sets
 
-    for name, entry in mix_sets(real, synthetic, out).items():
+    for name, entry in mix_sets(real, synthetic, out, synthetic_classes).items():
         log(f"{name}: {entry['images']} {entry['source']} images")
     log(f"mixed set written to {out}")
 

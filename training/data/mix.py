@@ -4,13 +4,17 @@ Stellarium's photos (``flare data stellarium``) cover three of the eight fine cl
 nebula, star); planets, comets, asteroids, black holes and constellations have no real photos
 there. A mixed set takes every class the real set holds from the real set, and only the
 others from the synthetic one, so a model is trained and judged on real photos wherever there
-are any, and still knows all eight classes. Both inputs have ``hr/`` and ``lr/`` twins; the
-mix links their files (no copies) into the same layout and records in ``mix.json`` where each
-class came from.
+are any, and still knows all eight classes. With ``synthetic="all"`` the synthetic images of
+the real classes are added too: Stellarium's "star" photos are star clusters, and a survey
+frame's detections are mostly single stars, which only the synthetic star class shows (a
+model that must classify single stars and cutouts needs both). Both inputs have ``hr/`` and
+``lr/`` twins; the mix links their files (no copies) into the same layout and records in
+``mix.json`` where each class came from.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -36,22 +40,46 @@ def _classes(data: Path, name: str) -> dict[str, list[str]]:
     return files
 
 
-def mix(real: Path, synthetic: Path, out: Path) -> dict[str, dict[str, object]]:
-    """Link ``real``'s classes and ``synthetic``'s other classes into ``out``; returns, per class,
-    its source and image count (also written to ``out/mix.json``, last)."""
+#: Which synthetic images a mix takes: those of the classes REAL lacks, or all of them.
+SYNTHETIC_CHOICES = ("missing", "all")
+
+
+def mix(real: Path, synthetic: Path, out: Path, synthetic_classes: str = "missing") -> dict[str, dict[str, object]]:
+    """Link ``real``'s classes and ``synthetic``'s other classes (or, with ``synthetic_classes``
+    ``"all"``, every synthetic image) into ``out``; returns, per class, its source (``real``,
+    ``synthetic`` or ``real+synthetic``) and image counts (also written to ``out/mix.json``, last)."""
+    if synthetic_classes not in SYNTHETIC_CHOICES:
+        raise UsageError(f"--synthetic must be one of {', '.join(SYNTHETIC_CHOICES)}, not {synthetic_classes!r}")
     check_apart((Path(out), "--out"), [(Path(real), "REAL"), (Path(synthetic), "SYNTHETIC")])
     real_files, synthetic_files = _classes(Path(real), "REAL"), _classes(Path(synthetic), "SYNTHETIC")
     out = Path(out)
     for part in ("hr", "lr"):
         shutil.rmtree(out / part, ignore_errors=True)  # a re-mix must not keep links of an earlier one
     record: dict[str, dict[str, object]] = {}
+    real_taken: list[str] = []
     for name in FINE_CLASSES:
-        source, files = (real, real_files[name]) if name in real_files else (synthetic, synthetic_files.get(name, []))
-        if not files:
+        taken = {"real": real_files.get(name, [])}
+        if not taken["real"] or synthetic_classes == "all":
+            taken["synthetic"] = synthetic_files.get(name, [])
+        taken = {source: files for source, files in taken.items() if files}
+        if not taken:
             continue
-        for part in ("hr", "lr"):
-            link_tree([(Path(source) / part / rel, rel) for rel in files], out / part)
-        record[name] = {"source": "real" if source is real else "synthetic", "images": len(files)}
+        real_taken += taken.get("real", [])
+        for source, files in taken.items():
+            root = Path(real if source == "real" else synthetic)
+            for part in ("hr", "lr"):
+                link_tree([(root / part / rel, rel) for rel in files], out / part)
+        record[name] = {"source": "+".join(taken), "images": sum(map(len, taken.values())),
+                        **{f"{source}_images": len(files) for source, files in taken.items()}}
     write_json(out / RECORD, {"real": str(Path(real).resolve()), "synthetic": str(Path(synthetic).resolve()),
-                              "classes": record})
+                              "synthetic_classes": synthetic_classes, "classes": record, "real_files": sorted(real_taken)})
     return record
+
+
+def real_files(data: Path) -> set[str]:
+    """The paths (relative to ``hr/`` and ``lr/``) of a mixed set's real photos; empty for a set
+    that is not a mix. Scores on real photos alone select their rows by these."""
+    record = Path(data) / RECORD
+    if not record.is_file():
+        return set()
+    return set(json.loads(record.read_text(encoding="utf-8")).get("real_files", []))

@@ -358,6 +358,29 @@ def _planet(sc: _Scene) -> None:
 
 
 def _galaxy(sc: _Scene) -> None:
+    """A disc galaxy, or (:data:`ELLIPTICAL_SHARE` of the time) an elliptical."""
+    if sc.rng.random() < ELLIPTICAL_SHARE:
+        _elliptical(sc)
+    else:
+        _disc_galaxy(sc)
+
+
+def _elliptical(sc: _Scene) -> None:
+    """An elliptical galaxy: a smooth, yellowish de Vaucouleurs-like (Sersic n 3 to 5) glow,
+    flattened and turned at random, with a bright centre and no arms or dust."""
+    rng, s = sc.rng, sc.size
+    cx, cy = sc.place(0.15)
+    u, v = sc.frame(cx, cy, float(rng.uniform(0.0, math.pi)))
+    q = float(rng.uniform(0.4, 1.0))
+    n = float(rng.uniform(3.0, 5.0))
+    re = s * float(rng.uniform(0.04, 0.15))
+    r = np.sqrt(u * u + (v / q) ** 2) + 1e-3
+    glow = np.exp(-(2.0 * n - 1.0 / 3.0) * ((r / re) ** (1.0 / n) - 1.0))
+    colour = np.array([1.0, 0.88, 0.68], np.float32) * np.exp(rng.normal(0.0, 0.05, 3)).astype(np.float32)
+    sc.light += np.minimum(glow * float(rng.uniform(0.15, 0.5)), 20.0)[..., None] * colour
+
+
+def _disc_galaxy(sc: _Scene) -> None:
     """A disc galaxy: Sersic bulge, exponential disc wound into logarithmic spiral arms with
     clumpy star formation, dust lanes, seen at a random inclination and position angle."""
     rng, s = sc.rng, sc.size
@@ -580,7 +603,46 @@ def _black_hole(sc: _Scene) -> None:
     sc.light += light * float(rng.uniform(0.4, 1.3))
 
 
+#: How often a "star" image is a star cluster and a "galaxy" an elliptical: real photos of the
+#: class (Stellarium's star class is its open and globular clusters; many of its galaxies are
+#: ellipticals and lenticulars) look like that, and a model trained only on single stars and
+#: spirals takes them for something else.
+CLUSTER_SHARE = 0.5
+ELLIPTICAL_SHARE = 0.35
+
+
 def _star(sc: _Scene) -> None:
+    """One dominant star, or (:data:`CLUSTER_SHARE` of the time) a star cluster."""
+    if sc.rng.random() < CLUSTER_SHARE:
+        _cluster(sc)
+    else:
+        _single_star(sc)
+
+
+def _cluster(sc: _Scene) -> None:
+    """A star cluster: a globular one (hundreds of stars in a King-like concentration that merges
+    into a glowing core) or an open one (a few dozen bright stars loosely grouped)."""
+    rng, s = sc.rng, sc.size
+    cx, cy = sc.place(0.15)
+    globular = rng.random() < 0.5
+    core = s * float(rng.uniform(0.03, 0.08) if globular else rng.uniform(0.08, 0.2))
+    n = int(rng.integers(300, 1500) if globular else rng.integers(25, 90))
+    r = core * np.sqrt((1.0 - rng.random(n)) ** (-2.0 / 3.0) - 1.0)  # a Plummer profile's radii
+    a = rng.uniform(0.0, 2 * math.pi, n)
+    keep = r < 0.6 * s
+    x = (cx + r * np.cos(a))[keep].astype(np.float32)
+    y = (cy + r * np.sin(a))[keep].astype(np.float32)
+    peak_lo = 0.05 if globular else 0.3
+    peak = np.minimum(peak_lo * (1.0 - rng.random(len(x))) ** (-1.0 / 1.5), 4.0).astype(np.float32)
+    rgb = peak[:, None] * _star_colours(rng, len(x))
+    _splat(sc.light, x, y, rgb, sc.look.psf)
+    if globular:  # the unresolved stars of the core
+        rr = (sc.x - cx) ** 2 + (sc.y - cy) ** 2
+        glow = float(rng.uniform(0.2, 0.8)) * (1.0 + rr / core**2) ** -2.0
+        sc.light += glow[..., None] * np.array([1.0, 0.9, 0.7], np.float32)
+
+
+def _single_star(sc: _Scene) -> None:
     """One dominant star: saturated Moffat core, wide halo and 4 or 6 diffraction spikes."""
     rng, s = sc.rng, sc.size
     cx, cy = sc.place(0.25)

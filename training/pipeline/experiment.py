@@ -42,7 +42,7 @@ from flare.runtime.foundation.fingerprint import check_settings, fingerprint_pat
 from flare.runtime.foundation.progress import log
 from flare.training.classifiers.train import score_run, train
 from flare.training.data.folders import link_tree, resolve_root, scan_image_folder
-from flare.training.data.mix import RECORD as MIX_RECORD
+from flare.training.data.mix import real_files
 from flare.training.data.splits import check_split, group_of, read_split, split_groups, write_split
 from flare.training.data.synth import HARSHER, SynthConfig, degrade, synthesize
 from flare.training.diffusion.train import train_diffusion
@@ -176,12 +176,10 @@ class Experiment:
             sets[HARSHER_SET] = self.harsher_ood
         return sets | {Path(extra).name: Path(extra) for extra in self.cfg.ood}
 
-    def real_classes(self) -> set[str]:
-        """The classes a mixed DATA (``flare data mix``) took from real photos; empty otherwise."""
-        record = self.data / MIX_RECORD
-        if not record.is_file():
-            return set()
-        return {c for c, e in json.loads(record.read_text(encoding="utf-8"))["classes"].items() if e["source"] == "real"}
+    @cached_property
+    def real_photos(self) -> set[str]:
+        """The paths of a mixed DATA's (``flare data mix``) real photos; empty for other data."""
+        return real_files(self.data)
 
     def arm_images(self) -> dict[str, Path]:
         """The folder each arm takes its training images from."""
@@ -404,9 +402,8 @@ def evaluate_backbones(exp: Experiment) -> None:
     then summarises the seeds: a mean and 95% interval per cell, and FLARE - Raw_Aug_LR paired by seed."""
     ood = exp.ood_sets()
     sets = {"in-domain": (exp.raw, exp.rows("test"))}
-    real = exp.real_classes()
-    if real:
-        sets[REAL_SET] = (exp.raw, [r for r in exp.rows("test") if r["label"] in real])
+    if exp.real_photos:
+        sets[REAL_SET] = (exp.raw, [r for r in exp.rows("test") if r["path"] in exp.real_photos])
     for name, folder in ood.items():
         samples, _ = scan_image_folder(folder)
         sets[name] = (resolve_root(folder), [{"path": s.path, "label": s.label} for s in samples])

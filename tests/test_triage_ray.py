@@ -32,7 +32,9 @@ pytest.importorskip("pyarrow")
 import ray_fakes  # noqa: E402 - after the skip: it imports the Ray engine
 from flare.runtime.apps.triage_ray import RayOptions, triage_on_ray  # noqa: E402
 
-RAY = Path(sys.executable).with_name("ray")
+#: Ray's command line run by this interpreter: a virtual environment that borrows its packages
+#: (a .pth file) has no ``ray`` script of its own, and the head's workers run this interpreter.
+RAY = [sys.executable, "-m", "ray.scripts.scripts"]
 
 
 def free_port() -> int:
@@ -56,7 +58,7 @@ def cluster() -> str:
     # in the machine's /tmp/ray would outlive this test cluster.
     ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": ray_tmp}
-    head = subprocess.Popen([str(RAY), "start", "--head", "--block", "--num-cpus=2", "--num-gpus=0", f"--port={port}",
+    head = subprocess.Popen([*RAY, "start", "--head", "--block", "--num-cpus=2", "--num-gpus=0", f"--port={port}",
                              "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

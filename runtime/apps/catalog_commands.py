@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from flare.runtime.apps.commands import BACKEND_OPTION, CUDA_GRAPH_OPTION
+from flare.runtime.apps.commands import (BACKEND_OPTION, CPUS_PER_WORKER_OPTION, CUDA_GRAPH_OPTION,
+                                         GPUS_PER_WORKER_OPTION, refuse_ray_only)
 from flare.runtime.core.backends.options import RunnerOptions
 from flare.runtime.foundation.options import COUNT, FRACTION, POSITIVE, FlareCommand, InputPath, OutputPath
 from flare.runtime.foundation.paths import check_output
@@ -68,6 +69,8 @@ class CutoutSide(click.ParamType):
               help="local: frames read and searched ahead of the model (default 2); ray: model replicas, one actor "
                    "each, that search and classify whole frames (default 1).")
 @click.option("--address", default=None, help="ray: the cluster to join (default: $RAY_ADDRESS, else a new local one).")
+@GPUS_PER_WORKER_OPTION
+@CPUS_PER_WORKER_OPTION
 @click.option("--max-pixels", type=COUNT, default=None,
               help="Refuse frames larger than this many pixels (default: Pillow's decompression-bomb limit); frames "
                    "that would not fit in the memory free are refused too.")
@@ -75,11 +78,11 @@ class CutoutSide(click.ParamType):
 @CUDA_GRAPH_OPTION
 def catalog(frames: tuple[Path, ...], bundle: Path, out: Path, detect_threshold: float, min_area: int,
             cutout: int | None, threshold: float, batch: int, engine: str, workers: int | None, address: str | None,
-            max_pixels: int | None, backend: str, cuda_graph: bool) -> None:
+            gpus_per_worker: float, cpus_per_worker: float, max_pixels: int | None, backend: str,
+            cuda_graph: bool) -> None:
     """Detect and classify the sources of survey frames into a resumable catalogue, one row per source."""
     from flare.runtime.apps.catalog import CatalogOptions, catalog_format
     from flare.runtime.core.detection import DetectionSettings
-    from flare.runtime.foundation.errors import UsageError
     from flare.runtime.foundation.progress import log, progress_bar
     from flare.runtime.io.images import DEFAULT_MAX_PIXELS
 
@@ -93,12 +96,14 @@ def catalog(frames: tuple[Path, ...], bundle: Path, out: Path, detect_threshold:
 
         with progress_bar(None, "catalog (frames)") as bar:
             summary = catalog_on_ray(list(frames), BundlePredictors(str(bundle.resolve()), runner), out,
-                                     options=options, ray_options=RayOptions(address=address, workers=workers or 1),
+                                     options=options,
+                                     ray_options=RayOptions(address=address, workers=workers or 1,
+                                                            gpus_per_worker=gpus_per_worker,
+                                                            cpus_per_worker=cpus_per_worker),
                                      batch_size=batch, progress=bar, on_start=bar.start)
         click.echo(summary.format())
         return
-    if address is not None:
-        raise UsageError("--address only applies with --engine ray")
+    refuse_ray_only(address, gpus_per_worker, cpus_per_worker)
     from flare.runtime.apps.catalog import catalog as run_catalog
     from flare.runtime.tasks.classify import Classifier
 

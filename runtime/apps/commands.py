@@ -24,6 +24,23 @@ CUDA_GRAPH_OPTION = click.option(
     "--cuda-graph", is_flag=True,
     help="With --backend cuda: capture each input shape as a CUDA graph and replay it (fixed --batch and tile "
          "sizes; a model or shape the provider cannot capture runs without, with a note).")
+#: What each model replica of ``--engine ray`` reserves (triage and catalog alike).
+GPUS_PER_WORKER_OPTION = click.option(
+    "--gpus-per-worker", type=FiniteRange(min=0), default=0.0, show_default=True,
+    help="ray: GPUs each model replica reserves (fractions share a GPU).")
+CPUS_PER_WORKER_OPTION = click.option(
+    "--cpus-per-worker", type=FiniteRange(min=0, min_open=True), default=1.0, show_default=True,
+    help="ray: CPUs each model replica reserves (and its inference threads).")
+
+
+def refuse_ray_only(address: str | None, gpus_per_worker: float, cpus_per_worker: float) -> None:
+    """The Ray engine's options given to the local engine: a usage error rather than ignored."""
+    from flare.runtime.foundation.errors import UsageError
+
+    ray_only = [name for name, value in (("--address", address), ("--gpus-per-worker", gpus_per_worker),
+                                         ("--cpus-per-worker", cpus_per_worker != 1.0)) if value]
+    if ray_only:
+        raise UsageError(f"{', '.join(ray_only)} only apply with --engine ray")
 
 
 @click.command(cls=FlareCommand)
@@ -144,10 +161,8 @@ def _classify_each(clf: Classifier, images: tuple[Path, ...], top_k: int, as_jso
                    "(default 1).")
 @click.option("--address", default=None,
               help="ray: the cluster to join, e.g. 10.0.0.5:6379 (default: $RAY_ADDRESS, else a new local instance).")
-@click.option("--gpus-per-worker", type=FiniteRange(min=0), default=0.0, show_default=True,
-              help="ray: GPUs each model replica reserves (fractions share a GPU).")
-@click.option("--cpus-per-worker", type=FiniteRange(min=0, min_open=True), default=1.0, show_default=True,
-              help="ray: CPUs each model replica reserves (and its inference threads); the rest decode.")
+@GPUS_PER_WORKER_OPTION
+@CPUS_PER_WORKER_OPTION
 @click.option("--max-pixels", type=COUNT, default=None,
               help="Refuse images larger than this many pixels (default: Pillow's decompression-bomb limit).")
 @BACKEND_OPTION
@@ -156,7 +171,6 @@ def triage(directory: Path, bundle: Path, out: Path, threshold: float, batch: in
            address: str | None, gpus_per_worker: float, cpus_per_worker: float, max_pixels: int | None, backend: str,
            cuda_graph: bool) -> None:
     """Classify every image under DIR into resumable results, flagging low confidence."""
-    from flare.runtime.foundation.errors import UsageError
     from flare.runtime.io.images import DEFAULT_MAX_PIXELS
     from flare.runtime.foundation.progress import log, progress_bar
     from flare.runtime.apps.results import results_format
@@ -179,10 +193,7 @@ def triage(directory: Path, bundle: Path, out: Path, threshold: float, batch: in
     from flare.runtime.tasks.classify import Classifier
     from flare.runtime.apps.triage import triage as run_triage
 
-    ray_only = [name for name, value in (("--address", address), ("--gpus-per-worker", gpus_per_worker),
-                                         ("--cpus-per-worker", cpus_per_worker != 1.0)) if value]
-    if ray_only:
-        raise UsageError(f"{', '.join(ray_only)} only apply with --engine ray")
+    refuse_ray_only(address, gpus_per_worker, cpus_per_worker)
     with Classifier(bundle, RunnerOptions(backend, spin=False, cuda_graph=cuda_graph)) as clf, progress_bar(None, "triage") as bar:
         log(f"running on {clf.backend}")
         summary = run_triage(directory, clf, out, threshold=threshold, batch_size=batch, workers=workers,

@@ -53,7 +53,8 @@ from flare.runtime.core.preprocess import PreprocessSpec, preprocess
 from flare.runtime.foundation.errors import FlareError, MissingExtraError, UsageError, one_line
 from flare.runtime.io.images import DEFAULT_MAX_PIXELS
 
-__all__ = ["BundlePredictors", "PredictorFactory", "PredictorInfo", "RayOptions", "triage_on_ray"]
+__all__ = ["BundlePredictors", "PredictorFactory", "PredictorInfo", "RayOptions", "model_actors", "open_model",
+           "triage_on_ray"]
 
 #: How often Ray may retry a decode task whose process died, or restart a model actor: enough
 #: for a worker lost to a node failure, and finite, so a file that kills its decoder (a
@@ -196,10 +197,10 @@ def _check_options(options: RayOptions) -> None:
 
 
 @contextmanager
-def _connected(ray: Any, options: RayOptions) -> Iterator[None]:
-    """Join (or start) the cluster, check it can hold the actors, and leave it as found. A
-    caller that has already connected to Ray (``ray.init``) keeps its connection; ``address``
-    is then not used."""
+def _connected(ray: Any, options: RayOptions, spare_cpus: int = 1) -> Iterator[None]:
+    """Join (or start) the cluster, check it can hold the actors and ``spare_cpus`` more (see
+    :func:`_check_capacity`), and leave it as found. A caller that has already connected to
+    Ray (``ray.init``) keeps its connection; ``address`` is then not used."""
     started_here = not ray.is_initialized()
     loggers = {name: logging.getLogger(name) for name in ("ray", "ray.data")}
     levels = {name: logger.level for name, logger in loggers.items()}
@@ -223,7 +224,7 @@ def _connected(ray: Any, options: RayOptions) -> Iterator[None]:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # ours counts rows as they are written
         context.print_on_execution_start = False
-        _check_capacity(ray.cluster_resources(), options)
+        _check_capacity(ray.cluster_resources(), options, spare_cpus)
         yield
     finally:
         if started_here:
@@ -247,13 +248,18 @@ def _check_reachable(address: str) -> None:
                          "fix --address") from exc
 
 
-def _check_capacity(resources: dict[str, float], options: RayOptions) -> None:
-    """Refuse a request the cluster cannot place, which Ray would otherwise wait on forever."""
+def _check_capacity(resources: dict[str, float], options: RayOptions, spare_cpus: int = 1) -> None:
+    """Refuse a request the cluster cannot place, which Ray would otherwise wait on forever.
+
+    ``spare_cpus`` is what the pipeline needs besides the actors: triage's decode tasks need
+    one; an engine whose actors read their own inputs (the catalogue's) needs none.
+    """
     cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
     actor_cpus = options.workers * options.cpus_per_worker
-    if cpus - actor_cpus < 1:
+    if cpus - actor_cpus < spare_cpus:
+        left = "leave none for decoding" if spare_cpus else "do not fit"
         raise UsageError(f"the Ray cluster has {cpus:g} CPUs; {options.workers} workers x {options.cpus_per_worker:g} "
-                         f"CPUs leave none for decoding: lower --workers or --cpus-per-worker")
+                         f"CPUs {left}: lower --workers or --cpus-per-worker")
     if options.workers * options.gpus_per_worker > gpus:
         raise UsageError(f"the Ray cluster has {gpus:g} GPUs; {options.workers} workers x "
                          f"{options.gpus_per_worker:g} GPUs do not fit: lower --workers or --gpus-per-worker "
@@ -286,13 +292,33 @@ def _pipeline(ray: Any, root: Path, todo: list[tuple[str, str]], predictors: Pre
             _decode_block, fn_kwargs={"decode": Decoder(spec, max_pixels), "shape": sample.shape,
                                       "dtype": sample.dtype.str},
             batch_size=None, batch_format="numpy", num_cpus=1, memory=block_bytes, max_retries=RETRIES)
-        return decoded.map_batches(
-            _ClassifyActor, fn_constructor_kwargs={"predictors": predictors, "described": described,
-                                                   "threshold": threshold,
-                                                   "threads": max(1, int(options.cpus_per_worker))},
+    return model_actors(ray, decoded, _ClassifyActor, {"predictors": predictors, "described": described,
+                                                       "threshold": threshold}, batch_size, options)
+
+
+def model_actors(ray: Any, dataset: Any, actor: type, arguments: dict[str, Any], batch_size: int,
+                 options: RayOptions) -> Any:
+    """``dataset`` mapped by a pool of ``options.workers`` actors of class ``actor``, each built
+    with ``arguments`` and ``threads`` (its CPUs: a node's actors must not each spread over all
+    of its cores), restarted and their batches redone up to :data:`RETRIES` times."""
+    # Retries are set here, as Ray Data's only way to bound them (see _pipeline).
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+        return dataset.map_batches(
+            actor, fn_constructor_kwargs={**arguments, "threads": max(1, int(options.cpus_per_worker))},
             batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=options.workers),
             num_cpus=options.cpus_per_worker, num_gpus=options.gpus_per_worker or None,
             max_restarts=RETRIES, max_task_retries=RETRIES)
+
+
+def open_model(predictors: PredictorFactory, described: PredictorInfo, threads: int) -> Predictor:
+    """The model of one actor, refused (:class:`FlareError`) when it is not the one the driver described."""
+    predictor = predictors.open(threads)
+    if predictor.fingerprint != described.fingerprint:
+        raise FlareError(f"a Ray worker on {socket.gethostname()} opened another model than the driver "
+                         f"(fingerprint {predictor.fingerprint[:12]}, not {described.fingerprint[:12]}); "
+                         f"give every node the same bundle at the same path")
+    return predictor
 
 
 @contextmanager
@@ -330,11 +356,7 @@ class _ClassifyActor:
         # only as text, and a constructor's would end the actor before it could say anything.
         self.failure = ""
         try:
-            self.predictor = predictors.open(threads)
-            if self.predictor.fingerprint != described.fingerprint:
-                raise FlareError(f"a Ray worker on {socket.gethostname()} opened another model than the driver "
-                                 f"(fingerprint {self.predictor.fingerprint[:12]}, not {described.fingerprint[:12]}); "
-                                 f"give every node the same bundle at the same path")
+            self.predictor = open_model(predictors, described, threads)
         except FlareError as exc:
             self.failure = str(exc)
             return

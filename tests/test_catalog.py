@@ -65,7 +65,7 @@ def test_planted_sources_are_found_where_they_are(planted, bundle: Path, tmp_pat
     to_stamp = cKDTree(np.c_[truth.x[~stars], truth.y[~stars]]).query(xy)[0]
     false = (to_star > 3.0) & (to_stamp > 16.0)
     assert false.sum() <= 0.02 * len(rows)
-    assert np.all(distance[stars & found] < 0.5)
+    assert np.all(distance[stars & found] < 0.5)  # windowed centroids (XWIN/YWIN)
     # RA/Dec: astropy's pixel_to_world of the true position, within 0.1 arcsec
     wcs = frame_wcs(768)
     sky = wcs.pixel_to_world(truth.x[stars & found], truth.y[stars & found])

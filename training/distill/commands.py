@@ -31,7 +31,7 @@ from flare.training.distill import ALPHA, TEMPERATURE
 @input_size(None)
 @click.option("--weights", type=InputPath("file"), default=None, help="Local weights to start the student from.")
 @SEED
-@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--cache", type=OutputPath("dir"), default=None,
               help="Folder of the teacher-logit cache (default: .flare-cache in the images' folder).")
 @click.option("--bench/--no-bench", default=True, show_default=True,
               help="Export both models to fp32 and int8 bundles and time them on the CPU for the table.")

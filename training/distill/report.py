@@ -49,11 +49,18 @@ def torch_cost(model: Any, size: int) -> tuple[int, float]:
     return sum(p.numel() for p in model.parameters()), counter.get_total_flops() / 1e9
 
 
+def bundle_graph(bundle: Path) -> Path:
+    """The model file of a classify bundle, as its manifest names it."""
+    from flare.runtime.core.manifest import Manifest
+
+    return bundle / Manifest.load(bundle, verify=False).files["model"].path
+
+
 def bundle_params(bundle: Path) -> int:
     """The elements of a bundle graph's initialisers: its weights, whatever their precision."""
     import onnx
 
-    graph = onnx.load(str(bundle / "model.onnx")).graph
+    graph = onnx.load(str(bundle_graph(bundle))).graph
     return sum(int(np.prod(t.dims)) for t in graph.initializer)
 
 
@@ -100,7 +107,7 @@ def export_and_time(run: Path, images: list[Path]) -> dict[str, Any]:
             _, report = export_classifier(str(run), bundle, precision=precision, allow_parity_failure=True)
             speed[precision] = {"images_per_second": images_per_second(bundle, images),
                                 "parity": "pass" if report.passed else "FAIL"}
-        gflops = count_flops(Path(tmp) / "fp32" / "model.onnx").flops / 1e9
+        gflops = count_flops(bundle_graph(Path(tmp) / "fp32")).flops / 1e9
     return {"gflops": gflops, "cpu": speed}
 
 
@@ -124,7 +131,7 @@ def compare(teacher: Teacher, logits_of: dict[str, np.ndarray], out: Path, bench
     model, _, _ = build_from_run(out)
     loader = DataLoader(ImageDataset(test, root, run.preprocessing, target_of, cache=False), batch_size=64)
     learnt = evaluate(model.to(dev), loader, dev, len(run.classes), run.train.amp)["predictions"]
-    images = [root / r["path"] for r in test] or [root / r["path"] for r in read_split(out / "split.csv")]
+    images = [root / r["path"] for r in test]
 
     rows = {"teacher": {"what": f"{teacher.kind} {teacher.path}", **scores(truth, taught, run.classes)},
             "student": {"what": f"{run.train.model} at {run.train.input_size} px, {out}",
@@ -138,7 +145,7 @@ def compare(teacher: Teacher, logits_of: dict[str, np.ndarray], out: Path, bench
         from flare.runtime.core.manifest import Manifest
 
         rows["teacher"]["parameters"] = bundle_params(teacher.path)
-        rows["teacher"]["gflops"] = count_flops(teacher.path / "model.onnx").flops / 1e9
+        rows["teacher"]["gflops"] = count_flops(bundle_graph(teacher.path)).flops / 1e9
         if bench:
             rows["teacher"]["cpu"] = {Manifest.load(teacher.path).precision: {
                 "bundle": str(teacher.path), "images_per_second": images_per_second(teacher.path, images)}}

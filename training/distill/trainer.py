@@ -97,8 +97,8 @@ def distill(settings: DistillSettings) -> dict[str, Any]:
 
     out = Path(settings.out)
     teacher = open_teacher(settings.teacher, settings.device)
-    if settings.resume and (out / ClassifierRun.FILE).is_file():
-        kept = ClassifierRun.load(out)
+    kept = ClassifierRun.load(out) if settings.resume and (out / ClassifierRun.FILE).is_file() else None
+    if kept is not None:
         if kept.distill is None:
             raise UsageError(f"{out} is a 'flare train' run, not a distilled one: resume it with 'flare train --resume'")
         if kept.distill.teacher_sha256 != teacher.sha256:
@@ -116,7 +116,6 @@ def distill(settings: DistillSettings) -> dict[str, Any]:
                                  weights=str(settings.weights) if settings.weights else None, amp=settings.amp,
                                  workers=settings.workers)
         temperature, alpha, data = settings.temperature, settings.alpha, str(settings.data)
-    teacher_level(rows, teacher)
     create_classifier(cfg.model, len(teacher.classes), cfg.input_size)  # an unknown name fails before any work
     root = resolve_root(Path(cfg.data))
     logits_of, cache = teacher_logits(teacher, root, [r["path"] for r in rows],

@@ -46,20 +46,27 @@ def main() -> None:
                         help="ImageFolder data (default: a synthetic sky made in --work).")
     parser.add_argument("--work", type=Path, default=Path("/tmp/flare-distill-bench"))
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    parser.add_argument("--per-class", type=int, default=40, help="Synthetic images per class.")
+    parser.add_argument("--per-class", type=int, default=60, help="Synthetic images per class.")
     parser.add_argument("--teacher", type=Path, default=None, help="An existing classifier RUN trained on DATA.")
     parser.add_argument("--teacher-model", default="resnet18")
     parser.add_argument("--teacher-size", type=int, default=128)
-    parser.add_argument("--teacher-epochs", type=int, default=12)
+    parser.add_argument("--teacher-epochs", type=int, default=25)
     parser.add_argument("--student", default="mobilenetv3_small_100")
     parser.add_argument("--student-size", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--temperature", type=float, default=4.0)
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for training (1 on a shared machine: oversubscribed threads ran 40x slower)")
     args = parser.parse_args()
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from flare.benchmarks.common import write_results
     from flare.runtime.core.runs import ClassifierTraining

@@ -69,10 +69,17 @@ def test_logits_are_cached_reused_and_invalidated(sky_data: Path, trained_run: P
     assert inferences == [48]  # every image of the split, once
     (file,) = cache.glob("teacher-*.npz")
     mtime = file.stat().st_mtime_ns
-    distill(settings(sky_data, trained_run, tmp_path / "b", cache, student="mobilenetv3_small_100"))
-    assert inferences == [48] and file.stat().st_mtime_ns == mtime  # a second student: not computed again
-    record = ClassifierRun.load(tmp_path / "b").distill
+    # a second student, given other DATA: it learns from the teacher's own images and split
+    # (a FLARE-augmented set when the teacher had one), so the logits are not computed again
+    distill(settings(sky_data, trained_run, tmp_path / "b", cache, student="mobilenetv3_small_100",
+                     data=sky_data / "lr"))
+    assert inferences == [48] and file.stat().st_mtime_ns == mtime
+    run = ClassifierRun.load(tmp_path / "b")
+    assert run.train.data == ClassifierRun.load(trained_run).train.data and run.train.model == "mobilenetv3_small_100"
+    assert (tmp_path / "b" / "split.csv").read_text() == (trained_run / "split.csv").read_text()
+    record = run.distill
     assert record is not None and record.cache == str(file) and record.teacher_kind == "run"
+    assert record.data == str((sky_data / "lr").resolve())
 
     # another teacher (weights changed by a hair): computed again, in another file
     changed = tmp_path / "teacher"

@@ -41,7 +41,7 @@ class Distillation:
 
     ``teacher_sha256`` is the weights file's sha256 for a RUN teacher, that of ``manifest.json`` (which
     holds every model file's sha256) for a bundle; ``scores`` says what the teacher gave: ``logits``, or ``log-probabilities`` for a
-    bundle that outputs probabilities. ``data`` is DATA as given; the images are ``train.data``.
+    bundle that outputs probabilities. ``data`` is DATA (resolved); the images are ``train.data``.
     """
 
     teacher: str

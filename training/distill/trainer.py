@@ -115,7 +115,7 @@ def distill(settings: DistillSettings) -> dict[str, Any]:
                                  input_size=settings.input_size or teacher.spec.size, seed=settings.seed,
                                  weights=str(settings.weights) if settings.weights else None, amp=settings.amp,
                                  workers=settings.workers)
-        temperature, alpha, data = settings.temperature, settings.alpha, str(settings.data)
+        temperature, alpha, data = settings.temperature, settings.alpha, str(Path(settings.data).resolve())
     create_classifier(cfg.model, len(teacher.classes), cfg.input_size)  # an unknown name fails before any work
     root = resolve_root(Path(cfg.data))
     logits_of, cache = teacher_logits(teacher, root, [r["path"] for r in rows],

@@ -10,8 +10,9 @@ student reaches 95% of the teacher's accuracy at 10 times its CPU throughput. Us
 
     python -m flare.benchmarks.distill_bench [DATA] --work /tmp/distill-bench --out benchmarks/results/<machine>
 
-Runs already finished in ``--work`` are kept (the teacher, each arm and seed), so a stopped
-benchmark continues and another DATA (real photographs) only needs another ``--work``.
+Runs already finished in ``--work`` are kept (the teacher, each student configuration, arm and
+seed), so a stopped benchmark continues, another student reuses the teacher and its cached
+logits, and another DATA (real photographs) only needs another ``--work``.
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ def main() -> None:
     arms: dict[str, list[dict[str, float]]] = {"distilled": [], "scratch": []}
     table: dict[str, Any] | None = None
     for i, seed in enumerate(seeds):
-        kd, scratch = work / f"distilled_{seed}", work / f"scratch_{seed}"
+        student = f"{args.student}-{args.student_size}_{seed}"  # students of several configurations share --work
+        kd, scratch = work / f"distilled_{student}", work / f"scratch_{student}"
         if not (kd / "distill.json").is_file():
             distill(DistillSettings(data=data, teacher=teacher, student=args.student, out=kd, split=split,
                                     temperature=args.temperature, alpha=args.alpha, epochs=args.epochs,

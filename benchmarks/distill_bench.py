@@ -95,8 +95,10 @@ def main() -> None:
     arms: dict[str, list[dict[str, float]]] = {"distilled": [], "scratch": []}
     table: dict[str, Any] | None = None
     for i, seed in enumerate(seeds):
-        student = f"{args.student}-{args.student_size}_{seed}"  # students of several configurations share --work
-        kd, scratch = work / f"distilled_{student}", work / f"scratch_{student}"
+        # several configurations share --work; the scratch arm does not depend on T and alpha
+        student = f"{args.student}-{args.student_size}"
+        kd = work / f"distilled_{student}_T{args.temperature:g}_a{args.alpha:g}_{seed}"
+        scratch = work / f"scratch_{student}_{seed}"
         if not (kd / "distill.json").is_file():
             distill(DistillSettings(data=data, teacher=teacher, student=args.student, out=kd, split=split,
                                     temperature=args.temperature, alpha=args.alpha, epochs=args.epochs,
@@ -133,7 +135,8 @@ def main() -> None:
         "distilled_beats_scratch": summary["distilled"]["accuracy"]["mean"] > summary["scratch"]["accuracy"]["mean"],
         "wall_s": round(time.perf_counter() - started, 1),
     }
-    name = f"distill_{args.teacher_model}-{args.teacher_size}_{args.student}-{args.student_size}"
+    name = (f"distill_{args.teacher_model}-{args.teacher_size}_{args.student}-{args.student_size}"
+            f"_T{args.temperature:g}_a{args.alpha:g}")
     js, md = write_results(args.out, name, results, markdown(results, args))
     print(md.read_text())
     print(f"written: {js}, {md}")

@@ -39,9 +39,10 @@ class ClassifierTraining:
 class Distillation:
     """How ``flare distill`` trained a RUN: its teacher and the loss settings (see docs/distill.md).
 
-    ``teacher_sha256`` is the weights file's sha256 for a RUN teacher, that of ``manifest.json`` (which
-    holds every model file's sha256) for a bundle; ``scores`` says what the teacher gave: ``logits``, or ``log-probabilities`` for a
-    bundle that outputs probabilities. ``data`` is DATA (resolved); the images are ``train.data``.
+    ``teacher_sha256`` is the weights file's sha256 for a RUN teacher, that of ``manifest.json``
+    (which holds every model file's sha256) for a bundle; ``scores`` says what the teacher gave:
+    ``logits``, or ``log-probabilities`` for a bundle that outputs probabilities. ``data`` is DATA
+    (resolved); the images the student learnt from are ``train.data``.
     """
 
     teacher: str

@@ -62,8 +62,8 @@ def student_images(settings: DistillSettings, teacher: Teacher) -> tuple[Path, P
         return Path(settings.data), None
     folder, split = Path(teacher.run.train.data), teacher.path / "split.csv"
     if not folder.is_dir() or not split.is_file():
-        raise FlareError(f"the teacher RUN {teacher.path} lacks {'its data ' + str(folder) if not folder.is_dir() else split}"
-                         f"; pass --split with the DATA to train on")
+        missing = f"its data {folder}" if not folder.is_dir() else str(split)
+        raise FlareError(f"the teacher RUN {teacher.path} lacks {missing}; pass --split with the DATA to train on")
     if folder.resolve() != Path(settings.data).resolve():
         log(f"note: the teacher was trained on {folder}; the student trains on the same images and split "
             f"({split}), not on {settings.data}")
@@ -100,10 +100,12 @@ def distill(settings: DistillSettings) -> dict[str, Any]:
     kept = ClassifierRun.load(out) if settings.resume and (out / ClassifierRun.FILE).is_file() else None
     if kept is not None:
         if kept.distill is None:
-            raise UsageError(f"{out} is a 'flare train' run, not a distilled one: resume it with 'flare train --resume'")
+            raise UsageError(f"{out} is a 'flare train' run, not a distilled one: resume it with "
+                             f"'flare train --resume'")
         if kept.distill.teacher_sha256 != teacher.sha256:
             raise UsageError(f"the teacher {teacher.path} changed since {out} was started (sha256 "
-                             f"{kept.distill.teacher_sha256[:12]} then, {teacher.sha256[:12]} now); distil into a new --out")
+                             f"{kept.distill.teacher_sha256[:12]} then, {teacher.sha256[:12]} now); distil into a "
+                             f"new --out")
         cfg, split = replace(kept.train, epochs=settings.epochs), None
         rows = read_split(out / "split.csv", Path(cfg.data))
         temperature, alpha, data = kept.distill.temperature, kept.distill.alpha, kept.distill.data

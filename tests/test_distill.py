@@ -166,13 +166,18 @@ def two_class_data(sky_data: Path, tmp_path: Path) -> Path:
     (["--teacher", "{sr_run}"], 2, "is a source for 'enhance'"),
     (["--teacher", "{sky}"], 2, "neither a classify bundle nor a classifier RUN"),
     (["{two}", "--teacher", "{bundle}"], 2, "the teacher's classes"),
+    (["--teacher", "{damaged}"], 1, "run.json is not valid JSON"),
 ])
 def test_mistakes_are_one_line_and_write_nothing(mistake: list[str], code: int, message: str, sky_data: Path,
                                                  trained_run: Path, bundle: Path, tmp_path: Path) -> None:
     sr_run = tmp_path / "sr"
     sr_run.mkdir()
     SRRun(train=SRTraining(data=str(sky_data)), swinir={}, bicubic_residual=True).save(sr_run)
-    places = {"sr_run": sr_run, "sky": sky_data, "bundle": bundle, "two": two_class_data(sky_data, tmp_path)}
+    damaged = tmp_path / "damaged"
+    shutil.copytree(trained_run, damaged)
+    (damaged / "run.json").write_text("{not json")
+    places = {"sr_run": sr_run, "sky": sky_data, "bundle": bundle, "two": two_class_data(sky_data, tmp_path),
+              "damaged": damaged}
     args = {"data": str(sky_data / "hr"), "--teacher": str(trained_run), "--student": "resnet18"}
     rest = [a.format(**places) for a in mistake]
     if not rest[0].startswith("--"):

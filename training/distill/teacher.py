@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from flare.runtime.core.artifact import identify, sha256
+from flare.runtime.core.artifact import sha256
 from flare.runtime.core.manifest import Manifest
 from flare.runtime.core.preprocess import PreprocessSpec
 from flare.runtime.core.runs import ClassifierRun
@@ -58,13 +58,13 @@ def open_teacher(path: Path, device: str = "auto") -> Teacher:
     """The teacher at ``path``; a bundle or RUN of another task is a usage error naming what it is."""
     path = Path(path)
     task = source_task(str(path), {}, default="classify")
-    if task != "classify" or (not (path / Manifest.FILE).is_file() and identify(path) is not ClassifierRun):
+    if task != "classify" or not ((path / Manifest.FILE).is_file() or (path / ClassifierRun.FILE).is_file()):
         what = f"a source for '{task}'" if task != "classify" else "neither a classify bundle nor a classifier RUN"
         raise UsageError(f"--teacher {path} is {what}; a teacher is a classifier RUN ('flare train') or a "
                          f"classify bundle ('flare export classifier')")
     if (path / Manifest.FILE).is_file():
         return _bundle_teacher(path)
-    return _run_teacher(path, device)
+    return _run_teacher(path, device)  # a damaged run.json or checkpoint is refused there, naming the file
 
 
 def _bundle_teacher(path: Path) -> Teacher:

@@ -25,6 +25,7 @@ from flare.runtime.foundation.paths import os_error_line
 COMMANDS = {
     "data": ("flare.training.data.commands", "data"),
     "train": ("flare.training.classifiers.commands", "train"),
+    "distill": ("flare.training.distill.commands", "distill"),
     "train-sr": ("flare.training.sr.commands", "train_sr"),
     "train-diffusion": ("flare.training.diffusion.commands", "train_diffusion"),
     "augment": ("flare.training.pipeline.commands", "augment"),

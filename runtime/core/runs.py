@@ -36,8 +36,29 @@ class ClassifierTraining:
 
 
 @dataclass
+class Distillation:
+    """How ``flare distill`` trained a RUN: its teacher and the loss settings (see docs/distill.md).
+
+    ``teacher_sha256`` is the weights file's sha256 for a RUN teacher, that of ``manifest.json``
+    (which holds every model file's sha256) for a bundle; ``scores`` says what the teacher gave:
+    ``logits``, or ``log-probabilities`` for a bundle that outputs probabilities. ``data`` is DATA
+    (resolved); the images the student learnt from are ``train.data``.
+    """
+
+    teacher: str
+    teacher_kind: str
+    teacher_sha256: str
+    scores: str
+    temperature: float
+    alpha: float
+    data: str
+    cache: str
+
+
+@dataclass
 class ClassifierRun(Artifact):
-    """A ``flare train`` RUN: settings, output classes and the preprocessing the network saw."""
+    """A ``flare train`` (or ``flare distill``) RUN: settings, output classes and the preprocessing the
+    network saw; a distilled run also records its :class:`Distillation`."""
 
     KIND: ClassVar[str] = "classifier-run"
     VERSION: ClassVar[int] = 1
@@ -49,6 +70,13 @@ class ClassifierRun(Artifact):
     macro_of: dict[str, str]
     label_map: dict[str, str]
     preprocessing: PreprocessSpec
+    distill: Distillation | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        if self.distill is None:  # an ordinary run's run.json stays as it was
+            d.pop("distill")
+        return d
 
     def validate(self) -> None:
         missing = [c for c in self.classes if c not in self.macro_of]

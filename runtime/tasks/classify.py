@@ -67,16 +67,24 @@ class Classifier(BundleModel):
         return [f"preprocess  {pre.get('size')} px {pre.get('interpolation')}, mean {pre.get('mean')}, "
                 f"std {pre.get('std')}, FITS {pre.get('stretch', {}).get('kind')} stretch"]
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        """A batch as :func:`preprocess` makes it -> (N, C) probabilities, in chunks the backend accepts.
+    def scores(self, batch: np.ndarray) -> np.ndarray:
+        """The model's own (N, C) outputs for a batch as :func:`preprocess` makes it, in chunks the
+        backend accepts: logits, or probabilities where :attr:`outputs_probabilities` says so.
 
         That is (N, 3, S, S) float32, or (N, S, S, 3) uint8 for a bundle that normalises
         inside its model (``--fuse-preprocess``); the runner refuses anything else by name.
+        ``flare distill`` takes these rather than :meth:`predict`'s, so a teacher's logits keep
+        what a softmax would round away.
         """
         out = self.run_part("model", {self.manifest.inputs[0].name: batch})
         if out.shape[-1] != len(self.labels):
             raise BundleError(f"model gives {out.shape[-1]} outputs but the manifest names {len(self.labels)} classes")
-        return out.astype(np.float32) if self.outputs_probabilities else softmax(out)
+        return out.astype(np.float32)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """A batch as :func:`preprocess` makes it -> (N, C) probabilities (see :meth:`scores`)."""
+        out = self.scores(batch)
+        return out if self.outputs_probabilities else softmax(out)
 
     def classify_files(self, paths: Iterable[str | Path], top_k: int = 3, batch_size: int = 32) -> list[Prediction]:
         """Decode, preprocess and classify files; a bad file raises ImageDecodeError naming it."""

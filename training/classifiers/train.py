@@ -15,6 +15,7 @@ bundle sees the same pixels. A RUN folder holds:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from flare.runtime.core.preprocess import PreprocessSpec, preprocess
-from flare.runtime.core.runs import ClassifierRun, ClassifierTraining
+from flare.runtime.core.runs import ClassifierRun, ClassifierTraining, Distillation
 from flare.runtime.core.taxonomy import FINE_CLASSES, output_labels
 from flare.runtime.foundation.atomic import write_json
 from flare.runtime.foundation.errors import FlareError
@@ -40,6 +41,16 @@ from flare.training.resume import RunFolder, epoch_seed
 
 #: Cache decoded inputs in memory when they fit in this many bytes (demo-size data).
 CACHE_LIMIT_BYTES = 2 * 1024**3
+
+#: A training loss: (logits, hard targets, indices of the batch's rows among the training rows) -> scalar.
+Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+#: Makes the loss of a run from its training rows (``flare distill`` looks up the teacher's logits by row).
+Objective = Callable[[list[dict[str, str]]], Loss]
+
+
+def hard_labels(rows: list[dict[str, str]]) -> Loss:
+    """``flare train``'s objective: cross-entropy with the labels alone."""
+    return lambda logits, targets, index: nn.functional.cross_entropy(logits, targets)
 
 
 class ImageDataset(Dataset):
@@ -64,6 +75,19 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return torch.from_numpy(self.array(i)), self.target_of[self.rows[i]["label"]]
+
+
+class Indexed(Dataset):
+    """A dataset's items with their index, so a loss can find what it keeps per row (soft labels)."""
+
+    def __init__(self, base: ImageDataset) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
+        return (*self.base[i], i)
 
 
 def build_from_run(run: Path, checkpoint: str = "best") -> tuple[nn.Module, ClassifierRun, Path]:
@@ -101,9 +125,11 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, n: int,
         trues.append(y.cpu().numpy())
         preds.append(logits.argmax(1).cpu().numpy())
     if not trues:
-        return {"loss": float("nan"), "acc": 0.0, "macro_f1": 0.0, "cm": np.zeros((n, n), dtype=np.int64)}
+        return {"loss": float("nan"), "acc": 0.0, "macro_f1": 0.0, "cm": np.zeros((n, n), dtype=np.int64),
+                "predictions": np.zeros(0, dtype=np.int64)}
     cm = confusion_matrix(np.concatenate(trues), np.concatenate(preds), n)
-    return {"loss": total_loss / max(cm.sum(), 1), "acc": accuracy(cm), "macro_f1": macro_f1(cm), "cm": cm}
+    return {"loss": total_loss / max(cm.sum(), 1), "acc": accuracy(cm), "macro_f1": macro_f1(cm), "cm": cm,
+            "predictions": np.concatenate(preds)}
 
 
 def score_run(run: Path, root: Path, rows: list[dict[str, str]]) -> dict[str, Any]:
@@ -137,9 +163,24 @@ def prepare_split(data: Path, split: Path | None, seed: int) -> list[dict[str, s
     return rows
 
 
+def run_classes(rows: list[dict[str, str]], level: str) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """The output classes of a run on ``rows`` at ``level`` (fine or macro), their macro map and the
+    map from each fine label to its output class: FLARE's order where the labels are its classes."""
+    fine_classes = sorted(set(r["label"] for r in rows))
+    if all(c in FINE_CLASSES for c in fine_classes):
+        fine_classes = [c for c in FINE_CLASSES if c in fine_classes]
+    return output_labels(level, fine_classes)
+
+
 def train(cfg: ClassifierTraining, out: Path, split: Path | None = None, resume: bool = False,
-          device: str = "auto") -> dict[str, Any]:
-    """Train (or resume) a run in ``out``; returns the final test metrics."""
+          device: str = "auto", objective: Objective = hard_labels,
+          distill: Distillation | None = None) -> dict[str, Any]:
+    """Train (or resume) a run in ``out``; returns the final test metrics.
+
+    ``objective`` makes the training loss from the training rows (``flare distill`` passes the
+    teacher's soft labels this way) and ``distill`` is recorded in ``run.json`` with it, so one
+    loop, one checkpointing and one resume serve both commands.
+    """
     out = Path(out)
     run = RunFolder(out, ClassifierRun)
     dev = pick_device(device)
@@ -151,13 +192,11 @@ def train(cfg: ClassifierTraining, out: Path, split: Path | None = None, resume:
         out.mkdir(parents=True, exist_ok=True)
         write_split(rows, out / "split.csv")
     root = resolve_root(Path(cfg.data))
-    fine_classes = sorted(set(r["label"] for r in rows))
-    if all(c in FINE_CLASSES for c in fine_classes):
-        fine_classes = [c for c in FINE_CLASSES if c in fine_classes]
-    classes, macro_of, label_map = output_labels(cfg.level, fine_classes)
-    target_of = {fine: classes.index(label_map[fine]) for fine in fine_classes}
+    classes, macro_of, label_map = run_classes(rows, cfg.level)
+    target_of = {fine: classes.index(label_map[fine]) for fine in label_map}
     spec = PreprocessSpec(size=cfg.input_size)
-    ClassifierRun(train=cfg, classes=classes, macro_of=macro_of, label_map=label_map, preprocessing=spec).save(out)
+    ClassifierRun(train=cfg, classes=classes, macro_of=macro_of, label_map=label_map, preprocessing=spec,
+                  distill=distill).save(out)
 
     torch.manual_seed(cfg.seed)
     model = create_classifier(cfg.model, len(classes), cfg.input_size).to(dev)
@@ -179,7 +218,7 @@ def train(cfg: ClassifierTraining, out: Path, split: Path | None = None, resume:
     cache = len(rows) * per_item < CACHE_LIMIT_BYTES
     sets = {s: ImageDataset([r for r in rows if r["split"] == s], root, spec, target_of, cache) for s in ("train", "val", "test")}
     eval_loader = {s: DataLoader(d, batch_size=cfg.batch, shuffle=False, num_workers=cfg.workers) for s, d in sets.items()}
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = objective(sets["train"].rows)
     metrics = EpochLog(out / "metrics.jsonl", keep=start)
 
     for epoch in range(start, cfg.epochs):
@@ -187,17 +226,17 @@ def train(cfg: ClassifierTraining, out: Path, split: Path | None = None, resume:
         torch.manual_seed(epoch_seed(cfg.seed, epoch))  # dropout etc.: the same whether resumed or not
         shuffle = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
         train_ds = sets["train"]
-        loader = DataLoader(train_ds, batch_size=cfg.batch, shuffle=True, generator=shuffle,
+        loader = DataLoader(Indexed(train_ds), batch_size=cfg.batch, shuffle=True, generator=shuffle,
                             num_workers=cfg.workers, drop_last=len(train_ds) > cfg.batch)
         model.train()
         seen, loss_sum, correct = 0, 0.0, 0
         with progress_bar(len(train_ds), f"epoch {epoch + 1}/{cfg.epochs}") as advance:
-            for x, y in loader:
+            for x, y, index in loader:
                 x, y = x.to(dev), y.to(dev)
                 optimizer.zero_grad(set_to_none=True)
                 with autocast(dev, cfg.amp):
                     logits = model(x)
-                    loss = loss_fn(logits.float(), y)
+                    loss = loss_fn(logits.float(), y, index)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()

@@ -57,9 +57,11 @@ class Teacher:
 def open_teacher(path: Path, device: str = "auto") -> Teacher:
     """The teacher at ``path``; a bundle or RUN of another task is a usage error naming what it is."""
     path = Path(path)
-    task = source_task(str(path), {}, default="classify")
-    if task != "classify" or not ((path / Manifest.FILE).is_file() or (path / ClassifierRun.FILE).is_file()):
-        what = f"a source for '{task}'" if task != "classify" else "neither a classify bundle nor a classifier RUN"
+    from flare.runtime.tasks.classify import Classifier
+
+    found = source_task(str(path), {}, default=Classifier.TASK)
+    if found != Classifier.TASK or not ((path / Manifest.FILE).is_file() or (path / ClassifierRun.FILE).is_file()):
+        what = f"a source for '{found}'" if found != Classifier.TASK else "neither a classify bundle nor a classifier RUN"
         raise UsageError(f"--teacher {path} is {what}; a teacher is a classifier RUN ('flare train') or a "
                          f"classify bundle ('flare export classifier')")
     if (path / Manifest.FILE).is_file():

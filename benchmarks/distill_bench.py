@@ -24,17 +24,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-#: Two-sided 95% Student-t quantiles by degrees of freedom (the interval of a mean of few seeds).
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-
-
 def interval(values: list[float]) -> dict[str, Any]:
-    """Mean, sample standard deviation and the 95% interval's half-width of the mean."""
-    n = len(values)
-    mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    half = T_975.get(n - 1, 1.96) * sd / math.sqrt(n) if n > 1 else None
-    return {"values": values, "mean": mean, "sd": sd, "ci95_half_width": half}
+    """Mean, sample standard deviation and the 95% t interval's half-width of the mean (None for one value)."""
+    from flare.training.pipeline.intervals import estimate
+
+    e = estimate(values)
+    sd = math.sqrt(sum((v - e.mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return {"values": values, "mean": e.mean, "sd": sd, "ci95_half_width": None if e.high is None else e.high - e.mean}
 
 
 def _done(run: Path) -> bool:

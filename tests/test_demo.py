@@ -42,7 +42,7 @@ def test_demo_runs_and_resumes(demo: tuple[Path, str]) -> None:
     # a second run reuses the finished training and triage instead of redoing them
     again = CliRunner().invoke(cli, ["demo", "--out", str(out)])
     assert again.exit_code == 0, again.output
-    assert "0 triaged in this run" in again.stdout
+    assert " 0 triaged in this run" in again.stdout
 
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
@@ -77,7 +77,7 @@ def test_demo_with_other_options_redoes_what_they_change(demo: tuple[Path, str],
     result = CliRunner().invoke(cli, ["demo", "--out", str(out), "--epochs", "1"])
     assert result.exit_code == 0, result.output
     assert "options changed since the last demo" in result.stderr and "--epochs" in result.stderr
-    assert "0 triaged in this run" not in result.stdout and "already done" not in result.stdout
+    assert " 0 triaged in this run" not in result.stdout and "already done" not in result.stdout
     assert len([line for line in (out / "run" / "metrics.jsonl").read_text().splitlines() if line]) == 1
     # the data did not depend on --epochs: kept as it was
     assert {p: p.stat().st_mtime_ns for p in (out / "data").rglob("*.png")} == data_files

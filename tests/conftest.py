@@ -46,9 +46,14 @@ def bundle(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+#: ``flare demo``'s options in the tests: the README's demo, trained for fewer epochs at a smaller
+#: input (CI time); ``benchmarks/real_sky.py`` judges the default recipe on real photos.
+DEMO_OPTIONS = ["--epochs", "8", "--input-size", "64"]
+
+
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """``flare demo`` with its default settings (the README's demo), run once: its folder and output."""
+    """``flare demo`` on the README's data and steps (:data:`DEMO_OPTIONS`), run once: its folder and output."""
     pytest.importorskip("torch")
     pytest.importorskip("onnx")
     from click.testing import CliRunner
@@ -56,7 +61,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     from flare.cli import cli
 
     out = tmp_path_factory.mktemp("demo") / "demo"
-    result = CliRunner().invoke(cli, ["demo", "--out", str(out)])
+    result = CliRunner().invoke(cli, ["demo", "--out", str(out), *DEMO_OPTIONS])
     assert result.exit_code == 0, result.output
     return out, result.stdout
 

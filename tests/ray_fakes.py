@@ -7,7 +7,8 @@ test_triage) to be pickled by value. ``pid_dir`` lets a test find the actors to 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import signal
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from flare.runtime.apps.triage_ray import PredictorInfo
@@ -39,6 +40,26 @@ class FakePredictors:
         fake.notes = list(self.notes)
         fake.fingerprint = self.worker_fingerprint or fake.fingerprint
         return fake
+
+
+@dataclass
+class ActorKiller:
+    """A progress callback that SIGKILLs the first actor to have opened a model (of
+    ``FakePredictors(pid_dir=...)``), once, mid-run; ``check`` then asserts Ray replaced it."""
+
+    pid_dir: Path
+    killed: list[int] = field(default_factory=list)
+
+    def __call__(self, n: int) -> None:
+        opened = sorted(self.pid_dir.iterdir())
+        if not self.killed and opened:
+            victim = int(opened[0].name)
+            os.kill(victim, signal.SIGKILL)
+            self.killed.append(victim)
+
+    def check(self) -> None:
+        assert self.killed, "an actor should have been killed mid-run"
+        assert len(list(self.pid_dir.iterdir())) >= 3, "Ray should have started a replacement actor"
 
 
 def register_by_value() -> None:

@@ -1,4 +1,4 @@
-"""``flare demo`` end to end, with its default settings: every step runs and leaves its outputs,
+"""``flare demo`` end to end, on the README's data and steps: every step runs and leaves its outputs,
 and the classifier it trains survives fp16 and int8 export through the parity gate."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from conftest import DEMO_OPTIONS
 from flare.cli import cli
 from flare.demo import astropy_fits_files
 
@@ -40,7 +41,7 @@ def test_demo_runs_and_resumes(demo: tuple[Path, str]) -> None:
     assert f"  report              {out / 'report.html'} (fine accuracy " in stdout
     assert f"on the {96 + len(real)} survey images in class folders" in stdout
     # a second run reuses the finished training and triage instead of redoing them
-    again = CliRunner().invoke(cli, ["demo", "--out", str(out)])
+    again = CliRunner().invoke(cli, ["demo", "--out", str(out), *DEMO_OPTIONS])
     assert again.exit_code == 0, again.output
     assert " 0 triaged in this run" in again.stdout
 
@@ -74,7 +75,7 @@ def test_demo_with_other_options_redoes_what_they_change(demo: tuple[Path, str],
     out = tmp_path / "demo"
     shutil.copytree(demo[0], out)
     data_files = {p: p.stat().st_mtime_ns for p in (out / "data").rglob("*.png")}
-    result = CliRunner().invoke(cli, ["demo", "--out", str(out), "--epochs", "1"])
+    result = CliRunner().invoke(cli, ["demo", "--out", str(out), "--input-size", "64", "--epochs", "1"])
     assert result.exit_code == 0, result.output
     assert "options changed since the last demo" in result.stderr and "--epochs" in result.stderr
     assert " 0 triaged in this run" not in result.stdout and "already done" not in result.stdout

@@ -151,6 +151,8 @@ CASES = [
     Case("train-two-per-class", "train {w}/two_per_class --model resnet18 --out {out}", 1, "two_per_class"),
     # --- resume with other settings, or without a run --------------------------------------
     Case("resume-other-lr", "train {data} --model resnet18 --out {w}/resumable_run --resume --lr 0.5", 2, "--lr"),
+    Case("resume-other-flips", "train {data} --model resnet18 --out {w}/resumable_run --resume --balance", 2,
+         "--balance"),
     Case("resume-other-model", "train {data} --model vgg11 --out {w}/resumable_run --resume", 2, "--model"),
     Case("train-over-a-run", "train {data} --model resnet18 --out {w}/resumable_run", 2, "--resume"),
     Case("resume-nothing", "train {data} --model resnet18 --out {out} --resume", 2, "--resume"),

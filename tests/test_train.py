@@ -17,19 +17,21 @@ from flare.training.classifiers.models import create_classifier, load_weights  #
 from flare.training.classifiers.train import train  # noqa: E402
 
 
-def config(data: Path, epochs: int) -> ClassifierTraining:
+def config(data: Path, epochs: int, **changes: object) -> ClassifierTraining:
     return ClassifierTraining(model="resnet18", data=str(data / "hr"), epochs=epochs, batch=16, lr=1e-3, input_size=32,
-                              seed=7)
+                              seed=7, **changes)  # type: ignore[arg-type]
 
 
 def test_resume_continues_exactly(sky_data: Path, tmp_path: Path) -> None:
-    """Two epochs in one go equal one epoch, a stop, and a resumed second epoch."""
+    """Two epochs in one go equal one epoch, a stop, and a resumed second epoch, with the
+    random flips and class-balanced draws too (their randomness comes from (seed, epoch))."""
     straight = tmp_path / "straight"
-    train(config(sky_data, 2), straight)
+    train(config(sky_data, 2, flips=True, balance=True), straight)
     resumed = tmp_path / "resumed"
-    train(config(sky_data, 1), resumed)
+    train(config(sky_data, 1, flips=True, balance=True), resumed)
     first = load_file(str(resumed / "last.safetensors"))
-    train(config(sky_data, 2), resumed, resume=True)
+    train(config(sky_data, 2), resumed, resume=True)  # a resume keeps the run's own settings
+    assert ClassifierRun.load(resumed).train.flips and ClassifierRun.load(resumed).train.balance
     a, b = load_file(str(straight / "last.safetensors")), load_file(str(resumed / "last.safetensors"))
     assert a.keys() == b.keys()
     for k in a:
@@ -120,3 +122,35 @@ def test_confusion_matrix_is_drawn_with_matplotlib(trained_run: Path) -> None:
     with Image.open(trained_run / "confusion_matrix.png") as png:
         assert png.info.get("Software", "").startswith("Matplotlib")
         assert png.width > 400
+
+
+def test_flips_and_balance_change_what_an_epoch_sees(sky_data: Path, tmp_path: Path) -> None:
+    plain, augmented = tmp_path / "plain", tmp_path / "augmented"
+    train(config(sky_data, 1), plain)
+    train(config(sky_data, 1, flips=True, balance=True), augmented)
+    a, b = load_file(str(plain / "last.safetensors")), load_file(str(augmented / "last.safetensors"))
+    assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
+
+
+def test_class_balanced_draws_every_class_equally_often() -> None:
+    from flare.runtime.core.preprocess import PreprocessSpec
+    from flare.training.classifiers.train import ImageDataset, class_balanced
+
+    rows = [{"path": f"{i}.png", "label": "galaxy" if i < 90 else "star"} for i in range(100)]
+    data = ImageDataset(rows, Path("."), PreprocessSpec(size=8), {"galaxy": 0, "star": 1}, cache=False)
+    draws = [rows[i]["label"] for _ in range(20) for i in class_balanced(data, torch.Generator().manual_seed(0))]
+    assert len(draws) == 2000
+    assert 0.45 < draws.count("star") / len(draws) < 0.55  # 10% of the rows, half of the draws
+
+
+def test_dihedral_gives_the_eight_symmetries_of_a_square() -> None:
+    from flare.training.symmetry import dihedral, random_dihedral
+
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    images = [dihedral(x, [c, c]) for c in range(8)]
+    assert len({tuple(im[0].flatten().tolist()) for im in images}) == 8  # all different
+    assert all(torch.equal(im.flatten(1).sort().values, x.flatten(1).sort().values) for im in images)  # same pixels
+    torch.testing.assert_close(dihedral(x, [1, 1]), torch.rot90(x, 1, dims=(-2, -1)))
+    torch.testing.assert_close(dihedral(x, [4, 4]), torch.flip(x, dims=(-1,)))
+    drawn = random_dihedral(x, torch.Generator().manual_seed(0))
+    assert any(torch.equal(drawn[0], im[0]) for im in images) and drawn.shape == x.shape

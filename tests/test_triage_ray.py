@@ -123,19 +123,11 @@ def test_a_killed_worker_loses_and_duplicates_nothing(cluster: str, tmp_path: Pa
     reference = local_reference(root, tmp_path / "local.csv")
     pids = tmp_path / "pids"
     pids.mkdir()
-    killed: list[int] = []
-
-    def kill_an_actor_once(n: int) -> None:
-        if not killed and list(pids.iterdir()):
-            victim = int(sorted(pids.iterdir())[0].name)
-            os.kill(victim, signal.SIGKILL)
-            killed.append(victim)
-
+    killer = ray_fakes.ActorKiller(pids)
     options = RayOptions(address=cluster, workers=2, cpus_per_worker=0.5, files_per_block=8)
     summary = triage_on_ray(root, ray_fakes.FakePredictors(delay=0.05, pid_dir=str(pids)), tmp_path / "out.parquet",
-                            options=options, batch_size=4, progress=kill_an_actor_once)
-    assert killed, "an actor should have been killed mid-run"
-    assert len(list(pids.iterdir())) >= 3, "Ray should have started a replacement actor"
+                            options=options, batch_size=4, progress=killer)
+    killer.check()
     assert summary.processed == 120
     rows = parquet_rows(tmp_path / "out.parquet")
     assert len(rows) == len({r[0] for r in rows}) == 120

@@ -80,12 +80,7 @@ class _CatalogActor:
     def __init__(self, predictors: PredictorFactory, described: PredictorInfo, options: CatalogOptions,
                  batch_size: int, threads: int) -> None:
         self.described, self.options, self.batch_size = described, options, batch_size
-        self.failure = ""
-        try:
-            self.predictor = open_model(predictors, described, threads)
-        except FlareError as exc:
-            self.failure = str(exc)
-            return
+        self.predictor, self.failure = open_model(predictors, described, threads)
         self.search = Searcher(options, described.spec.stretch)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:

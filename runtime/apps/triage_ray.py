@@ -311,14 +311,20 @@ def model_actors(ray: Any, dataset: Any, actor: type, arguments: dict[str, Any],
             max_restarts=RETRIES, max_task_retries=RETRIES)
 
 
-def open_model(predictors: PredictorFactory, described: PredictorInfo, threads: int) -> Predictor:
-    """The model of one actor, refused (:class:`FlareError`) when it is not the one the driver described."""
-    predictor = predictors.open(threads)
+def open_model(predictors: PredictorFactory, described: PredictorInfo, threads: int) -> tuple[Predictor | None, str]:
+    """The model of one actor, or None and why not: it failed to open, or it is not the one the
+    driver described. Actors keep the reason and report it on every row, since Ray hands the
+    driver a worker's exception only as text, and a constructor's would end the actor before it
+    could say anything."""
+    try:
+        predictor = predictors.open(threads)
+    except FlareError as exc:
+        return None, str(exc)
     if predictor.fingerprint != described.fingerprint:
-        raise FlareError(f"a Ray worker on {socket.gethostname()} opened another model than the driver "
-                         f"(fingerprint {predictor.fingerprint[:12]}, not {described.fingerprint[:12]}); "
-                         f"give every node the same bundle at the same path")
-    return predictor
+        return None, (f"a Ray worker on {socket.gethostname()} opened another model than the driver "
+                      f"(fingerprint {predictor.fingerprint[:12]}, not {described.fingerprint[:12]}); "
+                      f"give every node the same bundle at the same path")
+    return predictor, ""
 
 
 @contextmanager
@@ -352,15 +358,9 @@ class _ClassifyActor:
 
     def __init__(self, predictors: PredictorFactory, described: PredictorInfo, threshold: float, threads: int) -> None:
         self.labels, self.macro_of, self.threshold = described.labels, described.macro_of, threshold
-        # Our errors travel as data (see __call__): Ray hands the driver a worker's exception
-        # only as text, and a constructor's would end the actor before it could say anything.
-        self.failure = ""
-        try:
-            self.predictor = open_model(predictors, described, threads)
-        except FlareError as exc:
-            self.failure = str(exc)
-            return
-        self.notes = "; ".join(self.predictor.notes)
+        # Our errors travel as data (see open_model and __call__).
+        self.predictor, self.failure = open_model(predictors, described, threads)
+        self.notes = "; ".join(self.predictor.notes) if self.predictor else ""
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["index"])

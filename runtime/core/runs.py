@@ -33,6 +33,10 @@ class ClassifierTraining:
     weights: str | None = None
     amp: bool = True
     workers: int = 0
+    #: Show each training image under a random one of its 8 flips / quarter turns (off in the paper's recipe).
+    flips: bool = False
+    #: Draw training images so every class is seen equally often (off in the paper's recipe).
+    balance: bool = False
 
 
 @dataclass

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from flare.runtime.core.preprocess import PreprocessSpec, preprocess
 from flare.runtime.core.runs import ClassifierRun, ClassifierTraining, Distillation
@@ -38,6 +38,7 @@ from flare.training.data.folders import resolve_root, scan_image_folder
 from flare.training.data.splits import check_split, read_split, split_groups, write_split
 from flare.training.devices import autocast, pick_device
 from flare.training.resume import RunFolder, epoch_seed
+from flare.training.symmetry import random_dihedral
 
 #: Cache decoded inputs in memory when they fit in this many bytes (demo-size data).
 CACHE_LIMIT_BYTES = 2 * 1024**3
@@ -88,6 +89,16 @@ class Indexed(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
         return (*self.base[i], i)
+
+
+def class_balanced(data: ImageDataset, generator: torch.Generator) -> WeightedRandomSampler:
+    """An epoch of draws (with replacement) in which every class is equally likely: with a few
+    real photos of one class beside many of another, the common class would otherwise win the
+    loss, and balanced accuracy is what a survey's rare classes need."""
+    labels = [data.target_of[r["label"]] for r in data.rows]
+    counts = np.bincount(labels)
+    weights = torch.tensor([1.0 / counts[t] for t in labels], dtype=torch.double)
+    return WeightedRandomSampler(weights, num_samples=len(labels), replacement=True, generator=generator)
 
 
 def build_from_run(run: Path, checkpoint: str = "best") -> tuple[nn.Module, ClassifierRun, Path]:
@@ -226,12 +237,15 @@ def train(cfg: ClassifierTraining, out: Path, split: Path | None = None, resume:
         torch.manual_seed(epoch_seed(cfg.seed, epoch))  # dropout etc.: the same whether resumed or not
         shuffle = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
         train_ds = sets["train"]
-        loader = DataLoader(Indexed(train_ds), batch_size=cfg.batch, shuffle=True, generator=shuffle,
-                            num_workers=cfg.workers, drop_last=len(train_ds) > cfg.batch)
+        order = class_balanced(train_ds, shuffle) if cfg.balance else None
+        loader = DataLoader(Indexed(train_ds), batch_size=cfg.batch, shuffle=order is None, sampler=order,
+                            generator=shuffle, num_workers=cfg.workers, drop_last=len(train_ds) > cfg.batch)
         model.train()
         seen, loss_sum, correct = 0, 0.0, 0
         with progress_bar(len(train_ds), f"epoch {epoch + 1}/{cfg.epochs}") as advance:
             for x, y, index in loader:
+                if cfg.flips:
+                    x = random_dihedral(x, shuffle)
                 x, y = x.to(dev), y.to(dev)
                 optimizer.zero_grad(set_to_none=True)
                 with autocast(dev, cfg.amp):

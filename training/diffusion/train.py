@@ -47,21 +47,13 @@ from flare.training.diffusion.model import (DiffusionConfig, build_model, condit
                                             load_diffusion, local_folder, sample, save_model, to_model_input,
                                             to_uint8)
 from flare.training.resume import RunFolder, epoch_seed
+from flare.training.symmetry import dihedral, random_dihedral
 
 #: Where a RUN keeps what ``--resume`` needs (raw weights and optimizer state), swapped in whole.
 TRAINING_STATE = "training"
 
 #: Keep decoded training images in memory below this many bytes (always true for demo data).
 CACHE_LIMIT_BYTES = 2 * 1024**3
-
-
-def dihedral(x: torch.Tensor, codes: torch.Tensor | list[int]) -> torch.Tensor:
-    """Rotate each image of a batch by ``code % 4`` quarter turns, mirrored if ``code >= 4``."""
-    out = []
-    for xi, c in zip(x, [int(c) for c in codes], strict=True):
-        xi = torch.rot90(xi, c % 4, dims=(-2, -1))
-        out.append(torch.flip(xi, dims=(-1,)) if c >= 4 else xi)
-    return torch.stack(out)
 
 
 class ImageSet:
@@ -227,7 +219,7 @@ class _Trainer:
                 idx = perm[i:i + bs]
                 x = self.images.batch(idx)
                 if self.cfg.dihedral:
-                    x = dihedral(x, torch.randint(0, 8, (len(idx),), generator=g))
+                    x = random_dihedral(x, g)
                 x = x.to(self.dev)
                 post = vae.encode(x).latent_dist
                 recon = vae.decode(post.sample(generator=g)).sample

@@ -7,6 +7,7 @@ Ray's workers cannot import the tests folder) except in the CLI test, which runs
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -60,7 +61,7 @@ def cluster() -> str:
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": ray_tmp}
     head = subprocess.Popen([*RAY, "start", "--head", "--block", "--num-cpus=2", "--num-gpus=0", f"--port={port}",
                              "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -74,12 +75,18 @@ def cluster() -> str:
         time.sleep(2)  # the GCS answers before the raylet has registered the node's CPUs
         yield address
     finally:
+        # Once Ray Data has run, 'ray start --block' takes ~30 s to stop gracefully on SIGTERM
+        # (its head, GCS and raylet are all still up after 5 s); the test cluster needs no
+        # graceful stop, so after 5 s its process group is killed. Workers in other groups
+        # exit with their raylet.
         head.send_signal(signal.SIGTERM)
         try:
-            head.wait(timeout=60)
+            head.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            head.kill()
-            head.wait()
+            pass  # killed below
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGKILL)
+        head.wait()
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 

@@ -86,6 +86,40 @@ def test_train_sr_run_and_resume(sr_run: Path, sky_data: Path) -> None:
     assert rows[1]["l1"] != rows[0]["l1"]
 
 
+def test_untrained_bicubic_residual_model_is_bicubic_upscaling() -> None:
+    """Training starts from bicubic quality, whatever the head (the mean SwinIR adds back included)."""
+    from flare.training.sr.swinir import CONFIGS, SwinIRConfig
+    from flare.training.sr.train import build_sr
+
+    x = torch.rand(2, 3, 12, 20)
+    classical = SwinIRConfig(scale=2, upsampler="pixelshuffle", embed_dim=12, depths=(1,), num_heads=(2,), num_feat=8)
+    for cfg in (CONFIGS["tiny_x4"], classical):
+        with torch.no_grad():
+            out = build_sr(cfg, bicubic_residual=True).eval()(x)
+        bicubic = torch.nn.functional.interpolate(x, scale_factor=cfg.scale, mode="bicubic", align_corners=False)
+        assert out.shape == bicubic.shape
+        assert torch.allclose(out, bicubic, atol=1e-6)
+
+
+def test_sr_training_draws_fresh_aligned_degradations_in_every_orientation() -> None:
+    from flare.training.sr.train import random_patches
+
+    # one 64 px HR image with no symmetry of its own: a bright bar along the top, left of centre
+    hr = np.full((64, 64, 3), 10, np.uint8)
+    hr[4:16, 4:40] = 240
+    lr, hr_batch = random_patches([(None, hr)], batch=64, patch=64, scale=4, rng=np.random.default_rng(0))
+    assert lr.shape == (64, 3, 16, 16) and hr_batch.shape == (64, 3, 64, 64)
+    # every LR crop is the degraded twin of its HR crop, in the same orientation
+    down = torch.nn.functional.avg_pool2d(hr_batch, 4)
+    assert min(float(torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1]) for a, b in zip(lr, down)) > 0.9
+    # all eight flips and quarter turns occur
+    orientations = {h.numpy().tobytes() for h in hr_batch}
+    assert len(orientations) == 8
+    # and the same view of the image gets a new degradation at every draw (noise, blur, JPEG)
+    same = [i for i in range(1, 64) if torch.equal(hr_batch[i], hr_batch[0])]
+    assert same and all(not torch.equal(lr[i], lr[0]) for i in same)
+
+
 def test_stage1_outputs_manifest_resume_and_split(sr_run: Path, sky_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "s1"
     args = ["augment", "stage1", str(sky_data / "hr"), "--sr", str(sr_run), "--out", str(out), "--size", "48",

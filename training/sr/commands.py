@@ -25,7 +25,8 @@ from flare.runtime.foundation.options import COUNT, DEVICE, PIXELS, POSITIVE, SE
 @click.option("--lr", type=POSITIVE, default=2e-4, show_default=True, help="Adam learning rate.")
 @SEED
 @click.option("--bicubic-residual/--no-bicubic-residual", default=None,
-              help="Learn a correction on top of bicubic upscaling (default: on for tiny_x4 only).")
+              help="Learn a correction on top of bicubic upscaling, starting from bicubic itself "
+                   "(default: on for our own tiny_x4 and small_x4).")
 @DEVICE
 @click.option("--resume", is_flag=True, help="Continue the run in --out.")
 @click.pass_context

@@ -3,8 +3,9 @@
 Pairs come from the user's HR images through the same degradation that makes the synthetic
 LR data (:func:`flare.training.data.synth.degrade`: blur, downsample, noise, JPEG; drawn anew at
 every training draw, fixed once for validation), or from real pairs when the user has them
-(``low_res_dir`` holding files with the HR files' relative paths). The validation split is grouped like classifier splits, so no image is in both. A RUN holds
-``run.json`` (an :class:`~flare.runtime.core.runs.SRRun`: the SwinIR config and the training settings),
+(``low_res_dir`` holding files with the HR files' relative paths). The validation split is
+grouped like classifier splits, so no image is in both. A RUN holds ``run.json`` (an
+:class:`~flare.runtime.core.runs.SRRun`: the SwinIR config and the training settings),
 ``best.safetensors`` (highest validation PSNR), ``last.safetensors``, ``train_state.pt`` and
 ``metrics.jsonl``.
 """

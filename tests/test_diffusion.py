@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 from safetensors.torch import load_file
 
 from flare.cli import cli
@@ -22,7 +23,7 @@ from flare.runtime.foundation.errors import FlareError, UsageError
 from flare.training.data.synth import SynthConfig, synthesize
 from flare.training.diffusion.commands import train_diffusion
 from flare.training.diffusion.model import (ClassPromptEmbedding, LatentDiffusion, PromptTable, build_model,
-                                            condition_dropout, get_config, load_diffusion, sample)
+                                            condition_dropout, get_config, load_diffusion, sample, to_model_input)
 from flare.training.diffusion.train import train_diffusion as run_training
 from flare.training.pipeline.commands import stage2
 from flare.training.pipeline.stage2 import COLUMNS, MANIFEST, Stage2Config, augment_stage2, output_for
@@ -50,6 +51,14 @@ def test_forward_shapes(model: LatentDiffusion) -> None:
     assert pred.shape == (2, 4, 8, 8)
     assert model.unet.config.in_channels == 8  # noisy latent + source-image latent
     assert model.image_size == 32 and model.supports_image_variation
+
+
+def test_a_new_vae_carries_the_image_in_every_latent_channel(model: LatentDiffusion) -> None:
+    """Its posterior starts narrow: a channel drowned in sampling noise is learnt to be ignored."""
+    with torch.no_grad():
+        posterior = model.vae.encode(torch.rand(4, 3, 32, 32) * 2 - 1).latent_dist
+    torch.testing.assert_close(posterior.std, torch.full_like(posterior.std, float(np.exp(-3.0))))
+    assert bool((posterior.mean.std(dim=(0, 2, 3)) > 1.5 * posterior.std.max()).all())
 
 
 def test_paper_config_is_sd_sized() -> None:
@@ -135,6 +144,11 @@ def test_train_writes_run_and_resume_matches_uninterrupted(trained: dict[str, Pa
     assert run.conditioner.prompts[1] == "An image of black hole in space"
     vae = json.loads((full / "vae" / "config.json").read_text())
     assert vae["_class_name"] == "AutoencoderKL" and vae["scaling_factor"] != 0.18215  # measured on the data
+    images = torch.stack([to_model_input(np.asarray(Image.open(f).convert("RGB")), 32)
+                          for f in sorted(trained["data"].rglob("*.png"))[:8]])
+    with torch.no_grad():
+        posterior = load_diffusion(full).vae.encode(images).latent_dist
+    assert bool((posterior.std.transpose(0, 1).flatten(1).median(1).values < 0.5).all())  # no channel is noise
     for name in ("unet/config.json", "unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
                  "scheduler/scheduler_config.json", "conditioner/conditioner.safetensors",
                  "training/last.safetensors", "training/train_state.pt", "latents.safetensors",

@@ -522,9 +522,9 @@ def new_vae(vae: nn.Module) -> nn.Module:
     while the channel means spread by less; the decoder learns to ignore the channels that
     are mostly sampling noise, their variance then gets no gradient, and they stay noise. On
     the Stellarium photos three of the tiny config's four channels did (posterior std 0.8
-    against 0.07), leaving one channel: luminance only, and every sample grey. Starting
-    narrow, every channel carries the image from the first step; the small KL term widens
-    the posterior only where the reconstruction allows it.
+    against 0.07 in the fourth). Starting narrow, every channel carries the image from the
+    first step (measured: posterior std 0.1 in all four after training); the small KL term
+    widens the posterior only where the reconstruction allows it.
     """
     c = int(vae.config.latent_channels)
     vae.quant_conv.weight[c:].zero_()

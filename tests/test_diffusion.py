@@ -23,7 +23,8 @@ from flare.runtime.foundation.errors import FlareError, UsageError
 from flare.training.data.synth import SynthConfig, synthesize
 from flare.training.diffusion.commands import train_diffusion
 from flare.training.diffusion.model import (ClassPromptEmbedding, LatentDiffusion, PromptTable, build_model,
-                                            condition_dropout, get_config, load_diffusion, sample, to_model_input)
+                                            condition_dropout, get_config, load_diffusion, sample, to_model_input,
+                                            INITIAL_LOG_VARIANCE)
 from flare.training.diffusion.train import train_diffusion as run_training
 from flare.training.pipeline.commands import stage2
 from flare.training.pipeline.stage2 import COLUMNS, MANIFEST, Stage2Config, augment_stage2, output_for
@@ -57,7 +58,7 @@ def test_a_new_vae_carries_the_image_in_every_latent_channel(model: LatentDiffus
     """Its posterior starts narrow: a channel drowned in sampling noise is learnt to be ignored."""
     with torch.no_grad():
         posterior = model.vae.encode(torch.rand(4, 3, 32, 32) * 2 - 1).latent_dist
-    torch.testing.assert_close(posterior.std, torch.full_like(posterior.std, float(np.exp(-3.0))))
+    torch.testing.assert_close(posterior.std, torch.full_like(posterior.std, float(np.exp(INITIAL_LOG_VARIANCE / 2))))
     assert bool((posterior.mean.std(dim=(0, 2, 3)) > 1.5 * posterior.std.max()).all())
 
 

@@ -57,6 +57,8 @@ def main() -> None:
                         help="Data seeds, comma-separated: each draws its own grouped split.")
     parser.add_argument("--seeds", type=int, default=3,
                         help="Training seeds of the demo's set on each split (the --compare rows get one).")
+    parser.add_argument("--look", choices=["classic", "photo"], default="classic",
+                        help="The synthetic sky's look ('flare data synth --look'); runs of each look are kept apart.")
     parser.add_argument("--compare", action="store_true",
                         help="On the first split, also the 64 px, real-photos-only and synthetic-only rows.")
     args = parser.parse_args()
@@ -68,12 +70,13 @@ def main() -> None:
     splits = {}
     for k, data_seed in enumerate(args.splits):
         splits[str(data_seed)] = judge_split(args, data_seed, compare=args.compare and k == 0)
-    results = {"real": str(args.real.resolve()), "model": args.model, "epochs": args.epochs,
+    results = {"real": str(args.real.resolve()), "model": args.model, "epochs": args.epochs, "look": args.look,
                "recipe": to_plain(demo_training(args.model, args.work / f"split{args.splits[0]}" / "mixed_all" / "hr",
                                                 args.epochs, args.input_size)),
                "target_balanced_accuracy": TARGET, "splits": splits,
                "over_splits": over_splits([s["models"][DEMO_SET] for s in splits.values()])}
-    _, md = write_results(args.out, f"real_sky_{args.model}", results, markdown(results))
+    name = f"real_sky_{args.model}" + ("" if args.look == "classic" else f"_{args.look}")
+    _, md = write_results(args.out, name, results, markdown(results))
     print(md.read_text())
 
 
@@ -87,18 +90,19 @@ def judge_split(args: argparse.Namespace, data_seed: int, compare: bool) -> dict
     from flare.training.data.synth import SynthConfig, synthesize
 
     work = args.work / f"split{data_seed}"
-    synthetic = work / "synthetic"
-    synthesize(synthetic, SynthConfig(per_class=args.per_class, size=128, seed=data_seed))
-    mixed, mixed_all = work / "mixed", work / "mixed_all"
+    look = "" if args.look == "classic" else f"_{args.look}"  # classic keeps the folder names it was measured with
+    synthetic = work / f"synthetic{look}"
+    synthesize(synthetic, SynthConfig(per_class=args.per_class, size=128, seed=data_seed, look=args.look))
+    mixed, mixed_all = work / f"mixed{look}", work / f"mixed_all{look}"
     sources = mix(args.real, synthetic, mixed)
     mix(args.real, synthetic, mixed_all, synthetic_classes="all")
     samples, _ = scan_image_folder(mixed / "hr")
     rows = split_groups(samples, seed=data_seed)
-    split = write_split(rows, work / "split_mixed.csv")
+    split = write_split(rows, work / f"split_mixed{look}.csv")
     known = {r["path"] for r in rows}
     extra = [{"path": s.path, "label": s.label, "group": s.path, "split": "train"}
              for s in scan_image_folder(mixed_all / "hr")[0] if s.path not in known]
-    split_all = write_split(rows + extra, work / "split_mixed_all.csv")
+    split_all = write_split(rows + extra, work / f"split_mixed_all{look}.csv")
     real_test = [r for r in rows if r["split"] == "test" and r["label"] in REAL_CLASSES]
     train_groups = {r["group"] for r in rows if r["split"] != "test"}
     assert not any(r["group"] in train_groups for r in real_test), "an object straddles train and test"
@@ -106,7 +110,7 @@ def judge_split(args: argparse.Namespace, data_seed: int, compare: bool) -> dict
     def runs(name: str, data: Path, split_file: Path | None, seeds: list[int], size: int) -> dict[str, Any]:
         judged = []
         for seed in seeds:
-            out = work / f"run_{name}_{size}px_seed{seed}"
+            out = work / f"run_{name}{look}_{size}px_seed{seed}"
             if not (out / "results.json").exists():
                 train(demo_training(args.model, data, args.epochs, size, seed), out, split=split_file,
                       resume=(out / "train_state.pt").exists())
@@ -190,7 +194,8 @@ def markdown(results: dict[str, Any]) -> str:
     splits = results["splits"]
     head = ("| split | training set | input | seeds | balanced accuracy | "
             + " | ".join(f"{c} recall (n)" for c in REAL_CLASSES) + " | target |")
-    lines = [f"Demo-size {results['model']} ({results['epochs']} epochs, flips, class-balanced draws) on held-out "
+    lines = [f"Demo-size {results['model']} ({results['epochs']} epochs, flips, class-balanced draws, the "
+             f"synthetic sky in its {results.get('look', 'classic')} look) on held-out "
              "real photos, in splits grouped by object (each data seed draws its own; no Messier object anywhere). "
              "Balanced accuracy over galaxy / nebula / star: per split the mean over training seeds ± half its 95% t "
              "interval; recalls pool the seeds' predictions; mistakes are summed over seeds.", "", head,

@@ -39,3 +39,31 @@ def test_splits_are_averaged_by_their_means_and_recalls_pooled_over_every_predic
     assert table.count(f"| {DEMO_SET} |") == 2 and "Over the 2 splits (3 models)" in table
     assert f"**{every['balanced_accuracy']:.3f} ± " in table and "missed (>= 0.8, mean)" in table
     assert "- split 1, " + DEMO_SET + ": galaxy: star x1" in table
+
+
+def look_judged(three: float, eight: float) -> dict:
+    per_class = {c: {"images": 2, "recall_8way": eight, "recall_3way": three, "taken_for": {"black hole": 1}}
+                 for c in IMAGES}
+    return {"balanced_8way": eight, "balanced_3way": three, "per_class": per_class}
+
+
+def test_sim_to_real_pairs_the_looks_by_seed_and_says_whether_the_gain_is_significant() -> None:
+    from flare.benchmarks.sim_to_real import differences, markdown as look_markdown, summarise as look_summary
+
+    looks = {"classic": look_summary([look_judged(0.40, 0.20), look_judged(0.50, 0.10), look_judged(0.45, 0.30)]),
+             "photo": look_summary([look_judged(0.60, 0.50), look_judged(0.71, 0.40), look_judged(0.64, 0.62)])}
+    assert looks["photo"]["balanced_3way"]["mean"] == pytest.approx(0.65)
+    d = differences(looks)
+    # seed by seed: +0.20, +0.21, +0.19 (3-way), a steady gain; +0.30, +0.30, +0.32 (8-way)
+    assert d["balanced_3way"]["mean"] == pytest.approx(0.20) and d["balanced_3way"]["significant"]
+    low, high = d["balanced_3way"]["interval"]
+    assert 0 < low < 0.20 < high
+    looks["photo"] = look_summary([look_judged(0.60, 0.2), look_judged(0.40, 0.1), look_judged(0.45, 0.3)])
+    d = differences(looks)
+    assert d["balanced_8way"]["mean"] == pytest.approx(0.0) and not d["balanced_8way"]["significant"]
+    assert not d["balanced_3way"]["significant"]
+
+    table = look_markdown({"photos": {"galaxy": 4, "nebula": 2, "star": 2}, "model": "resnet18", "epochs": 30,
+                           "input_size": 96, "seeds": 3, "looks": looks, "photo_minus_classic": d})
+    assert "| classic | 0.200 (" in table and "8way, paired by seed: 0.000" in table and "not significant" in table
+    assert "- photo, galaxy: black hole x3" in table

@@ -12,21 +12,39 @@ from PIL import Image
 
 from flare.runtime.core.taxonomy import FINE_CLASSES, slug
 from flare.runtime.foundation.errors import FlareError
-from flare.training.data.synth import SynthConfig, degrade, render, synthesize
+from flare.training.data.synth import LOOKS, SynthConfig, degrade, render, synthesize
 
 
 def _rng(*seed: int) -> np.random.Generator:
     return np.random.default_rng(list(seed))
 
 
+@pytest.mark.parametrize("look", LOOKS)
 @pytest.mark.parametrize("name", FINE_CLASSES)
-def test_render_is_deterministic_per_class(name: str) -> None:
-    a = render(name, _rng(3, 1), 64)
-    b = render(name, _rng(3, 1), 64)
-    c = render(name, _rng(4, 1), 64)
+def test_render_is_deterministic_per_class(name: str, look: str) -> None:
+    a = render(name, _rng(3, 1), 64, look)
+    b = render(name, _rng(3, 1), 64, look)
+    c = render(name, _rng(4, 1), 64, look)
     assert a.shape == (64, 64, 3) and a.dtype == np.uint8
     assert a.tobytes() == b.tobytes()
     assert a.tobytes() != c.tobytes()
+
+
+def test_looks_differ_and_an_unknown_look_is_refused() -> None:
+    assert render("nebula", _rng(5), 64, "photo").tobytes() != render("nebula", _rng(5), 64, "classic").tobytes()
+    assert render("nebula", _rng(5), 64).tobytes() == render("nebula", _rng(5), 64, "classic").tobytes()
+    with pytest.raises(FlareError, match="unknown look 'glossy'"):
+        render("nebula", _rng(5), 64, "glossy")
+    with pytest.raises(FlareError, match="unknown look"):
+        SynthConfig(look="glossy").validate()
+
+
+def test_the_photo_look_clips_the_sky_to_black_as_processed_photos_do() -> None:
+    def sky(look: str) -> float:  # the darkest tenth of each image, over many images
+        return float(np.median([np.percentile(render(name, _rng(21, c, i), 64, look).mean(axis=2), 10)
+                                for c, name in enumerate(FINE_CLASSES) for i in range(4)]))
+
+    assert sky("photo") < 4.0 < 10.0 < sky("classic")
 
 
 def test_render_odd_size_and_bad_arguments() -> None:
@@ -96,13 +114,35 @@ def test_synthesize_rejects_bad_or_mixed_settings(tmp_path: Path) -> None:
     synthesize(tmp_path, SynthConfig(per_class=1, size=32, seed=0))
     with pytest.raises(FlareError, match="seed"):
         synthesize(tmp_path, SynthConfig(per_class=1, size=32, seed=1))
+    with pytest.raises(FlareError, match=r"different settings \(look\)"):
+        synthesize(tmp_path, SynthConfig(per_class=1, size=32, seed=0, look="photo"))
 
 
-def test_mean_brightness_alone_does_not_separate_classes() -> None:
+def test_a_set_made_before_looks_existed_resumes_as_classic(tmp_path: Path) -> None:
+    synthesize(tmp_path, SynthConfig(per_class=1, size=32, seed=0))
+    record = json.loads((tmp_path / "synth.json").read_text())
+    assert record["look"] == "classic"
+    del record["look"]
+    (tmp_path / "synth.json").write_text(json.dumps(record))
+    assert synthesize(tmp_path, SynthConfig(per_class=2, size=32, seed=0))["written"] == len(FINE_CLASSES)
+    with pytest.raises(FlareError, match="look"):
+        synthesize(tmp_path, SynthConfig(per_class=2, size=32, seed=0, look="photo"))
+
+
+def test_photo_sets_render_in_the_photo_look(tmp_path: Path) -> None:
+    synthesize(tmp_path, SynthConfig(per_class=1, size=32, seed=3, look="photo"))
+    assert json.loads((tmp_path / "synth.json").read_text())["look"] == "photo"
+    written = np.asarray(Image.open(tmp_path / "hr" / "galaxy" / f"{slug('galaxy')}_00000.png"))
+    expected = render("galaxy", np.random.default_rng([3, FINE_CLASSES.index("galaxy"), 0]), 32, "photo")
+    assert written.tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("look", LOOKS)
+def test_mean_brightness_alone_does_not_separate_classes(look: str) -> None:
     per_class, half = 20, 10
     means = np.array(
         [
-            [render(name, _rng(11, c, i), 64).mean() for i in range(per_class)]
+            [render(name, _rng(11, c, i), 64, look).mean() for i in range(per_class)]
             for c, name in enumerate(FINE_CLASSES)
         ]
     )

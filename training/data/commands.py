@@ -20,12 +20,15 @@ def data() -> None:
 @click.option("--size", type=PIXELS, default=128, show_default=True, help="HR side in pixels.")
 @SEED
 @click.option("--scale", type=COUNT, default=4, show_default=True, help="HR/LR scale factor.")
-def synth(out: Path, per_class: int, size: int, seed: int, scale: int) -> None:
+@click.option("--look", type=click.Choice(["classic", "photo"]), default="classic", show_default=True,
+              help="photo: randomised optics, noise, stretches and real objects' shapes (transfers to real "
+                   "photos); classic: the original gentle camera of the committed synthetic tables.")
+def synth(out: Path, per_class: int, size: int, seed: int, scale: int, look: str) -> None:
     """Procedural sky images for the 8 classes, HR and their degraded LR twins."""
     from flare.runtime.foundation.progress import log, progress_bar
     from flare.training.data.synth import SynthConfig, synthesize
 
-    config = SynthConfig(per_class=per_class, size=size, seed=seed, scale=scale)
+    config = SynthConfig(per_class=per_class, size=size, seed=seed, scale=scale, look=look)
     with progress_bar(per_class * 8, "synthesizing") as advance:
         summary = synthesize(out, config, progress=advance)
     log(f"wrote {summary['count']} images: HR in {summary['hr']}, LR in {summary['lr']}")

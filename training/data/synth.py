@@ -52,6 +52,43 @@ _STAR_COLOURS = np.array(
 )
 
 
+#: The looks :func:`render` can give: ``classic`` is the original camera (a lifted grey sky, a
+#: gentle stretch; the committed synthetic-sky tables were made with it); ``photo`` randomises
+#: the camera and the darkroom the way processed astrophotographs vary (a PSF over the whole
+#: scene, shot and read noise, a sky clipped to black, asinh / midtone / exponential stretches,
+#: boosted colour, dense Milky Way star fields) and draws the real objects' morphologies
+#: (planetary nebulae, supernova remnants, dark and reflection nebulae, rich star clusters,
+#: galaxy pairs), so a model trained on it transfers to real photos.
+LOOKS = ("classic", "photo")
+
+
+@dataclass
+class _Darkroom:
+    """How one ``photo``-look image was exposed and processed, drawn for every class alike.
+
+    Real deep-sky photos are not raw frames: the sky is clipped to (near) black, the faint
+    light is stretched up hard and colour is boosted, and the optics blur everything, not
+    only the stars. A model that only ever saw one gentle tone curve learns the curve.
+    """
+
+    seeing: float
+    """Gaussian sigma (reference pixels) of the PSF core applied to the whole scene."""
+    wing: float
+    """Share of the light scattered into a wide PSF wing (halos round bright objects)."""
+    wing_sigma: float
+    black: float
+    """The black point, as a multiple of the sky level (above 1 clips the sky to black)."""
+    stretch: str
+    """``asinh``, ``midtone`` or ``exp``: the tone curves astro software offers."""
+    knee: float
+    """Where the stretch turns: small values lift faint light hard."""
+    saturation: float
+    shot: float
+    """Shot noise: its variance is ``shot`` times the linear signal."""
+    read: float
+    """Read noise, in linear units (the sky level is 0.001 to 0.03)."""
+
+
 @dataclass
 class _Look:
     """The class-independent "camera and sky" of one image.
@@ -70,6 +107,8 @@ class _Look:
     gain: float
     gamma: float
     noise: float
+    darkroom: _Darkroom | None = None
+    """How the ``photo`` look develops the image; ``None`` for the ``classic`` look."""
 
 
 @dataclass
@@ -244,9 +283,17 @@ def _draw_look(rng: np.random.Generator) -> _Look:
     )
 
 
-def _new_scene(rng: np.random.Generator, size: int) -> _Scene:
-    """A dark, slightly graded sky with random field stars: the common backdrop of every class."""
+def _new_scene(rng: np.random.Generator, size: int, look_name: str = "classic") -> _Scene:
+    """A dark, slightly graded sky with random field stars: the common backdrop of every class.
+
+    The ``photo`` look draws its darkroom after the classic settings (so ``classic`` images
+    stay byte-identical) and puts a third of its images in a dense Milky Way field.
+    """
     look = _draw_look(rng)
+    if look_name == "photo":
+        look.darkroom = _draw_darkroom(rng)
+        if rng.random() < 0.35:
+            look.star_density = _loguniform(rng, 300.0, 2500.0)
     look.psf *= size / _REF
     coords = np.arange(size, dtype=np.float32)
     x, y = np.meshgrid(coords, coords)
@@ -256,6 +303,55 @@ def _new_scene(rng: np.random.Generator, size: int) -> _Scene:
     sc = _Scene(rng, size, x, y, sky.astype(np.float32), np.zeros_like(sky, dtype=np.float32), look)
     _stars(sc, int(rng.poisson(look.star_density * sc.unit**2)), 0.04, 2.5)
     return sc
+
+
+def _draw_darkroom(rng: np.random.Generator) -> _Darkroom:
+    """Draw the ``photo`` look's optics and processing (same distribution for every class)."""
+    return _Darkroom(
+        seeing=float(rng.uniform(0.0, 0.9)),
+        wing=float(rng.uniform(0.0, 0.15)),
+        wing_sigma=float(rng.uniform(3.0, 10.0)),
+        black=float(rng.uniform(0.5, 1.6)),
+        stretch=("asinh", "midtone", "exp")[int(rng.integers(3))],
+        knee=_loguniform(rng, 0.02, 0.3),
+        saturation=float(rng.uniform(0.9, 2.0)),
+        shot=_loguniform(rng, 3e-5, 1e-3),
+        read=_loguniform(rng, 3e-4, 4e-3),
+    )
+
+
+def _tone(x: np.ndarray, darkroom: _Darkroom, gamma: float) -> np.ndarray:
+    """Stretch linear light (0 = black point) to display values in [0, 1]."""
+    k = darkroom.knee
+    if darkroom.stretch == "asinh":
+        return np.arcsinh(x / k) / math.asinh(1.0 / k)
+    if darkroom.stretch == "midtone":  # the midtones transfer function of astro processing software
+        xc = np.clip(x, 0.0, 1.0)
+        m = min(k, 0.45)
+        return (m - 1.0) * xc / ((2.0 * m - 1.0) * xc - m)
+    return (1.0 - np.exp(-x)) ** (1.0 / gamma)
+
+
+def _develop(sc: _Scene) -> np.ndarray:
+    """The ``photo`` look's finish: blur by the PSF, add shot and read noise, set the black
+    point, stretch, boost colour, quantise and randomly orient."""
+    rng, look = sc.rng, sc.look
+    dr = look.darkroom
+    assert dr is not None
+    linear = np.maximum(sc.sky + sc.light, 0.0) * (look.tint * look.gain)
+    core = _blur(linear, dr.seeing * sc.unit)
+    linear = np.maximum((1.0 - dr.wing) * core + dr.wing * _blur(linear, dr.wing_sigma * sc.unit), 0.0)
+    sigma = np.sqrt(dr.shot * linear + dr.read**2)
+    linear = linear + rng.standard_normal(linear.shape, dtype=np.float32) * sigma
+    sky = look.sky_level * look.sky_colour * look.tint * look.gain  # per channel: processing neutralises it
+    display = _tone(np.maximum(linear - dr.black * sky, 0.0), dr, look.gamma)
+    grey = display.mean(axis=2, keepdims=True)
+    display = grey + dr.saturation * (display - grey)
+    img = np.clip(np.rint(display * 255.0), 0, 255).astype(np.uint8)
+    img = np.rot90(img, int(rng.integers(4)))
+    if rng.random() < 0.5:
+        img = img[:, ::-1]
+    return np.ascontiguousarray(img)
 
 
 def _finish(sc: _Scene) -> np.ndarray:
@@ -737,12 +833,144 @@ _RENDERERS: dict[str, Callable[[_Scene], None]] = {
 
 
 # --------------------------------------------------------------------------------------
+# The photo look's objects: what real deep-sky photos of each class show
+# --------------------------------------------------------------------------------------
+
+
+def _planetary(sc: _Scene) -> None:
+    """A planetary nebula: a small glowing shell (round, elliptical or bipolar) that is teal
+    (O III) inside and red (H-alpha) at its rim, around a hot central star."""
+    rng, s = sc.rng, sc.size
+    cx, cy = sc.place(0.12)
+    radius = s * _loguniform(rng, 0.04, 0.3)
+    u, v = sc.frame(cx, cy, float(rng.uniform(0.0, math.pi)))
+    q = float(rng.uniform(0.55, 1.0))
+    r = np.sqrt(u * u + (v / q) ** 2)
+    width = radius * float(rng.uniform(0.12, 0.4))
+    shell = np.exp(-0.5 * ((r - radius) / width) ** 2) + float(rng.uniform(0.1, 0.7)) * np.exp(-0.5 * (r / radius) ** 2)
+    if rng.random() < 0.3:  # bipolar: two lobes along the major axis, pinched at the waist
+        lobe = np.exp(-0.5 * (((np.abs(u) - 1.3 * radius) / radius) ** 2 + (v / (0.55 * radius)) ** 2))
+        shell = shell + float(rng.uniform(0.5, 1.2)) * lobe
+    shell = shell * (0.6 + 0.8 * _fractal(rng, s, 8, 3, 0.5))
+    rim = _smoothstep(0.4, 1.3, r / radius)[..., None]
+    inner = np.array([0.25, 0.85, 0.9], np.float32) * np.exp(rng.normal(0.0, 0.15, 3)).astype(np.float32)
+    outer = np.array([1.0, 0.3, 0.35], np.float32) * np.exp(rng.normal(0.0, 0.15, 3)).astype(np.float32)
+    sc.light += (shell * float(rng.uniform(0.3, 1.5)))[..., None] * (inner * (1.0 - rim) + outer * rim)
+    if rng.random() < 0.4:  # the faint outer halo of older shells
+        sc.light += (0.05 * np.exp(-r / (1.5 * radius)))[..., None] * outer
+    _splat(sc.light, np.array([cx], np.float32), np.array([cy], np.float32),
+           np.array([[0.8, 0.9, 1.0]], np.float32) * float(rng.uniform(0.5, 3.0)), sc.look.psf)
+
+
+def _remnant(sc: _Scene) -> None:
+    """A supernova remnant: a large, broken shell of thin red and teal filaments."""
+    rng, s = sc.rng, sc.size
+    cx, cy = sc.place(0.15)
+    radius = s * float(rng.uniform(0.2, 0.45))
+    u, v = sc.frame(cx, cy, float(rng.uniform(0.0, math.pi)))
+    r = np.sqrt(u * u + (v / float(rng.uniform(0.75, 1.0))) ** 2)
+    shell = np.exp(-0.5 * ((r - radius) / (radius * float(rng.uniform(0.08, 0.25)))) ** 2)
+    filaments = (1.0 - np.abs(2.0 * _fractal(rng, s, int(rng.integers(3, 7)), 4, 0.5) - 1.0)) ** float(rng.uniform(6.0, 14.0))
+    broken = _smoothstep(0.3, 0.6, _fractal(rng, s, 2, 2, 0.5))
+    red, teal = np.array([1.0, 0.25, 0.3], np.float32), np.array([0.3, 0.8, 0.85], np.float32)
+    mix = _fractal(rng, s, 3, 3, 0.5)[..., None]
+    light = (shell * filaments * broken)[..., None] * (red * mix + teal * (1.0 - mix))
+    sc.light += light * float(rng.uniform(0.5, 2.0))
+
+
+def _dark_nebula(sc: _Scene) -> None:
+    """A dark nebula: a dust cloud blotting out a rich star field, sometimes lit at its rim."""
+    rng, s = sc.rng, sc.size
+    _stars(sc, int(_loguniform(rng, 500.0, 3000.0) * sc.unit**2), 0.04, 2.0)
+    cx, cy = sc.place(0.2)
+    u, v = sc.frame(cx, cy, float(rng.uniform(0.0, math.pi)))
+    sx, sy = s * rng.uniform(0.15, 0.45, 2)
+    envelope = np.exp(-0.5 * ((u / sx) ** 2 + (v / sy) ** 2))
+    cloud = _smoothstep(0.25, 0.6, envelope * (0.4 + 0.8 * _fractal(rng, s, 3, 5, 0.55)))
+    sc.sky *= (1.0 - float(rng.uniform(0.85, 1.0)) * cloud)[..., None]
+    if rng.random() < 0.5:  # a bright rim where a star lights the cloud's edge
+        edge = cloud * (1.0 - cloud) * 4.0
+        colour = _NEBULA_COLOURS[int(rng.choice([0, 2, 3]))]
+        sc.light += (edge * float(rng.uniform(0.05, 0.3)))[..., None] * colour
+
+
+def _reflection(sc: _Scene) -> None:
+    """A reflection nebula: blue dust glowing round one to three bright stars."""
+    rng, s = sc.rng, sc.size
+    texture = _fractal(rng, s, int(rng.integers(3, 6)), 5, 0.6)
+    glow = np.zeros((s, s), np.float32)
+    count = int(rng.integers(1, 4))
+    xs, ys = np.empty(count, np.float32), np.empty(count, np.float32)
+    for k in range(count):
+        xs[k], ys[k] = sc.place(0.25)
+        reach = s * float(rng.uniform(0.08, 0.3))
+        glow += np.exp(-np.sqrt((sc.x - xs[k]) ** 2 + (sc.y - ys[k]) ** 2) / reach)
+    colour = np.array([0.35, 0.55, 1.0], np.float32) * np.exp(rng.normal(0.0, 0.1, 3)).astype(np.float32)
+    sc.light += (glow * (0.3 + texture) * float(rng.uniform(0.1, 0.6)))[..., None] * colour
+    rgb = rng.uniform(2.0, 8.0, count).astype(np.float32)[:, None] * np.array([[0.8, 0.88, 1.0]], np.float32)
+    _splat(sc.light, xs, ys, rgb, sc.look.psf * 1.5)
+    _splat(sc.light, xs, ys, 0.05 * rgb, sc.look.psf * 6.0)
+
+
+def _photo_nebula(sc: _Scene) -> None:
+    """A nebula as deep-sky photos show them, in roughly Stellarium's proportions: planetary
+    nebulae, emission clouds (:func:`_nebula`), reflection and dark nebulae, remnants."""
+    kinds = (_planetary, _nebula, _reflection, _dark_nebula, _remnant)
+    kinds[int(sc.rng.choice(len(kinds), p=[0.35, 0.3, 0.15, 0.12, 0.08]))](sc)
+
+
+def _photo_galaxy(sc: _Scene) -> None:
+    """A galaxy, or a fifth of the time an interacting pair (a sixth of real galaxy photos)."""
+    _galaxy(sc)
+    if sc.rng.random() < 0.2:
+        _galaxy(sc)
+
+
+def _rich_cluster(sc: _Scene) -> None:
+    """A star cluster as photos frame them, filling much of the frame: a globular cluster of
+    thousands of stars or a loose, wide open cluster."""
+    rng, s = sc.rng, sc.size
+    cx, cy = sc.place(0.1)
+    globular = rng.random() < 0.65
+    core = s * float(rng.uniform(0.04, 0.12) if globular else rng.uniform(0.12, 0.35))
+    n = int((rng.integers(800, 4000) if globular else rng.integers(40, 250)) * sc.unit**2)
+    r = core * np.sqrt((1.0 - rng.random(n)) ** (-2.0 / 3.0) - 1.0)
+    a = rng.uniform(0.0, 2 * math.pi, n)
+    keep = r < 0.75 * s
+    x = (cx + r * np.cos(a))[keep].astype(np.float32)
+    y = (cy + r * np.sin(a))[keep].astype(np.float32)
+    peak = np.minimum((0.04 if globular else 0.2) * (1.0 - rng.random(len(x))) ** (-1.0 / 1.5), 4.0)
+    rgb = peak.astype(np.float32)[:, None] * _star_colours(rng, len(x))
+    _splat(sc.light, x, y, rgb, sc.look.psf)
+    if globular:
+        rr = (sc.x - cx) ** 2 + (sc.y - cy) ** 2
+        sc.light += (float(rng.uniform(0.1, 0.6)) * (1.0 + rr / core**2) ** -2.0)[..., None] * np.array(
+            [1.0, 0.9, 0.7], np.float32)
+
+
+def _photo_star(sc: _Scene) -> None:
+    """Mostly star clusters (what Stellarium's star photos are), some single bright stars."""
+    if sc.rng.random() < 0.8:
+        _rich_cluster(sc)
+    else:
+        _single_star(sc)
+
+
+_PHOTO_RENDERERS: dict[str, Callable[[_Scene], None]] = {
+    "galaxy": _photo_galaxy,
+    "nebula": _photo_nebula,
+    "star": _photo_star,
+}
+
+
+# --------------------------------------------------------------------------------------
 # Public API
 # --------------------------------------------------------------------------------------
 
 
-def render(class_name: str, rng: np.random.Generator, size: int) -> np.ndarray:
-    """Draw one ``size`` x ``size`` RGB sky image (uint8, HxWx3) of ``class_name``.
+def render(class_name: str, rng: np.random.Generator, size: int, look: str = "classic") -> np.ndarray:
+    """Draw one ``size`` x ``size`` RGB sky image (uint8, HxWx3) of ``class_name`` in one of
+    :data:`LOOKS`.
 
     All randomness comes from ``rng``, so the same generator state gives identical bytes.
     """
@@ -750,7 +978,12 @@ def render(class_name: str, rng: np.random.Generator, size: int) -> np.ndarray:
         raise FlareError(f"unknown class {class_name!r}; expected one of: {', '.join(FINE_CLASSES)}")
     if size < MIN_SIZE:
         raise FlareError(f"image size {size} is too small; use at least {MIN_SIZE} pixels")
-    scene = _new_scene(rng, size)
+    if look not in LOOKS:
+        raise FlareError(f"unknown look {look!r}; expected one of: {', '.join(LOOKS)}")
+    scene = _new_scene(rng, size, look)
+    if look == "photo":
+        _PHOTO_RENDERERS.get(class_name, _RENDERERS[class_name])(scene)
+        return _develop(scene)
     _RENDERERS[class_name](scene)
     return _finish(scene)
 
@@ -820,9 +1053,12 @@ class SynthConfig:
     blur_sigma: tuple[float, float] = (0.5, 1.5)
     noise_sigma: tuple[float, float] = (1.0, 6.0)
     jpeg_quality: tuple[int, int] = (40, 90)
+    look: str = "classic"
 
     def validate(self) -> None:
         """Raise :class:`FlareError` for settings that cannot give a usable data set."""
+        if self.look not in LOOKS:
+            raise FlareError(f"unknown look {self.look!r}; expected one of: {', '.join(LOOKS)}")
         if self.per_class < 1:
             raise FlareError(f"per_class must be at least 1, got {self.per_class}")
         if self.size < MIN_SIZE:
@@ -855,6 +1091,7 @@ def _record_config(out_dir: Path, config: SynthConfig) -> None:
             found = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise FlareError(f"cannot read {path}: {exc}; delete it or pick another output folder") from exc
+        found.setdefault("look", "classic")  # sets made before the photo look existed
         differ = sorted(k for k in wanted if k != "per_class" and found.get(k) != wanted[k])
         if differ:
             raise FlareError(
@@ -888,7 +1125,7 @@ def synthesize(out_dir: Path, config: SynthConfig, progress: Callable[[int], Non
             hr_path, lr_path = hr_dir / file_name, lr_dir / file_name
             if not (hr_path.is_file() and lr_path.is_file()):
                 rng = np.random.default_rng([config.seed, class_idx, i])
-                hr = render(name, rng, config.size)
+                hr = render(name, rng, config.size, config.look)
                 lr = degrade(
                     hr, rng, config.scale, config.blur_sigma, config.noise_sigma, config.jpeg_quality
                 )
@@ -903,6 +1140,7 @@ def synthesize(out_dir: Path, config: SynthConfig, progress: Callable[[int], Non
         "per_class": config.per_class,
         "size": config.size,
         "seed": config.seed,
+        "look": config.look,
         "count": config.per_class * len(FINE_CLASSES),
         "written": written,
     }

@@ -352,12 +352,13 @@ def assemble_arms(exp: Experiment) -> None:
 
 
 def synthesize_ood(exp: Experiment) -> None:
-    """For synthetic data: makes ``ood_synthetic/``, a generation with other seeds and a harsher degradation."""
+    """For synthetic data: makes ``ood_synthetic/``, a generation with other seeds and a harsher degradation,
+    in the look the data was made in."""
     assert exp.synthetic_ood is not None
     synth = json.loads((exp.data / "synth.json").read_text()) if (exp.data / "synth.json").exists() else {}
     synthesize(exp.synthetic_ood, SynthConfig(per_class=max(int(synth.get("per_class", 20)) // 2, 10),
                                               size=int(synth.get("size", 128)), seed=exp.cfg.seed + 1000,
-                                              **HARSHER))
+                                              look=str(synth.get("look", "classic")), **HARSHER))
 
 
 def degrade_held_out(exp: Experiment) -> None:

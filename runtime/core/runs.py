@@ -136,7 +136,6 @@ class DiffusionTraining:
     vae_lr: float = 1e-3
     warmup_steps: int = 100
     kl_weight: float = 1e-6
-    colour_weight: float = 0.0
     ema_max_decay: float = 0.9999
     prediction: str = "epsilon"
     image_cond: bool | None = None

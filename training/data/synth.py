@@ -6,7 +6,11 @@ downsample / noise / JPEG chain that turns a high-resolution (HR) image into the
 low-resolution (LR) input FLARE starts from. :func:`synthesize` writes matching HR/LR
 folder trees that the training code reads like the real data.
 
-Two properties matter more than realism:
+Two looks (:data:`LOOKS`): ``classic``, a gentle camera that made the committed synthetic
+tables, and ``photo``, which randomises the camera and darkroom and draws the objects real
+deep-sky photos show, so that a model trained on it transfers better to real photographs
+(``benchmarks/sim_to_real.py`` measures by how much). In both looks two properties matter
+more than realism:
 
 * **No trivial cue.** Sky level, sensor noise, colour tint, gain, field-star density and
   the final orientation are drawn from the *same* distributions for every class, and the

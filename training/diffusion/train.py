@@ -101,16 +101,6 @@ class ImageSet:
         return [[i for i, y in enumerate(self.labels) if y == c][:k] for c in range(len(self.classes))]
 
 
-def chroma(x: torch.Tensor) -> torch.Tensor:
-    """Each pixel's colour with its grey level taken out (B x 3 x H x W).
-
-    Deep-sky photos are mostly black sky with colour in a few bright pixels, so an L1 loss
-    over RGB is nearly satisfied by a grey reconstruction: the VAE's colour error is a small
-    share of it. Weighting this term up makes the colour count.
-    """
-    return x - x.mean(dim=1, keepdim=True)
-
-
 def save_grid(images: np.ndarray, rows: int, labels: list[str], path: Path) -> None:
     """Tile N x H x W x 3 images into ``rows`` rows with a label left of each row."""
     n, h, w, _ = images.shape
@@ -234,8 +224,6 @@ class _Trainer:
                 post = vae.encode(x).latent_dist
                 recon = vae.decode(post.sample(generator=g)).sample
                 loss = F.l1_loss(recon, x) + self.cfg.kl_weight * post.kl().mean()
-                if self.cfg.colour_weight:
-                    loss = loss + self.cfg.colour_weight * F.l1_loss(chroma(recon), chroma(x))
                 self.vae_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(vae.parameters(), 1.0)

@@ -125,6 +125,10 @@ def astropy_fits_files() -> list[Path]:
 #: (benchmarks/results/real_sky_resnet18.md).
 DEMO_EPOCHS = 30
 
+#: The synthetic sky's look in the demo (``flare data synth --look``): the photo look carries a
+#: model trained on it further on real photos (benchmarks/results/sim_to_real_resnet18.md).
+DEMO_LOOK = "photo"
+
 
 def demo_training(model_name: str, data: Path, epochs: int, input_size: int, seed: int = 0) -> ClassifierTraining:
     """The demo's recipe, which ``benchmarks/real_sky.py`` judges on held-out real photos: a high
@@ -166,19 +170,19 @@ def demo(out: Path, model_name: str, per_class: int, epochs: int, input_size: in
     data, survey, run, bundle = out / "data", out / "survey", out / "run", out / "bundle"
     real = _stellarium(stellarium)
     options = {"--per-class": per_class, "--model": model_name, "--epochs": epochs, "--input-size": input_size,
-               "--stellarium": str(real) if real else None}
+               "--stellarium": str(real) if real else None, "synthetic look": DEMO_LOOK}
     csv_path = out / "triage.csv"
     changed = _changed_options(out, options)
     if changed:
         log(f"options changed since the last demo in {out} ({', '.join(changed)}): redoing the steps they affect")
-        data_changed = {"--per-class", "--stellarium"} & set(changed)
+        data_changed = {"--per-class", "--stellarium", "synthetic look"} & set(changed)
         _remove([run, bundle, csv_path, survey] + ([data, out / "synthetic", out / "real"] if data_changed else []))
     write_json(out / "demo.json", options)  # after the removal: a kill in between redoes it next time
 
     synthetic = out / "synthetic" if real else data
     log(f"[1/4] synthesizing {per_class} sky images per class into {synthetic}")
     with progress_bar(per_class * 8, "synthesizing") as advance:
-        synthesize(synthetic, SynthConfig(per_class=per_class, size=128, seed=0), progress=advance)
+        synthesize(synthetic, SynthConfig(per_class=per_class, size=128, seed=0, look=DEMO_LOOK), progress=advance)
     if real:
         photos = _real_photos(real, out / "real")
         sources = mix(out / "real", synthetic, data, synthetic_classes="all")
@@ -206,7 +210,8 @@ def demo(out: Path, model_name: str, per_class: int, epochs: int, input_size: in
 
     log(f"[4/4] triaging a survey folder with the torch-free runtime into {out / 'triage.csv'}")
     with progress_bar(12 * 8, "survey") as advance:
-        synthesize(survey / "synthetic", SynthConfig(per_class=12, size=128, seed=1), progress=advance)
+        synthesize(survey / "synthetic", SynthConfig(per_class=12, size=128, seed=1, look=DEMO_LOOK),
+                   progress=advance)
     shutil.rmtree(survey / "synthetic" / "lr", ignore_errors=True)  # the survey holds the HR images
     held_out = _held_out_real(run, data) if real else []
     link_tree([(data / "hr" / rel, rel) for rel in held_out], survey / "real")

@@ -1,4 +1,5 @@
-"""benchmarks/real_sky.py's arithmetic: a split's runs become one row, splits one headline."""
+"""benchmarks/real_sky.py's and sim_to_real.py's arithmetic: a split's runs become one row, splits one headline;
+the looks are compared seed by seed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests for the synthetic sky data set (training/synth.py): determinism, layout, resume,
+"""Tests for the synthetic sky data set (training/synth.py): both looks, determinism, layout, resume,
 no trivial brightness cue, and the low-resolution degradation."""
 
 from __future__ import annotations

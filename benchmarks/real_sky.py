@@ -42,7 +42,7 @@ DEMO_SET = "mixed + all synthetic (the demo's)"
 
 
 def main() -> None:
-    from flare.demo import DEMO_EPOCHS, DEMO_LOOK
+    from flare.demo import DEMO_EPOCHS, LOOK_WITH_REAL_PHOTOS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--real", type=Path, required=True, help="Output of 'flare data stellarium'.")
@@ -57,7 +57,7 @@ def main() -> None:
                         help="Data seeds, comma-separated: each draws its own grouped split.")
     parser.add_argument("--seeds", type=int, default=3,
                         help="Training seeds of the demo's set on each split (the --compare rows get one).")
-    parser.add_argument("--look", choices=["classic", "photo"], default=DEMO_LOOK,
+    parser.add_argument("--look", choices=["classic", "photo"], default=LOOK_WITH_REAL_PHOTOS,
                         help="The synthetic sky's look ('flare data synth --look'; the demo's by default); runs of "
                              "each look are kept apart, and results of the classic look keep their old names.")
     parser.add_argument("--compare", action="store_true",

@@ -4,6 +4,7 @@ and the classifier it trains survives fp16 and int8 export through the parity ga
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,8 @@ def test_demo_runs_and_resumes(demo: tuple[Path, str]) -> None:
         assert real and {p.removeprefix("real/") for p in real} <= held_out
         assert {p.split("/")[1] for p in real} <= {"galaxy", "nebula", "star"}
         assert "real photos for galaxy" in stdout
+        # mixed with real photos, the classic look scored higher on held-out photos than the photo look
+        assert json.loads((out / "synthetic" / "synth.json").read_text())["look"] == "classic"
     else:
         assert not real and "synthetic sky only" in stdout
     # the survey's synthetic and real images lie in class folders: the report judges the model on them
@@ -88,5 +91,8 @@ def test_demo_without_stellarium_says_it_trains_on_synthetic_sky_only(tmp_path: 
     result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "demo"), "--stellarium", str(tmp_path / "none"),
                                       "--per-class", "10", "--epochs", "1"])
     assert result.exit_code == 0, result.output
-    assert "synthetic sky only" in result.stderr and "apt-get install stellarium-data" in result.stderr
+    assert "synthetic sky only, in its photo look" in result.stderr and "apt-get install stellarium-data" in result.stderr
     assert not (tmp_path / "demo" / "real").exists() and not (tmp_path / "demo" / "survey" / "real").exists()
+    # alone, the synthetic sky is drawn in the look that transfers better to real photos
+    for made in (tmp_path / "demo" / "data", tmp_path / "demo" / "survey" / "synthetic"):
+        assert json.loads((made / "synth.json").read_text())["look"] == "photo"

@@ -45,6 +45,7 @@ DEMO_SET = "mixed + all synthetic (the demo's)"
 
 def main() -> None:
     from flare.demo import DEMO_EPOCHS, LOOK_WITH_REAL_PHOTOS
+    from flare.training.data.synth import LOOKS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--real", type=Path, required=True, help="Output of 'flare data stellarium'.")
@@ -59,7 +60,7 @@ def main() -> None:
                         help="Data seeds, comma-separated: each draws its own grouped split.")
     parser.add_argument("--seeds", type=int, default=3,
                         help="Training seeds of the demo's set on each split (the --compare rows get one).")
-    parser.add_argument("--look", choices=["classic", "photo"], default=LOOK_WITH_REAL_PHOTOS,
+    parser.add_argument("--look", choices=LOOKS, default=LOOK_WITH_REAL_PHOTOS,
                         help="The synthetic sky's look ('flare data synth --look'; the demo's by default); runs of "
                              "each look are kept apart, and results of the classic look keep their old names.")
     parser.add_argument("--compare", action="store_true",
@@ -73,14 +74,20 @@ def main() -> None:
     splits = {}
     for k, data_seed in enumerate(args.splits):
         splits[str(data_seed)] = judge_split(args, data_seed, compare=args.compare and k == 0)
+    first_set = args.work / f"split{args.splits[0]}" / f"mixed_all{_suffix(args.look)}" / "hr"
     results = {"real": str(args.real.resolve()), "model": args.model, "epochs": args.epochs, "look": args.look,
-               "recipe": to_plain(demo_training(args.model, args.work / f"split{args.splits[0]}" / "mixed_all" / "hr",
-                                                args.epochs, args.input_size)),
+               "recipe": to_plain(demo_training(args.model, first_set, args.epochs, args.input_size)),
                "target_balanced_accuracy": TARGET, "splits": splits,
                "over_splits": over_splits([s["models"][DEMO_SET] for s in splits.values()])}
-    name = f"real_sky_{args.model}" + ("" if args.look == "classic" else f"_{args.look}")
+    name = f"real_sky_{args.model}{_suffix(args.look)}"
     _, md = write_results(args.out, name, results, markdown(results))
     print(md.read_text())
+
+
+def _suffix(look: str) -> str:
+    """What a look adds to folder and result names: nothing for classic, which keeps the names it was
+    measured with."""
+    return "" if look == "classic" else f"_{look}"
 
 
 def judge_split(args: argparse.Namespace, data_seed: int, compare: bool) -> dict[str, Any]:
@@ -93,7 +100,7 @@ def judge_split(args: argparse.Namespace, data_seed: int, compare: bool) -> dict
     from flare.training.data.synth import SynthConfig, synthesize
 
     work = args.work / f"split{data_seed}"
-    look = "" if args.look == "classic" else f"_{args.look}"  # classic keeps the folder names it was measured with
+    look = _suffix(args.look)
     synthetic = work / f"synthetic{look}"
     synthesize(synthetic, SynthConfig(per_class=args.per_class, size=128, seed=data_seed, look=args.look))
     mixed, mixed_all = work / f"mixed{look}", work / f"mixed_all{look}"

@@ -29,8 +29,7 @@ from typing import Any
 import numpy as np
 
 from flare.benchmarks.real_sky import REAL_CLASSES
-
-LOOKS = ("classic", "photo")
+from flare.training.data.synth import LOOKS
 
 
 def main() -> None:

@@ -48,6 +48,8 @@ def _changed_options(out: Path, options: dict[str, object]) -> list[str]:
         found = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else options
     except (OSError, ValueError):
         found = {}  # damaged: treat every option as changed and redo everything
+    if isinstance(found, dict):
+        found.setdefault("synthetic look", "classic")  # demos made before the looks: their data stands
     return [key for key in options if not isinstance(found, dict) or found.get(key) != options[key]]
 
 

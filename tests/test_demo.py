@@ -96,3 +96,14 @@ def test_demo_without_stellarium_says_it_trains_on_synthetic_sky_only(tmp_path: 
     # alone, the synthetic sky is drawn in the look that transfers better to real photos
     for made in (tmp_path / "demo" / "data", tmp_path / "demo" / "survey" / "synthetic"):
         assert json.loads((made / "synth.json").read_text())["look"] == "photo"
+
+
+def test_a_demo_folder_made_before_the_looks_keeps_its_data(tmp_path: Path) -> None:
+    """demo.json written before the synthetic look was recorded: with Stellarium the look is still
+    classic, so nothing changed; without it the look is now photo, so the data is redone."""
+    from flare.demo import _changed_options
+
+    options = {"--per-class": 80, "synthetic look": "classic"}
+    (tmp_path / "demo.json").write_text(json.dumps({"--per-class": 80}))
+    assert _changed_options(tmp_path, options) == []
+    assert _changed_options(tmp_path, {**options, "synthetic look": "photo"}) == ["synthetic look"]

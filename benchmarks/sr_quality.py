@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--split-seed", type=int, default=0,
                         help="Seed of the grouped split (0 is flare experiment's default; another draws other test objects).")
     parser.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate of train-sr.")
+    parser.add_argument("--loss", choices=("l1", "mse"), default="l1", help="train-sr's pixel loss.")
     parser.add_argument("--fresh-degradation", action="store_true",
                         help="Train on the training HR images degraded anew at every draw (the definition that made "
                              "the data's LR twins) instead of on their fixed LR twins.")
@@ -74,7 +75,7 @@ def main() -> None:
     if args.sr_run is None:  # trains, or finishes an interrupted run in --work
         train_sr(SRTraining(data=str(hr_train), low_res_dir=None if args.fresh_degradation else str(lr_train),
                             arch=args.arch, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch=16,
-                            patch=64, lr=args.lr), run, resume=(run / "train_state.pt").exists())
+                            patch=64, lr=args.lr, loss=args.loss), run, resume=(run / "train_state.pt").exists())
     model, config, _ = load_sr(run)
     trained = SRRun.load(run).train
     train_seconds = sum(json.loads(line)["seconds"] for line in (run / "metrics.jsonl").read_text().splitlines())

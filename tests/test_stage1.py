@@ -86,6 +86,31 @@ def test_train_sr_run_and_resume(sr_run: Path, sky_data: Path) -> None:
     assert rows[1]["l1"] != rows[0]["l1"]
 
 
+def test_train_sr_mse_loss_is_used_recorded_and_checked(sr_run: Path, sky_data: Path, tmp_path: Path) -> None:
+    from flare.runtime.core.runs import SRRun
+    from flare.runtime.foundation.errors import ArtifactError
+
+    run = tmp_path / "mse"
+    args = ["train-sr", str(sky_data / "hr"), "--out", str(run), "--epochs", "1", "--steps-per-epoch", "3",
+            "--batch", "2", "--patch", "32", "--loss", "mse"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert SRRun.load(run).train.loss == "mse" and SRRun.load(sr_run).train.loss == "l1"
+    mse = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    l1 = json.loads((sr_run / "metrics.jsonl").read_text().splitlines()[0])
+    # same seed, data and first batches: squared errors of pixels in [0, 1] are below absolute ones
+    assert "l1" not in mse and 0 < mse["mse"] < l1["l1"]
+    # resuming under another loss is refused; an unknown loss is a usage error; a damaged run.json is named
+    other = CliRunner().invoke(cli, [*args[:-1], "l1", "--resume"])
+    assert other.exit_code == 2 and "--loss" in other.output
+    assert CliRunner().invoke(cli, [*args[:-1], "huber"]).exit_code == 2
+    meta = json.loads((run / SRRun.FILE).read_text())
+    meta["train"]["loss"] = "huber"
+    (run / SRRun.FILE).write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="huber"):
+        SRRun.load(run)
+
+
 def test_untrained_bicubic_residual_model_is_bicubic_upscaling() -> None:
     """Training starts from bicubic quality, whatever the head (the mean SwinIR adds back included)."""
     from flare.training.sr.swinir import CONFIGS, SwinIRConfig

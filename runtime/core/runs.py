@@ -88,6 +88,10 @@ class ClassifierRun(Artifact):
             raise ArtifactError(f"classes {self.classes} need a macro class each (missing {missing})")
 
 
+#: ``flare train-sr``'s pixel losses.
+SR_LOSSES = ("l1", "mse")
+
+
 @dataclass
 class SRTraining:
     """The settings of ``flare train-sr``."""
@@ -105,6 +109,8 @@ class SRTraining:
     low_res_dir: str | None = None
     #: Learn a correction on top of bicubic upscaling; None: on for our own small configurations.
     bicubic_residual: bool | None = None
+    #: Pixel loss: "l1" (SwinIR's) or "mse" (what PSNR scores); runs saved before it existed are l1.
+    loss: str = "l1"
 
 
 @dataclass
@@ -119,6 +125,10 @@ class SRRun(Artifact):
     train: SRTraining
     swinir: dict[str, Any]
     bicubic_residual: bool
+
+    def validate(self) -> None:
+        if self.train.loss not in SR_LOSSES:
+            raise ArtifactError(f"unknown SR loss {self.train.loss!r} (known: {', '.join(SR_LOSSES)})")
 
 
 @dataclass

@@ -236,7 +236,7 @@ def train_sr(cfg: SRTraining, out: Path, resume: bool = False, device: str = "au
         best = state["best_psnr"]
         log(f"resuming {out} at epoch {start + 1}/{cfg.epochs}")
     metrics = EpochLog(out / "metrics.jsonl", keep=start)
-    loss_fn = nn.L1Loss()
+    loss_fn = nn.MSELoss() if cfg.loss == "mse" else nn.L1Loss()
     scores: dict[str, float] = {}
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
@@ -254,7 +254,7 @@ def train_sr(cfg: SRTraining, out: Path, resume: bool = False, device: str = "au
                 total += loss.item()
                 advance(1)
         scores = evaluate_sr(model, val_pairs, cfg.scale, dev)
-        row = {"epoch": epoch + 1, "l1": total / cfg.steps_per_epoch, **scores,
+        row = {"epoch": epoch + 1, cfg.loss: total / cfg.steps_per_epoch, **scores,
                "seconds": round(time.perf_counter() - t0, 2)}
         improved = scores["psnr"] > best
         if improved:
@@ -262,6 +262,6 @@ def train_sr(cfg: SRTraining, out: Path, resume: bool = False, device: str = "au
         run.save(model, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
                          "best_psnr": float(best)}, improved)
         metrics.append(row)
-        log(f"SR epoch {epoch + 1}: L1 {row['l1']:.4f} | val PSNR {scores['psnr']:.2f} dB "
+        log(f"SR epoch {epoch + 1}: {cfg.loss.upper()} {row[cfg.loss]:.4g} | val PSNR {scores['psnr']:.2f} dB "
             f"SSIM {scores['ssim']:.4f} (bicubic {scores['bicubic_psnr']:.2f} dB / {scores['bicubic_ssim']:.4f})")
     return scores

@@ -298,3 +298,38 @@ def test_text_encoder_without_transformers_is_a_clear_error(monkeypatch: pytest.
     monkeypatch.setitem(sys.modules, "transformers", None)  # as if not installed
     with pytest.raises(FlareError, match=r"pip install .flare-edge\[train\]."):
         build_model(get_config("tiny", image_size=32), CLASSES, text_encoder=tmp_path)
+
+
+def test_vae_colour_warmup_trains_on_the_most_colourful_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The warm-up's batches come from the most colourful eighth only; then every image is trained on."""
+    from flare.training.diffusion import train as diffusion_train
+
+    rng = np.random.default_rng(0)
+    for i in range(16):  # 14 grey images, a faintly and a strongly coloured one, in two classes
+        grey = rng.integers(0, 200, (32, 32, 1))
+        tint = {3: (0, 20, 40), 11: (90, 0, 0)}.get(i, (0, 0, 0))
+        img = np.clip(np.repeat(grey, 3, axis=2) + np.array(tint), 0, 255).astype(np.uint8)
+        (tmp_path / "data" / ("galaxy" if i % 2 else "star")).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(tmp_path / "data" / ("galaxy" if i % 2 else "star") / f"{i:02d}.png")
+    batches: list[list[int]] = []
+    step = diffusion_train._Trainer.vae_step
+    monkeypatch.setattr(diffusion_train._Trainer, "vae_step",
+                        lambda self, idx, g: batches.append(list(idx)) or step(self, idx, g))
+    cfg = DiffusionTraining(data=str(tmp_path / "data"), resolution=32, epochs=0, vae_epochs=1, vae_batch=1,
+                            vae_colour_warmup=4, sample_per_class=1, sample_steps=2)
+    run_training(cfg, tmp_path / "run")
+    paths = diffusion_train.ImageSet(tmp_path / "data", 32).paths
+    drawn = [Path(paths[i]).name for batch in batches for i in batch]
+    assert set(drawn[:4]) <= {"11.png", "03.png"}  # the most colourful eighth: 2 of 16
+    order = diffusion_train.ImageSet(tmp_path / "data", 32).colourfulness().argsort(descending=True).tolist()
+    assert [Path(paths[i]).name for i in order[:2]] == ["11.png", "03.png"]
+    assert sorted(drawn[4:]) == sorted(Path(p).name for p in paths)  # then one epoch over all 16
+    assert DiffusionRun.load(tmp_path / "run").train.vae_colour_warmup == 4
+    # a run saved before the warm-up existed had none
+    meta = json.loads((tmp_path / "run" / DiffusionRun.FILE).read_text())
+    del meta["train"]["vae_colour_warmup"]
+    (tmp_path / "run" / DiffusionRun.FILE).write_text(json.dumps(meta))
+    assert DiffusionRun.load(tmp_path / "run").train.vae_colour_warmup == 0
+    result = CliRunner().invoke(train_diffusion, [str(tmp_path / "data"), "--out", str(tmp_path / "r2"),
+                                                  "--vae-colour-warmup", "-1"])
+    assert result.exit_code == 2 and "--vae-colour-warmup" in result.output

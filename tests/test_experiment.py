@@ -16,7 +16,7 @@ def test_experiment_runs_all_arms_and_resumes(sky_data: Path, tmp_path: Path) ->
     from flare.training.pipeline.experiment import ARMS, ExperimentConfig, run_experiment
 
     cfg = ExperimentConfig(seeds=2, epochs=1, batch=16, input_size=32, size=32, sr_epochs=1, sr_steps=2,
-                           diffusion_epochs=1, diffusion_vae_epochs=1, per_image=1, steps=2)
+                           diffusion_epochs=1, diffusion_vae_epochs=1, diffusion_colour_warmup=2, per_image=1, steps=2)
     out = tmp_path / "exp"
     results = run_experiment(sky_data, out, cfg)
     arms = results["models"]["resnet18"]

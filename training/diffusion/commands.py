@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from flare.runtime.core.runs import VAE_COLOUR_WARMUP
 from flare.runtime.foundation.options import (COUNT, DEVICE, NON_NEGATIVE, PIXELS, POSITIVE, SEED, FiniteRange, FlareCommand,
                                               InputPath, OutputPath)
 
@@ -23,6 +24,9 @@ from flare.runtime.foundation.options import (COUNT, DEVICE, NON_NEGATIVE, PIXEL
               help="Side in pixels of the images the model learns and generates (default: the config's).")
 @click.option("--epochs", type=COUNT, default=100, show_default=True, help="UNet epochs.")
 @click.option("--vae-epochs", type=NON_NEGATIVE, default=10, show_default=True, help="VAE epochs before the UNet (0 with --vae).")
+@click.option("--vae-colour-warmup", type=NON_NEGATIVE, default=VAE_COLOUR_WARMUP, show_default=True,
+              help="VAE batches on the most colourful eighth of the images before its epochs: without them a small "
+                   "VAE trained on mostly colourless photos learns grey reconstructions (0: off).")
 @click.option("--batch", type=COUNT, default=32, show_default=True, help="UNet batch size.")
 @click.option("--vae-batch", type=COUNT, default=16, show_default=True, help="VAE batch size.")
 @click.option("--lr", type=POSITIVE, default=5e-4, show_default=True, help="UNet AdamW learning rate.")
@@ -44,7 +48,7 @@ from flare.runtime.foundation.options import (COUNT, DEVICE, NON_NEGATIVE, PIXEL
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last epoch.")
 @click.pass_context
 def train_diffusion(ctx: click.Context, data_dir: Path, out: Path, config_name: str, resolution: int | None, epochs: int,
-                    vae_epochs: int, batch: int, vae_batch: int, lr: float, vae_lr: float, prediction: str,
+                    vae_epochs: int, vae_colour_warmup: int, batch: int, vae_batch: int, lr: float, vae_lr: float, prediction: str,
                     image_cond: bool | None, vae_dir: Path | None, text_encoder: Path | None, dihedral: bool,
                     sample_every: int, sample_steps: int, sample_guidance: float, seed: int, device: str,
                     resume: bool) -> None:
@@ -55,13 +59,13 @@ def train_diffusion(ctx: click.Context, data_dir: Path, out: Path, config_name: 
     from flare.training.resume import check_resumed_options
 
     check_resumed_options(ctx, out, DiffusionRun, (
-        "resolution", "vae_epochs", "batch", "vae_batch", "lr", "vae_lr", "prediction", "image_cond", "text_encoder",
+        "resolution", "vae_epochs", "vae_colour_warmup", "batch", "vae_batch", "lr", "vae_lr", "prediction", "image_cond", "text_encoder",
         "dihedral", "sample_every", "sample_steps", "sample_guidance", "seed"),
         data_dir="data", config_name="config", vae_dir="vae")
 
     cfg = DiffusionTraining(
         data=str(Path(data_dir).resolve()), config=config_name, resolution=resolution, epochs=epochs,
-        vae_epochs=vae_epochs, batch=batch, vae_batch=vae_batch, lr=lr, vae_lr=vae_lr, prediction=prediction,
+        vae_epochs=vae_epochs, vae_colour_warmup=vae_colour_warmup, batch=batch, vae_batch=vae_batch, lr=lr, vae_lr=vae_lr, prediction=prediction,
         image_cond=image_cond, vae=str(vae_dir.resolve()) if vae_dir else None,
         text_encoder=str(text_encoder.resolve()) if text_encoder else None, dihedral=dihedral,
         sample_every=sample_every, sample_steps=sample_steps, sample_guidance=sample_guidance, seed=seed)

@@ -2,8 +2,9 @@
 
 Two phases in one epoch count, so ``--resume`` works in either:
 
-1. the VAE (``vae_epochs``): L1 reconstruction plus a small KL term, skipped when ``--vae``
-   gives a local AutoencoderKL to reuse;
+1. the VAE (``vae_epochs``): L1 reconstruction plus a small KL term, after a warm-up on the
+   most colourful images (``vae_colour_warmup`` batches, see :meth:`_Trainer.colour_warmup`);
+   skipped when ``--vae`` gives a local AutoencoderKL to reuse;
 2. the UNet (``epochs``): noise (or velocity) prediction MSE on latents, with the class
    prompt and the source-image condition each dropped now and then for classifier-free
    guidance, and an EMA of the weights that sampling uses.
@@ -48,6 +49,9 @@ from flare.training.diffusion.model import (DiffusionConfig, build_model, condit
                                             to_uint8)
 from flare.training.resume import RunFolder, epoch_seed
 from flare.training.symmetry import dihedral, random_dihedral
+
+#: The colour warm-up draws from this share of the images, the most colourful ones.
+COLOURFUL_SHARE = 1 / 8
 
 #: Where a RUN keeps what ``--resume`` needs (raw weights and optimizer state), swapped in whole.
 TRAINING_STATE = "training"
@@ -95,6 +99,14 @@ class ImageSet:
         if self.pixels is not None:
             return self.pixels[idx].float() / 127.5 - 1.0
         return torch.stack([self._load(self.paths[i]) for i in idx])
+
+    def colourfulness(self) -> torch.Tensor:
+        """Each image's mean distance of its pixels from their grey level (0 for a grey image)."""
+        out = []
+        for i in range(0, len(self), 64):
+            x = self.batch(list(range(i, min(i + 64, len(self)))))
+            out.append((x - x.mean(1, keepdim=True)).abs().mean((1, 2, 3)))
+        return torch.cat(out)
 
     def first_per_class(self, k: int) -> list[list[int]]:
         """Up to ``k`` image indices per class, in class order (for the preview grids)."""
@@ -210,25 +222,54 @@ class _Trainer:
 
     # ----------------------------------------------------------------- phase 1: VAE
 
+    def vae_step(self, idx: list[int], g: torch.Generator) -> float:
+        """One VAE batch of images ``idx``: L1 reconstruction of a posterior sample plus the KL term."""
+        vae = self.model.vae.train()
+        x = self.images.batch(idx)
+        if self.cfg.dihedral:
+            x = random_dihedral(x, g)
+        x = x.to(self.dev)
+        post = vae.encode(x).latent_dist
+        recon = vae.decode(post.sample(generator=g)).sample
+        loss = F.l1_loss(recon, x) + self.cfg.kl_weight * post.kl().mean()
+        self.vae_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        self.vae_opt.step()
+        return loss.item()
+
+    def colour_warmup(self, g: torch.Generator) -> list[int]:
+        """Train the VAE on the most colourful images only, for ``vae_colour_warmup`` batches.
+
+        Trained on every image from the start, the tiny VAE settles on grey: on Stellarium's
+        photos (mostly colourless galaxies) its reconstructions of lit pixels kept a colour of
+        2 to 3 against the photos' 12.8 (mean distance from grey, 0-255), and more epochs took
+        colour away rather than adding it; an MSE loss or more latent channels changed nothing.
+        Started on the most colourful eighth, it learns to carry colour in its latents and keeps
+        doing so on all the images (9 to 12, with a lower reconstruction error too), while a VAE
+        trained on those images alone reproduced colour on held-out photos as well.
+        Returns the images it drew from.
+        """
+        n, bs = len(self.images), self.cfg.vae_batch
+        pool = torch.argsort(self.images.colourfulness(), descending=True)[:max(min(n, bs), round(n * COLOURFUL_SHARE))]
+        pool = pool.tolist()
+        with progress_bar(self.cfg.vae_colour_warmup, f"VAE colour warm-up on the {len(pool)} most colourful images") as advance:
+            for _ in range(self.cfg.vae_colour_warmup):
+                picks = torch.randint(len(pool), (min(bs, len(pool)),), generator=g).tolist()
+                self.vae_step([pool[i] for i in picks], g)
+                advance(1)
+        return pool
+
     def vae_epoch(self, epoch: int, g: torch.Generator, total: int) -> float:
-        vae, n, bs = self.model.vae.train(), len(self.images), self.cfg.vae_batch
+        if epoch == 0 and self.cfg.vae_colour_warmup:
+            self.colour_warmup(g)
+        n, bs = len(self.images), self.cfg.vae_batch
         perm = torch.randperm(n, generator=g).tolist()
         losses = []
         with progress_bar(n, f"VAE epoch {epoch + 1}/{total}") as advance:
             for i in range(0, n, bs):
                 idx = perm[i:i + bs]
-                x = self.images.batch(idx)
-                if self.cfg.dihedral:
-                    x = random_dihedral(x, g)
-                x = x.to(self.dev)
-                post = vae.encode(x).latent_dist
-                recon = vae.decode(post.sample(generator=g)).sample
-                loss = F.l1_loss(recon, x) + self.cfg.kl_weight * post.kl().mean()
-                self.vae_opt.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-                self.vae_opt.step()
-                losses.append(loss.item())
+                losses.append(self.vae_step(idx, g))
                 advance(len(idx))
         return float(np.mean(losses))
 

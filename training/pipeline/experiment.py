@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from flare.runtime.core.runs import ClassifierTraining, DiffusionTraining, SRTraining
+from flare.runtime.core.runs import VAE_COLOUR_WARMUP, ClassifierTraining, DiffusionTraining, SRTraining
 from flare.runtime.foundation.atomic import save_png, touch, write_json, write_text
 from flare.runtime.io.images import load_rgb
 from flare.runtime.foundation.errors import UsageError
@@ -81,6 +81,7 @@ class ExperimentConfig:
     diffusion: str | None = None
     diffusion_epochs: int = 40
     diffusion_vae_epochs: int = 8
+    diffusion_colour_warmup: int = VAE_COLOUR_WARMUP
     per_image: int = 4
     steps: int = 20
     guidance: float = 4.0
@@ -318,7 +319,8 @@ def train_diffusion_model(exp: Experiment) -> None:
     makes ``diffusion_run/``."""
     cfg = exp.cfg
     train_diffusion(DiffusionTraining(data=str((exp.flare / "stage1").resolve()), epochs=cfg.diffusion_epochs,
-                                      vae_epochs=cfg.diffusion_vae_epochs, seed=cfg.seed,
+                                      vae_epochs=cfg.diffusion_vae_epochs, vae_colour_warmup=cfg.diffusion_colour_warmup,
+                                      seed=cfg.seed,
                                       sample_every=max(cfg.diffusion_epochs // 4, 1)),
                     exp.diffusion_run, resume=exp.diffusion_run.exists(), device=exp.device)
     touch(exp.diffusion_run / DONE)

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from flare.runtime.core.runs import SR_LOSSES
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -37,7 +39,7 @@ def main() -> None:
     parser.add_argument("--split-seed", type=int, default=0,
                         help="Seed of the grouped split (0 is flare experiment's default; another draws other test objects).")
     parser.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate of train-sr.")
-    parser.add_argument("--loss", choices=("l1", "mse"), default="l1", help="train-sr's pixel loss.")
+    parser.add_argument("--loss", choices=SR_LOSSES, default="l1", help="train-sr's pixel loss.")
     parser.add_argument("--fresh-degradation", action="store_true",
                         help="Train on the training HR images degraded anew at every draw (the definition that made "
                              "the data's LR twins) instead of on their fixed LR twins.")
@@ -104,7 +106,7 @@ def main() -> None:
              f"{len(test_rows)} held-out 32->128 px pairs of "
              f"{'the demo data' if args.data is None else str(args.data)}"
              f"{' (classes ' + args.classes + ')' if args.classes else ''}, grouped split seed {args.split_seed}; "
-             f"SR trained on the split's training images ({pairs}, batch {trained.batch}, "
+             f"SR trained on the split's training images ({pairs}, {trained.loss.upper()} loss, batch {trained.batch}, "
              f"patch {trained.patch}, Adam {trained.lr:g}, cosine) in {train_seconds:.0f} s on a CPU.")
     js, md = write_results(args.out, f"sr_quality_{trained.arch}{'_' + args.name if args.name else ''}", results, table)
     print(md.read_text())

@@ -123,8 +123,8 @@ def test_samplers_run_and_image_variation(model: LatentDiffusion, sampler: str, 
 
 
 def _train_cfg(data: Path, epochs: int) -> DiffusionTraining:
-    return DiffusionTraining(data=str(data), resolution=32, epochs=epochs, vae_epochs=1, batch=8, vae_batch=8,
-                             sample_per_class=1, sample_steps=2, warmup_steps=2)
+    return DiffusionTraining(data=str(data), resolution=32, epochs=epochs, vae_epochs=1, vae_colour_warmup=2, batch=8,
+                             vae_batch=8, sample_per_class=1, sample_steps=2, warmup_steps=2)
 
 
 @pytest.fixture(scope="module")
@@ -287,6 +287,7 @@ def test_train_with_a_local_vae_skips_the_vae_phase(trained: dict[str, Path], tm
     run_training(cfg, tmp_path / "run")
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["phase"] for r in rows] == ["unet"]
+    assert cfg.vae_colour_warmup == 2 and DiffusionRun.load(tmp_path / "run").train.vae_colour_warmup == 0  # none ran
     model = load_diffusion(tmp_path / "run")
     assert model.latent_size == 16 and model.vae.config.block_out_channels == [16, 16]
     assert sample(model, ["comet"], 1, steps=2, seed=0).shape == (1, 32, 32, 3)
@@ -315,7 +316,7 @@ def test_vae_colour_warmup_trains_on_the_most_colourful_images(tmp_path: Path, m
     step = diffusion_train._Trainer.vae_step
     monkeypatch.setattr(diffusion_train._Trainer, "vae_step",
                         lambda self, idx, g: batches.append(list(idx)) or step(self, idx, g))
-    cfg = DiffusionTraining(data=str(tmp_path / "data"), resolution=32, epochs=0, vae_epochs=1, vae_batch=1,
+    cfg = DiffusionTraining(data=str(tmp_path / "data"), resolution=32, epochs=0, vae_epochs=2, vae_batch=1,
                             vae_colour_warmup=4, sample_per_class=1, sample_steps=2)
     run_training(cfg, tmp_path / "run")
     paths = diffusion_train.ImageSet(tmp_path / "data", 32).paths
@@ -323,7 +324,7 @@ def test_vae_colour_warmup_trains_on_the_most_colourful_images(tmp_path: Path, m
     assert set(drawn[:4]) <= {"11.png", "03.png"}  # the most colourful eighth: 2 of 16
     order = diffusion_train.ImageSet(tmp_path / "data", 32).colourfulness().argsort(descending=True).tolist()
     assert [Path(paths[i]).name for i in order[:2]] == ["11.png", "03.png"]
-    assert sorted(drawn[4:]) == sorted(Path(p).name for p in paths)  # then one epoch over all 16
+    assert sorted(drawn[4:]) == sorted([Path(p).name for p in paths] * 2)  # then two epochs over all 16, no other warm-up
     assert DiffusionRun.load(tmp_path / "run").train.vae_colour_warmup == 4
     # a run saved before the warm-up existed had none
     meta = json.loads((tmp_path / "run" / DiffusionRun.FILE).read_text())

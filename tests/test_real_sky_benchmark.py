@@ -68,3 +68,18 @@ def test_sim_to_real_pairs_the_looks_by_seed_and_says_whether_the_gain_is_signif
                            "input_size": 96, "seeds": 3, "looks": looks, "photo_minus_classic": d})
     assert "| classic | 0.200 (" in table and "8way, paired by seed: 0.000" in table and "not significant" in table
     assert "- photo, galaxy: black hole x3" in table
+
+
+def test_vae_colour_measures_lit_pixels_distance_from_grey() -> None:
+    import numpy as np
+
+    from flare.benchmarks.vae_colour import colour
+
+    def image(rgb: tuple[int, int, int], dark: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
+        u = np.zeros((3, 4, 4)) + np.array(dark)[:, None, None]
+        u[:, :2] = np.array(rgb)[:, None, None]  # half the image lit
+        return u / 127.5 - 1
+
+    grey, red, dim_tint = image((200, 200, 200)), image((255, 0, 0)), image((200, 200, 200), dark=(30, 0, 0))
+    assert colour(np.stack([grey, red, dim_tint])) == pytest.approx([0.0, 340 / 3, 0.0])  # dark pixels ignored
+    assert colour(np.zeros((1, 3, 4, 4)) - 1)[0] == 0.0  # nothing lit

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -159,6 +160,8 @@ class _Trainer:
             self.model = build_model(self.dcfg, self.classes, vae=vae, text_encoder=cfg.text_encoder, source=str(out))
         self.model.to(device)
         self.vae_epochs = 0 if cfg.vae else cfg.vae_epochs
+        if not self.vae_epochs:  # no VAE trained here, no warm-up: run.json says what was done
+            self.cfg = cfg = replace(cfg, vae_colour_warmup=0)
         self.noise = DDPMScheduler(**self.model.scheduler_config)
         self.vae_opt = torch.optim.Adam(self.model.vae.parameters(), lr=cfg.vae_lr)
         self.denoiser = [*self.model.unet.parameters(), *self.model.cond.parameters()]
@@ -251,13 +254,15 @@ class _Trainer:
         Returns the images it drew from.
         """
         n, bs = len(self.images), self.cfg.vae_batch
-        pool = torch.argsort(self.images.colourfulness(), descending=True)[:max(min(n, bs), round(n * COLOURFUL_SHARE))]
-        pool = pool.tolist()
+        order = torch.argsort(self.images.colourfulness(), descending=True, stable=True)
+        pool = order[:max(min(n, bs), round(n * COLOURFUL_SHARE))].tolist()
+        losses = []
         with progress_bar(self.cfg.vae_colour_warmup, f"VAE colour warm-up on the {len(pool)} most colourful images") as advance:
             for _ in range(self.cfg.vae_colour_warmup):
                 picks = torch.randint(len(pool), (min(bs, len(pool)),), generator=g).tolist()
-                self.vae_step([pool[i] for i in picks], g)
+                losses.append(self.vae_step([pool[i] for i in picks], g))
                 advance(1)
+        log(f"VAE colour warm-up: {len(losses)} batches, loss {np.mean(losses):.4f}")
         return pool
 
     def vae_epoch(self, epoch: int, g: torch.Generator, total: int) -> float:
@@ -398,8 +403,10 @@ def train_diffusion(cfg: DiffusionTraining, out: Path, resume: bool = False, dev
     dev = pick_device(device)
     cfg, state = run.open(cfg, resume, dev, restart_unstarted=True)
     if state is None:
-        if cfg.sample_every < 1 or cfg.batch < 1 or cfg.vae_batch < 1 or cfg.epochs < 0 or cfg.vae_epochs < 0:
-            raise UsageError("--batch, --vae-batch and --sample-every must be at least 1, epochs at least 0")
+        if (cfg.sample_every < 1 or cfg.batch < 1 or cfg.vae_batch < 1 or cfg.epochs < 0 or cfg.vae_epochs < 0
+                or cfg.vae_colour_warmup < 0):
+            raise UsageError("--batch, --vae-batch and --sample-every must be at least 1, epochs and "
+                             "--vae-colour-warmup at least 0")
         out.mkdir(parents=True, exist_ok=True)
     tr = _Trainer(cfg, out, state is not None, dev)
     start = tr.restore(run, state) if state is not None else 0

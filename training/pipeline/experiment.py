@@ -266,6 +266,10 @@ def record_settings(exp: Experiment) -> None:
     """
     exp.out.mkdir(parents=True, exist_ok=True)
     settings = {f"--{k.replace('_', '-')}": v for k, v in asdict(exp.cfg).items() if k not in ("models", "seeds")}
+    if exp.cfg.diffusion is not None or exp.cfg.diffusion_colour_warmup == VAE_COLOUR_WARMUP:
+        # recorded only where it differs from the default, so experiments recorded before it existed still
+        # resume (one whose diffusion run had started keeps that run's own setting)
+        del settings["--diffusion-colour-warmup"]
     settings["DATA"] = str(exp.data.resolve())
     for key in ("--sr", "--diffusion"):
         if settings[key] is not None:

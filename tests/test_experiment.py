@@ -39,7 +39,7 @@ def test_experiment_runs_all_arms_and_resumes(sky_data: Path, tmp_path: Path) ->
     assert counts["Raw_Aug_LR"] == 6 * counts["Raw_LR"]  # originals plus five augmentations
     from flare.runtime.core.runs import DiffusionRun
     assert DiffusionRun.load(out / "diffusion_run").train.vae_colour_warmup == 2
-    assert json.loads((out / "experiment.json").read_text())["--diffusion-colour-warmup"] == 2  # not the default
+    assert json.loads((out / "experiment.json").read_text())["--diffusion-colour-warmup"] == 2  # used, so recorded
     assert counts["FLARE"] > counts["Raw_LR"]
     # no augmented or generated variant of a test image was trained on
     test_groups = {line.split(",")[2] for line in (out / "split.csv").read_text().splitlines()[1:]
@@ -81,7 +81,7 @@ def test_a_mixed_data_set_is_also_scored_on_its_real_photos_alone(tmp_path: Path
     assert "| resnet18 | Raw_LR |  | 50.00 | 50.00 | 25.00 | 50.00 | 25.00 |" in table
 
 
-def test_default_colour_warmup_is_not_recorded_so_older_experiments_resume(tmp_path: Path) -> None:
+def test_an_unused_colour_warmup_is_not_recorded_so_older_experiments_resume(tmp_path: Path) -> None:
     from flare.runtime.foundation.errors import FlareError
     from flare.training.pipeline.experiment import Experiment, ExperimentConfig, record_settings
 
@@ -92,4 +92,4 @@ def test_default_colour_warmup_is_not_recorded_so_older_experiments_resume(tmp_p
     (tmp_path / "exp" / "split.csv").write_text("")  # the experiment has started
     record_settings(Experiment(tmp_path / "data", tmp_path / "exp", ExperimentConfig(), "cpu"))  # resumes
     with pytest.raises(FlareError, match="diffusion-colour-warmup"):
-        record_settings(Experiment(tmp_path / "data", tmp_path / "exp", ExperimentConfig(diffusion_colour_warmup=0), "cpu"))
+        record_settings(Experiment(tmp_path / "data", tmp_path / "exp", ExperimentConfig(diffusion_colour_warmup=200), "cpu"))

@@ -131,10 +131,6 @@ class SRRun(Artifact):
             raise ArtifactError(f"unknown SR loss {self.train.loss!r} (known: {', '.join(SR_LOSSES)})")
 
 
-#: New runs' VAE colour warm-up, in batches (``train-diffusion --vae-colour-warmup``, ``flare experiment``).
-VAE_COLOUR_WARMUP = 200
-
-
 @dataclass
 class DiffusionTraining:
     """The settings of ``flare train-diffusion``."""
@@ -148,7 +144,7 @@ class DiffusionTraining:
     vae_batch: int = 16
     lr: float = 5e-4
     vae_lr: float = 1e-3
-    #: VAE batches on the most colourful images before its epochs (0 in runs saved before it existed).
+    #: VAE batches on the most colourful images before its epochs (off by default: it helped on one split, not another).
     vae_colour_warmup: int = 0
     warmup_steps: int = 100
     kl_weight: float = 1e-6

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import click
 
-from flare.runtime.core.runs import VAE_COLOUR_WARMUP
 from flare.runtime.foundation.options import (COUNT, DEVICE, NON_NEGATIVE, PIXELS, POSITIVE, SEED, FiniteRange, FlareCommand,
                                               InputPath, OutputPath)
 
@@ -24,9 +23,10 @@ from flare.runtime.foundation.options import (COUNT, DEVICE, NON_NEGATIVE, PIXEL
               help="Side in pixels of the images the model learns and generates (default: the config's).")
 @click.option("--epochs", type=COUNT, default=100, show_default=True, help="UNet epochs.")
 @click.option("--vae-epochs", type=NON_NEGATIVE, default=10, show_default=True, help="VAE epochs before the UNet (0 with --vae).")
-@click.option("--vae-colour-warmup", type=NON_NEGATIVE, default=VAE_COLOUR_WARMUP, show_default=True,
-              help="VAE batches on the most colourful eighth of the images before its epochs: without them a small "
-                   "VAE trained on mostly colourless photos learns grey reconstructions (0: off).")
+@click.option("--vae-colour-warmup", type=NON_NEGATIVE, default=0, show_default=True,
+              help="VAE batches on the most colourful eighth of the images before its epochs, for data whose colour "
+                   "a small VAE loses (an experiment: it kept more colour on one split of real photos, not on "
+                   "another; none with --vae).")
 @click.option("--batch", type=COUNT, default=32, show_default=True, help="UNet batch size.")
 @click.option("--vae-batch", type=COUNT, default=16, show_default=True, help="VAE batch size.")
 @click.option("--lr", type=POSITIVE, default=5e-4, show_default=True, help="UNet AdamW learning rate.")

@@ -2,8 +2,8 @@
 
 Two phases in one epoch count, so ``--resume`` works in either:
 
-1. the VAE (``vae_epochs``): L1 reconstruction plus a small KL term, after a warm-up on the
-   most colourful images (``vae_colour_warmup`` batches, see :meth:`_Trainer.colour_warmup`);
+1. the VAE (``vae_epochs``): L1 reconstruction plus a small KL term, optionally after a warm-up
+   on the most colourful images (``vae_colour_warmup`` batches, see :meth:`_Trainer.colour_warmup`);
    skipped when ``--vae`` gives a local AutoencoderKL to reuse;
 2. the UNet (``epochs``): noise (or velocity) prediction MSE on latents, with the class
    prompt and the source-image condition each dropped now and then for classifier-free
@@ -244,13 +244,12 @@ class _Trainer:
     def colour_warmup(self, g: torch.Generator) -> list[int]:
         """Train the VAE on the most colourful images only, for ``vae_colour_warmup`` batches.
 
-        Trained on every image from the start, the tiny VAE settles on grey: on Stellarium's
-        photos (mostly colourless galaxies) its reconstructions of lit pixels kept a colour of
-        2 to 3 against the photos' 12.8 (mean distance from grey, 0-255), and more epochs took
-        colour away rather than adding it; an MSE loss or more latent channels changed nothing.
-        Started on the most colourful eighth, it learns to carry colour in its latents and keeps
-        doing so on all the images (9 to 12, with a lower reconstruction error too), while a VAE
-        trained on those images alone reproduced colour on held-out photos as well.
+        Trained on every image from the start, the tiny VAE settles on grey with Stellarium's
+        photos (mostly colourless galaxies): lit pixels kept a colour of 3 against the photos'
+        12 (mean distance from grey, 0-255), and an MSE loss, more latent channels or a colour
+        loss term did not change that, while a VAE trained on the colourful photos alone kept
+        their colour. Starting there kept 65% of the colour instead of 25% on one grouped split
+        and nothing more on another (``benchmarks/vae_colour.py``), so it is off by default.
         Returns the images it drew from.
         """
         n, bs = len(self.images), self.cfg.vae_batch

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from flare.runtime.core.runs import VAE_COLOUR_WARMUP, ClassifierTraining, DiffusionTraining, SRTraining
+from flare.runtime.core.runs import ClassifierTraining, DiffusionTraining, SRTraining
 from flare.runtime.foundation.atomic import save_png, touch, write_json, write_text
 from flare.runtime.io.images import load_rgb
 from flare.runtime.foundation.errors import UsageError
@@ -81,7 +81,7 @@ class ExperimentConfig:
     diffusion: str | None = None
     diffusion_epochs: int = 40
     diffusion_vae_epochs: int = 8
-    diffusion_colour_warmup: int = VAE_COLOUR_WARMUP
+    diffusion_colour_warmup: int = 0
     per_image: int = 4
     steps: int = 20
     guidance: float = 4.0
@@ -266,9 +266,8 @@ def record_settings(exp: Experiment) -> None:
     """
     exp.out.mkdir(parents=True, exist_ok=True)
     settings = {f"--{k.replace('_', '-')}": v for k, v in asdict(exp.cfg).items() if k not in ("models", "seeds")}
-    if exp.cfg.diffusion is not None or exp.cfg.diffusion_colour_warmup == VAE_COLOUR_WARMUP:
-        # recorded only where it differs from the default, so experiments recorded before it existed still
-        # resume (one whose diffusion run had started keeps that run's own setting)
+    if exp.cfg.diffusion is not None or not exp.cfg.diffusion_colour_warmup:
+        # recorded only when used, so experiments recorded before it existed (without it) still resume
         del settings["--diffusion-colour-warmup"]
     settings["DATA"] = str(exp.data.resolve())
     for key in ("--sr", "--diffusion"):

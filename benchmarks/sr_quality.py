@@ -12,8 +12,7 @@ its train part only, so the run can be given to that experiment as ``--sr`` with
 
     python -m flare.benchmarks.sr_quality --work /tmp/srbench --out benchmarks/results
     python -m flare.benchmarks.sr_quality --data mixed --classes galaxy,nebula,star --arch small_x4 --name real
-    python -m flare.benchmarks.sr_quality --data mixed --classes galaxy,nebula,star --split-seed 2 --fresh-degradation \
-        --loss mse --lr 1e-3 --epochs 80 --steps-per-epoch 400 --name real_fresh_split2_mse   # the committed real-photo run
+    python -m flare.benchmarks.sr_quality --data mixed --classes galaxy,nebula,star --split-seed 2 --fresh-degradation --loss mse --lr 1e-3 --epochs 80 --steps-per-epoch 400 --name real_fresh_split2_mse
 """
 
 from __future__ import annotations

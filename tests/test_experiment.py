@@ -16,7 +16,7 @@ def test_experiment_runs_all_arms_and_resumes(sky_data: Path, tmp_path: Path) ->
     from flare.training.pipeline.experiment import ARMS, ExperimentConfig, run_experiment
 
     cfg = ExperimentConfig(seeds=2, epochs=1, batch=16, input_size=32, size=32, sr_epochs=1, sr_steps=2,
-                           diffusion_epochs=1, diffusion_vae_epochs=1, diffusion_colour_warmup=2, per_image=1, steps=2)
+                           diffusion_epochs=1, diffusion_vae_epochs=1, per_image=1, steps=2)
     out = tmp_path / "exp"
     results = run_experiment(sky_data, out, cfg)
     arms = results["models"]["resnet18"]
@@ -37,9 +37,6 @@ def test_experiment_runs_all_arms_and_resumes(sky_data: Path, tmp_path: Path) ->
     assert difference["mean"] == pytest.approx(sum(per_seed) / 2) and difference["n"] == 2
     counts = results["training_images"]
     assert counts["Raw_Aug_LR"] == 6 * counts["Raw_LR"]  # originals plus five augmentations
-    from flare.runtime.core.runs import DiffusionRun
-    assert DiffusionRun.load(out / "diffusion_run").train.vae_colour_warmup == 2
-    assert json.loads((out / "experiment.json").read_text())["--diffusion-colour-warmup"] == 2  # used, so recorded
     assert counts["FLARE"] > counts["Raw_LR"]
     # no augmented or generated variant of a test image was trained on
     test_groups = {line.split(",")[2] for line in (out / "split.csv").read_text().splitlines()[1:]
@@ -79,17 +76,3 @@ def test_a_mixed_data_set_is_also_scored_on_its_real_photos_alone(tmp_path: Path
             for arm in ("Raw_LR", "Raw_Aug_LR", "FLARE")}
     table = format_table({"config": {"seed": 0}, "models": {"resnet18": arms}})
     assert "| resnet18 | Raw_LR |  | 50.00 | 50.00 | 25.00 | 50.00 | 25.00 |" in table
-
-
-def test_an_unused_colour_warmup_is_not_recorded_so_older_experiments_resume(tmp_path: Path) -> None:
-    from flare.runtime.foundation.errors import FlareError
-    from flare.training.pipeline.experiment import Experiment, ExperimentConfig, record_settings
-
-    (tmp_path / "data").mkdir()
-    record_settings(Experiment(tmp_path / "data", tmp_path / "exp", ExperimentConfig(), "cpu"))
-    recorded = json.loads((tmp_path / "exp" / "experiment.json").read_text())
-    assert "--diffusion-colour-warmup" not in recorded and "--diffusion-vae-epochs" in recorded  # as before it existed
-    (tmp_path / "exp" / "split.csv").write_text("")  # the experiment has started
-    record_settings(Experiment(tmp_path / "data", tmp_path / "exp", ExperimentConfig(), "cpu"))  # resumes
-    with pytest.raises(FlareError, match="diffusion-colour-warmup"):
-        record_settings(Experiment(tmp_path / "data", tmp_path / "exp", ExperimentConfig(diffusion_colour_warmup=200), "cpu"))

@@ -83,3 +83,17 @@ def test_vae_colour_measures_lit_pixels_distance_from_grey() -> None:
     grey, red, dim_tint = image((200, 200, 200)), image((255, 0, 0)), image((200, 200, 200), dark=(30, 0, 0))
     assert colour(np.stack([grey, red, dim_tint])) == pytest.approx([0.0, 340 / 3, 0.0])  # dark pixels ignored
     assert colour(np.zeros((1, 3, 4, 4)) - 1)[0] == 0.0  # nothing lit
+
+
+def test_diffusion_recognition_recalls_come_from_the_confusion_rows() -> None:
+    import numpy as np
+
+    from flare.benchmarks.diffusion_recognition import recalls
+
+    cm = np.array([[3, 1, 0],    # galaxy samples: 3 of 4 recognised, one taken for a nebula
+                   [0, 0, 0],    # no nebula samples: left out, not a recall of 0
+                   [2, 0, 2]])   # star: half
+    r = recalls(cm, ["galaxy", "nebula", "star"])
+    assert list(r) == ["galaxy", "star"]
+    assert r["galaxy"] == {"images": 4, "recall": 0.75, "taken_for": {"nebula": 1}}
+    assert r["star"]["recall"] == 0.5 and r["star"]["taken_for"] == {"galaxy": 2}

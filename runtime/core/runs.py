@@ -144,7 +144,7 @@ class DiffusionTraining:
     vae_batch: int = 16
     lr: float = 5e-4
     vae_lr: float = 1e-3
-    #: VAE batches on the most colourful images before its epochs (off by default: it helped on one split, not another).
+    #: VAE batches on the most colourful images before its epochs (off: it kept colour on one split, not another).
     vae_colour_warmup: int = 0
     warmup_steps: int = 100
     kl_weight: float = 1e-6

@@ -24,9 +24,9 @@ from flare.runtime.foundation.options import (COUNT, DEVICE, NON_NEGATIVE, PIXEL
 @click.option("--epochs", type=COUNT, default=100, show_default=True, help="UNet epochs.")
 @click.option("--vae-epochs", type=NON_NEGATIVE, default=10, show_default=True, help="VAE epochs before the UNet (0 with --vae).")
 @click.option("--vae-colour-warmup", type=NON_NEGATIVE, default=0, show_default=True,
-              help="VAE batches on the most colourful eighth of the images before its epochs, for data whose colour "
-                   "a small VAE loses (an experiment: it kept more colour on one split of real photos, not on "
-                   "another; none with --vae).")
+              help="VAE batches on the most colourful eighth of the images before its epochs (an experiment that "
+                   "did not keep colour reliably; for colour, train the VAE longer: --vae-epochs 100; none with "
+                   "--vae).")
 @click.option("--batch", type=COUNT, default=32, show_default=True, help="UNet batch size.")
 @click.option("--vae-batch", type=COUNT, default=16, show_default=True, help="VAE batch size.")
 @click.option("--lr", type=POSITIVE, default=5e-4, show_default=True, help="UNet AdamW learning rate.")
@@ -48,8 +48,8 @@ from flare.runtime.foundation.options import (COUNT, DEVICE, NON_NEGATIVE, PIXEL
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last epoch.")
 @click.pass_context
 def train_diffusion(ctx: click.Context, data_dir: Path, out: Path, config_name: str, resolution: int | None, epochs: int,
-                    vae_epochs: int, vae_colour_warmup: int, batch: int, vae_batch: int, lr: float, vae_lr: float, prediction: str,
-                    image_cond: bool | None, vae_dir: Path | None, text_encoder: Path | None, dihedral: bool,
+                    vae_epochs: int, vae_colour_warmup: int, batch: int, vae_batch: int, lr: float, vae_lr: float,
+                    prediction: str, image_cond: bool | None, vae_dir: Path | None, text_encoder: Path | None, dihedral: bool,
                     sample_every: int, sample_steps: int, sample_guidance: float, seed: int, device: str,
                     resume: bool) -> None:
     """Train the stage-2 latent diffusion model on DATA (one sub-folder per class)."""
@@ -59,14 +59,14 @@ def train_diffusion(ctx: click.Context, data_dir: Path, out: Path, config_name: 
     from flare.training.resume import check_resumed_options
 
     check_resumed_options(ctx, out, DiffusionRun, (
-        "resolution", "vae_epochs", "vae_colour_warmup", "batch", "vae_batch", "lr", "vae_lr", "prediction", "image_cond", "text_encoder",
-        "dihedral", "sample_every", "sample_steps", "sample_guidance", "seed"),
+        "resolution", "vae_epochs", "vae_colour_warmup", "batch", "vae_batch", "lr", "vae_lr", "prediction", "image_cond",
+        "text_encoder", "dihedral", "sample_every", "sample_steps", "sample_guidance", "seed"),
         data_dir="data", config_name="config", vae_dir="vae")
 
     cfg = DiffusionTraining(
         data=str(Path(data_dir).resolve()), config=config_name, resolution=resolution, epochs=epochs,
-        vae_epochs=vae_epochs, vae_colour_warmup=vae_colour_warmup, batch=batch, vae_batch=vae_batch, lr=lr, vae_lr=vae_lr, prediction=prediction,
-        image_cond=image_cond, vae=str(vae_dir.resolve()) if vae_dir else None,
+        vae_epochs=vae_epochs, vae_colour_warmup=vae_colour_warmup, batch=batch, vae_batch=vae_batch, lr=lr,
+        vae_lr=vae_lr, prediction=prediction, image_cond=image_cond, vae=str(vae_dir.resolve()) if vae_dir else None,
         text_encoder=str(text_encoder.resolve()) if text_encoder else None, dihedral=dihedral,
         sample_every=sample_every, sample_steps=sample_steps, sample_guidance=sample_guidance, seed=seed)
     summary = run(cfg, out, resume=resume, device=device)

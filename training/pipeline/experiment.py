@@ -81,7 +81,6 @@ class ExperimentConfig:
     diffusion: str | None = None
     diffusion_epochs: int = 40
     diffusion_vae_epochs: int = 8
-    diffusion_colour_warmup: int = 0
     per_image: int = 4
     steps: int = 20
     guidance: float = 4.0
@@ -266,9 +265,6 @@ def record_settings(exp: Experiment) -> None:
     """
     exp.out.mkdir(parents=True, exist_ok=True)
     settings = {f"--{k.replace('_', '-')}": v for k, v in asdict(exp.cfg).items() if k not in ("models", "seeds")}
-    if exp.cfg.diffusion is not None or not exp.cfg.diffusion_colour_warmup:
-        # recorded only when used, so experiments recorded before it existed (without it) still resume
-        del settings["--diffusion-colour-warmup"]
     settings["DATA"] = str(exp.data.resolve())
     for key in ("--sr", "--diffusion"):
         if settings[key] is not None:
@@ -322,8 +318,7 @@ def train_diffusion_model(exp: Experiment) -> None:
     makes ``diffusion_run/``."""
     cfg = exp.cfg
     train_diffusion(DiffusionTraining(data=str((exp.flare / "stage1").resolve()), epochs=cfg.diffusion_epochs,
-                                      vae_epochs=cfg.diffusion_vae_epochs, vae_colour_warmup=cfg.diffusion_colour_warmup,
-                                      seed=cfg.seed,
+                                      vae_epochs=cfg.diffusion_vae_epochs, seed=cfg.seed,
                                       sample_every=max(cfg.diffusion_epochs // 4, 1)),
                     exp.diffusion_run, resume=exp.diffusion_run.exists(), device=exp.device)
     touch(exp.diffusion_run / DONE)

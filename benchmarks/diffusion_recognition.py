@@ -1,0 +1,120 @@
+"""Are the diffusion model's samples recognisable as their class? A classifier of real photos judges.
+
+"A person can recognise the class" in a sample grid is one person's opinion. This benchmark
+asks a classifier instead: one of the demo's recipe (:func:`flare.demo.demo_training`),
+trained on the same grouped split's training images that the diffusion RUN learned from,
+classifies ``--per-class`` samples of every class the RUN knows. Each class's recall over its
+samples says how often the samples look like that class to a model that learned the class
+from the real photos; the same classifier on the split's held-out real photos says how far
+such a recall can be trusted. Chance is one over the number of classes.
+
+The RUN must have been trained on the training part of ``--split-seed``'s grouped split of
+``--data`` (and nothing from its test part): the samples then come from training images only,
+and the held-out photos are new to both models. Usage::
+
+    flare data split mixed/hr --out split0.csv --seed 0     # train the RUN on split0's train part
+    python -m flare.benchmarks.diffusion_recognition --data mixed --split-seed 0 --run diff_run
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def recalls(cm: np.ndarray, classes: list[str]) -> dict[str, dict[str, Any]]:
+    """Per class (a row of confusion matrix ``cm``, true x predicted): its images, recall and what
+    the others were taken for. Classes without images are left out."""
+    out = {}
+    for i, name in enumerate(classes):
+        row = cm[i]
+        if not row.sum():
+            continue
+        out[name] = {"images": int(row.sum()), "recall": float(row[i] / row.sum()),
+                     "taken_for": {classes[j]: int(n) for j, n in enumerate(row) if n and j != i}}
+    return out
+
+
+def main() -> None:
+    from flare.demo import DEMO_EPOCHS
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="ImageFolder (or a folder with hr/ in it).")
+    parser.add_argument("--split-seed", type=int, default=0, help="The grouped split the RUN was trained on.")
+    parser.add_argument("--run", type=Path, required=True, help="The train-diffusion RUN whose samples are judged.")
+    parser.add_argument("--per-class", type=int, default=16, help="Samples per class.")
+    parser.add_argument("--steps", type=int, default=25, help="Sampler steps.")
+    parser.add_argument("--guidance", type=float, default=4.0, help="Classifier-free guidance scale.")
+    parser.add_argument("--epochs", type=int, default=DEMO_EPOCHS, help="The judging classifier's epochs.")
+    parser.add_argument("--input-size", type=int, default=96, help="The judging classifier's input size.")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/flare-diffusion-recognition"),
+                        help="Working folder; a finished classifier in it is reused.")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--name", default="", help="Suffix of the result files' names.")
+    args = parser.parse_args()
+
+    from PIL import Image
+
+    from flare.benchmarks.common import write_results
+    from flare.demo import demo_training
+    from flare.runtime.core.artifact import to_plain
+    from flare.runtime.core.runs import ClassifierRun, DiffusionRun
+    from flare.runtime.foundation.progress import log
+    from flare.training.classifiers.train import score_run, train
+    from flare.training.data.folders import scan_image_folder
+    from flare.training.data.splits import split_groups, write_split
+    from flare.training.diffusion.model import load_diffusion
+
+    root = args.data / "hr" if (args.data / "hr").is_dir() else args.data
+    samples, _ = scan_image_folder(root)
+    rows = split_groups(samples, seed=args.split_seed)
+    split = write_split(rows, args.work / f"split{args.split_seed}.csv")
+    judge = args.work / f"classifier_split{args.split_seed}"
+    if not (judge / "results.json").exists():
+        train(demo_training("resnet18", root, args.epochs, args.input_size, args.split_seed), judge, split=split,
+              resume=(judge / "train_state.pt").exists())
+    classes = ClassifierRun.load(judge).classes
+
+    pipe = load_diffusion(args.run)
+    made = args.work / f"samples_{args.run.name}"
+    sample_rows = []
+    for c, name in enumerate(pipe.known_classes or classes):
+        seeds = [1000 * c + k for k in range(args.per_class)]
+        images = pipe.generate([name] * args.per_class, seeds, steps=args.steps, guidance=args.guidance)
+        (made / name).mkdir(parents=True, exist_ok=True)
+        for seed, image in zip(seeds, images, strict=True):
+            Image.fromarray(image).save(made / name / f"seed{seed}.png")
+            sample_rows.append({"path": f"{name}/seed{seed}.png", "label": name})
+        log(f"generated {args.per_class} {name} samples")
+
+    real_test = [r for r in rows if r["split"] == "test"]
+    on_samples = recalls(score_run(judge, made, sample_rows)["cm"], classes)
+    on_photos = recalls(score_run(judge, root, real_test)["cm"], classes)
+    results = {"data": str(args.data), "split_seed": args.split_seed, "run": str(args.run),
+               "diffusion_training": to_plain(DiffusionRun.load(args.run).train), "per_class": args.per_class,
+               "steps": args.steps, "guidance": args.guidance, "classifier": str(judge),
+               "classifier_training": to_plain(ClassifierRun.load(judge).train), "classes": classes,
+               "samples": on_samples, "held_out_images": on_photos}
+    lines = [f"A ResNet-18 of the demo's recipe ({args.epochs} epochs, {args.input_size} px), trained on split seed "
+             f"{args.split_seed}'s training images of {args.data}, classifies {args.per_class} samples per class of "
+             f"the diffusion RUN (trained on the same images; {args.steps} steps, guidance {args.guidance}) and the "
+             f"split's held-out images. Chance: {1 / len(classes):.2f}.", "",
+             "| class | samples recognised (n) | held-out images recognised (n) | samples taken for |",
+             "|---|---|---|---|"]
+    for name in classes:
+        s, p = on_samples.get(name), on_photos.get(name)
+        cell = (lambda r: f"{r['recall']:.2f} ({r['images']})" if r else "-")
+        mistakes = ", ".join(f"{k} x{v}" for k, v in sorted(s["taken_for"].items(), key=lambda kv: -kv[1])) if s else ""
+        lines.append(f"| {name} | {cell(s)} | {cell(p)} | {mistakes} |")
+    mean = np.mean([r["recall"] for r in on_samples.values()])
+    lines += ["", f"Mean recall over the samples' {len(on_samples)} classes: {mean:.2f}."]
+    _, md = write_results(args.out, f"diffusion_recognition{'_' + args.name if args.name else ''}", results,
+                          "\n".join(lines))
+    print(md.read_text())
+
+
+if __name__ == "__main__":
+    main()

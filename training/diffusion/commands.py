@@ -25,8 +25,8 @@ from flare.runtime.foundation.options import (COUNT, DEVICE, NON_NEGATIVE, PIXEL
 @click.option("--vae-epochs", type=NON_NEGATIVE, default=10, show_default=True, help="VAE epochs before the UNet (0 with --vae).")
 @click.option("--vae-colour-warmup", type=NON_NEGATIVE, default=0, show_default=True,
               help="VAE batches on the most colourful eighth of the images before its epochs (an experiment that "
-                   "did not keep colour reliably; for colour, train the VAE longer: --vae-epochs 100; none with "
-                   "--vae).")
+                   "did not keep colour reliably; for colour on real photos use --vae-epochs 100 --vae-lr 2e-4; none "
+                   "with --vae).")
 @click.option("--batch", type=COUNT, default=32, show_default=True, help="UNet batch size.")
 @click.option("--vae-batch", type=COUNT, default=16, show_default=True, help="VAE batch size.")
 @click.option("--lr", type=POSITIVE, default=5e-4, show_default=True, help="UNet AdamW learning rate.")

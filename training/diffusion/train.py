@@ -251,9 +251,10 @@ class _Trainer:
 
         Made for a tiny VAE that reconstructed Stellarium's photos grey after 20 epochs on all
         of them (mostly colourless galaxies). It kept more colour on one grouped split and not
-        on another (``benchmarks/vae_colour.py``), so it is off by default; what keeps the
-        colour is training the VAE longer: after 100 epochs it kept 84% of the held-out photos'
-        colour (93% at ``vae_lr`` 2e-4) on a split nobody had looked at.
+        on another (``benchmarks/vae_colour.py``), so it is off by default. Training the VAE
+        longer keeps the colour: after 100 epochs it kept 84% of the held-out photos' colour
+        (93% at ``vae_lr`` 2e-4) on a split nobody had looked at, and the diffusion samples
+        were in colour at ``vae_lr`` 2e-4 (docs/experiment.md).
         Returns the images it drew from.
         """
         n, bs = len(self.images), self.cfg.vae_batch

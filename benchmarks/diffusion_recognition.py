@@ -6,7 +6,9 @@ trained on the same grouped split's training images that the diffusion RUN learn
 classifies ``--per-class`` samples of every class the RUN knows. Each class's recall over its
 samples says how often the samples look like that class to a model that learned the class
 from the real photos; the same classifier on the split's held-out real photos says how far
-such a recall can be trusted. Chance is one over the number of classes.
+such a recall can be trusted. Chance is one over the number of classes. A copied training
+image would be recognised as easily, so each sample's distance to its nearest training image
+is set beside the held-out images' own (:func:`nearest_distances`).
 
 The RUN must have been trained on the training part of ``--split-seed``'s grouped split of
 ``--data`` (and nothing from its test part): the samples then come from training images only,
@@ -38,6 +40,23 @@ def recalls(cm: np.ndarray, classes: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def nearest_distances(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
+    """Per query image, the RMS pixel difference (0-255) to its nearest reference image, over the
+    query's 8 flips and quarter turns (the diffusion model trained on all of them).
+
+    Both are N x S x S x 3 arrays of one size. A sample much nearer to a training image than
+    held-out images ever are is a copy, which a classifier would recognise as easily as the real
+    thing.
+    """
+    q = queries.astype(np.float64)
+    turns = [np.rot90(q, k, axes=(1, 2)) for k in range(4)]
+    variants = np.stack(turns + [t[:, :, ::-1] for t in turns], 1).reshape(len(q) * 8, -1)
+    r = references.astype(np.float64).reshape(len(references), -1)
+    d2 = (variants ** 2).sum(1)[:, None] + (r ** 2).sum(1)[None, :] - 2 * variants @ r.T
+    nearest = np.maximum(d2, 0).min(1).reshape(len(q), 8).min(1)
+    return np.sqrt(nearest / r.shape[1])
+
+
 def main() -> None:
     from flare.demo import DEMO_EPOCHS
 
@@ -63,10 +82,11 @@ def main() -> None:
     from flare.runtime.core.artifact import to_plain
     from flare.runtime.core.runs import ClassifierRun, DiffusionRun
     from flare.runtime.foundation.progress import log
+    from flare.runtime.io.images import load_rgb
     from flare.training.classifiers.train import score_run, train
     from flare.training.data.folders import scan_image_folder
     from flare.training.data.splits import split_groups, write_split
-    from flare.training.diffusion.model import load_diffusion
+    from flare.training.diffusion.model import load_diffusion, to_model_input, to_uint8
 
     root = args.data / "hr" if (args.data / "hr").is_dir() else args.data
     samples, _ = scan_image_folder(root)
@@ -91,13 +111,26 @@ def main() -> None:
         log(f"generated {args.per_class} {name} samples")
 
     real_test = [r for r in rows if r["split"] == "test"]
+    size = pipe.image_size
+
+    def pixels(folder: Path, paths: list[str]) -> np.ndarray:
+        return np.stack([to_uint8(to_model_input(load_rgb(folder / p), size)[None])[0] for p in paths])
+
+    train_pixels = pixels(root, [r["path"] for r in rows if r["split"] == "train"])
+    to_train = {"samples": nearest_distances(pixels(made, [r["path"] for r in sample_rows]), train_pixels),
+                "held_out_images": nearest_distances(pixels(root, [r["path"] for r in real_test]), train_pixels)}
+    closest_real = float(to_train["held_out_images"].min())
+    copies = int((to_train["samples"] < closest_real).sum())
     on_samples = recalls(score_run(judge, made, sample_rows)["cm"], classes)
     on_photos = recalls(score_run(judge, root, real_test)["cm"], classes)
     results = {"data": str(args.data), "split_seed": args.split_seed, "run": str(args.run),
                "diffusion_training": to_plain(DiffusionRun.load(args.run).train), "per_class": args.per_class,
                "steps": args.steps, "guidance": args.guidance, "classifier": str(judge),
                "classifier_training": to_plain(ClassifierRun.load(judge).train), "classes": classes,
-               "samples": on_samples, "held_out_images": on_photos}
+               "samples": on_samples, "held_out_images": on_photos,
+               "nearest_training_image": {k: {"median": float(np.median(v)), "min": float(v.min()),
+                                              "per_image": v.tolist()} for k, v in to_train.items()},
+               "samples_nearer_than_any_held_out_image": copies}
     lines = [f"A ResNet-18 of the demo's recipe ({args.epochs} epochs, {args.input_size} px), trained on split seed "
              f"{args.split_seed}'s training images of {args.data}, classifies {args.per_class} samples per class of "
              f"the diffusion RUN (trained on the same images; {args.steps} steps, guidance {args.guidance}) and the "
@@ -110,7 +143,12 @@ def main() -> None:
         mistakes = ", ".join(f"{k} x{v}" for k, v in sorted(s["taken_for"].items(), key=lambda kv: -kv[1])) if s else ""
         lines.append(f"| {name} | {cell(s)} | {cell(p)} | {mistakes} |")
     mean = np.mean([r["recall"] for r in on_samples.values()])
-    lines += ["", f"Mean recall over the samples' {len(on_samples)} classes: {mean:.2f}."]
+    near_s, near_h = to_train["samples"], to_train["held_out_images"]
+    lines += ["", f"Mean recall over the samples' {len(on_samples)} classes: {mean:.2f}.", "",
+              f"Copies: the nearest training image (RMS difference, 0-255, at {size} px, any flip or turn) is "
+              f"{np.median(near_s):.1f} away from the median sample (nearest {near_s.min():.1f}) and "
+              f"{np.median(near_h):.1f} from the median held-out image (nearest {closest_real:.1f}); "
+              f"{copies} of {len(near_s)} samples are nearer to a training image than any held-out image is."]
     _, md = write_results(args.out, f"diffusion_recognition{'_' + args.name if args.name else ''}", results,
                           "\n".join(lines))
     print(md.read_text())

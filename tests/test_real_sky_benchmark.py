@@ -97,3 +97,19 @@ def test_diffusion_recognition_recalls_come_from_the_confusion_rows() -> None:
     assert list(r) == ["galaxy", "star"]
     assert r["galaxy"] == {"images": 4, "recall": 0.75, "taken_for": {"nebula": 1}}
     assert r["star"]["recall"] == 0.5 and r["star"]["taken_for"] == {"galaxy": 2}
+
+
+def test_nearest_distances_find_flipped_copies_and_measure_rms() -> None:
+    import numpy as np
+
+    from flare.benchmarks.diffusion_recognition import nearest_distances
+
+    rng = np.random.default_rng(0)
+    refs = rng.integers(0, 256, (3, 8, 8, 3)).astype(np.uint8)
+    copy = np.rot90(refs[1], 1, axes=(0, 1))[:, ::-1]  # a turned and flipped training image
+    other = np.clip(refs[2].astype(int) + 10, 0, 255).astype(np.uint8)
+    d = nearest_distances(np.stack([copy, other]), refs)
+    assert d[0] == pytest.approx(0.0, abs=1e-2)
+    expected = np.sqrt(((other.astype(float) - refs[2]) ** 2).mean())
+    assert 0 < d[1] <= expected + 1e-3  # refs[2] is within reach; nothing else may be nearer than it claims
+    assert d[1] == pytest.approx(min(np.sqrt(((other.astype(float) - r) ** 2).mean()) for r in refs), abs=1e-2)

@@ -11,6 +11,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from flare.export.bundle import library_versions
 
 #: Libraries whose versions change the figures; recorded with every result.
@@ -67,6 +69,30 @@ def write_results(out: Path, name: str, results: dict[str, Any], markdown: str) 
     md.write_text(markdown.rstrip() + f"\n\nMachine: {m.get('cpu')}, {m['cpus']} cores"
                   + (f", GPU {m['gpu']}" if "gpu" in m else ", no GPU") + f"; {m['platform']}; {m['date']}.\n")
     return js, md
+
+
+def class_recalls(cm: np.ndarray, classes: list[str]) -> dict[str, dict[str, Any]]:
+    """Per class (a row of confusion matrix ``cm``, true x predicted): its images, recall and what
+    the others were taken for. Classes without images are left out."""
+    out = {}
+    for i, name in enumerate(classes):
+        row = cm[i]
+        if not row.sum():
+            continue
+        out[name] = {"images": int(row.sum()), "recall": float(row[i] / row.sum()),
+                     "taken_for": {classes[j]: int(n) for j, n in enumerate(row) if n and j != i}}
+    return out
+
+
+def grouped_split(data: Path, seed: int) -> tuple[Path, list[dict[str, str]]]:
+    """The images of ``data`` (an ImageFolder, or a folder with ``hr/`` in it, as ``flare data``
+    writes) and their grouped split drawn with ``seed``: the image root and the split's rows."""
+    from flare.training.data.folders import scan_image_folder
+    from flare.training.data.splits import split_groups
+
+    root = data / "hr" if (data / "hr").is_dir() else data
+    samples, _ = scan_image_folder(root)
+    return root, split_groups(samples, seed=seed)
 
 
 def cpu_speedup_headline(rows: list[dict[str, Any]], metric: str, target: float) -> list[dict[str, Any]]:

@@ -22,22 +22,8 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-
-
-def recalls(cm: np.ndarray, classes: list[str]) -> dict[str, dict[str, Any]]:
-    """Per class (a row of confusion matrix ``cm``, true x predicted): its images, recall and what
-    the others were taken for. Classes without images are left out."""
-    out = {}
-    for i, name in enumerate(classes):
-        row = cm[i]
-        if not row.sum():
-            continue
-        out[name] = {"images": int(row.sum()), "recall": float(row[i] / row.sum()),
-                     "taken_for": {classes[j]: int(n) for j, n in enumerate(row) if n and j != i}}
-    return out
 
 
 def nearest_distances(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
@@ -77,20 +63,17 @@ def main() -> None:
 
     from PIL import Image
 
-    from flare.benchmarks.common import write_results
+    from flare.benchmarks.common import class_recalls, grouped_split, write_results
     from flare.demo import demo_training
     from flare.runtime.core.artifact import to_plain
     from flare.runtime.core.runs import ClassifierRun, DiffusionRun
     from flare.runtime.foundation.progress import log
     from flare.runtime.io.images import load_rgb
     from flare.training.classifiers.train import score_run, train
-    from flare.training.data.folders import scan_image_folder
-    from flare.training.data.splits import split_groups, write_split
+    from flare.training.data.splits import write_split
     from flare.training.diffusion.model import load_diffusion, to_model_input, to_uint8
 
-    root = args.data / "hr" if (args.data / "hr").is_dir() else args.data
-    samples, _ = scan_image_folder(root)
-    rows = split_groups(samples, seed=args.split_seed)
+    root, rows = grouped_split(args.data, args.split_seed)
     split = write_split(rows, args.work / f"split{args.split_seed}.csv")
     judge = args.work / f"classifier_split{args.split_seed}"
     if not (judge / "results.json").exists():
@@ -121,8 +104,8 @@ def main() -> None:
                 "held_out_images": nearest_distances(pixels(root, [r["path"] for r in real_test]), train_pixels)}
     closest_real = float(to_train["held_out_images"].min())
     copies = int((to_train["samples"] < closest_real).sum())
-    on_samples = recalls(score_run(judge, made, sample_rows)["cm"], classes)
-    on_photos = recalls(score_run(judge, root, real_test)["cm"], classes)
+    on_samples = class_recalls(score_run(judge, made, sample_rows)["cm"], classes)
+    on_photos = class_recalls(score_run(judge, root, real_test)["cm"], classes)
     results = {"data": str(args.data), "split_seed": args.split_seed, "run": str(args.run),
                "diffusion_training": to_plain(DiffusionRun.load(args.run).train), "per_class": args.per_class,
                "steps": args.steps, "guidance": args.guidance, "classifier": str(judge),

@@ -140,16 +140,12 @@ def judge_split(args: argparse.Namespace, data_seed: int, compare: bool) -> dict
 
 def judge(scores: dict[str, Any], run: Path) -> dict[str, Any]:
     """Per real class: its recall and count, and what it was taken for; then the balanced accuracy."""
+    from flare.benchmarks.common import class_recalls
     from flare.runtime.core.runs import ClassifierRun
 
     classes = ClassifierRun.load(run).classes
-    cm = scores["cm"]
-    per_class = {}
-    for name in REAL_CLASSES:
-        row = cm[classes.index(name)]
-        taken_for = {classes[j]: int(n) for j, n in enumerate(row) if n and j != classes.index(name)}
-        per_class[name] = {"images": int(row.sum()), "recall": float(row[classes.index(name)] / max(row.sum(), 1)),
-                           "taken_for": taken_for}
+    found = class_recalls(scores["cm"], classes)
+    per_class = {name: found.get(name, {"images": 0, "recall": 0.0, "taken_for": {}}) for name in REAL_CLASSES}
     balanced = float(np.mean([c["recall"] for c in per_class.values()]))
     return {"balanced_accuracy": balanced, "per_class": per_class, "target_met": balanced >= TARGET}
 

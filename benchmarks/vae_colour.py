@@ -51,19 +51,16 @@ def main() -> None:
 
     import torch
 
-    from flare.benchmarks.common import write_results
+    from flare.benchmarks.common import grouped_split, write_results
     from flare.runtime.core.artifact import to_plain
     from flare.runtime.core.runs import DiffusionRun, DiffusionTraining
     from flare.runtime.io.images import load_rgb
-    from flare.training.data.folders import link_tree, scan_image_folder
-    from flare.training.data.splits import split_groups
+    from flare.training.data.folders import link_tree
     from flare.training.diffusion.model import load_diffusion, to_model_input
     from flare.training.diffusion.train import train_diffusion
     from flare.training.pipeline.intervals import paired_difference
 
-    root = args.data / "hr" if (args.data / "hr").is_dir() else args.data
-    samples, _ = scan_image_folder(root)
-    rows = split_groups(samples, seed=args.split_seed)
+    root, rows = grouped_split(args.data, args.split_seed)
     classes = set(args.classes.split(","))
     test = [r["path"] for r in rows if r["split"] == "test" and r["label"] in classes]
     runs: dict[str, Path] = {str(run): run for run in args.run}

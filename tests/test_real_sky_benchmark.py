@@ -88,7 +88,7 @@ def test_vae_colour_measures_lit_pixels_distance_from_grey() -> None:
 def test_diffusion_recognition_recalls_come_from_the_confusion_rows() -> None:
     import numpy as np
 
-    from flare.benchmarks.diffusion_recognition import recalls
+    from flare.benchmarks.common import class_recalls as recalls
 
     cm = np.array([[3, 1, 0],    # galaxy samples: 3 of 4 recognised, one taken for a nebula
                    [0, 0, 0],    # no nebula samples: left out, not a recall of 0

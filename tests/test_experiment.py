@@ -76,3 +76,31 @@ def test_a_mixed_data_set_is_also_scored_on_its_real_photos_alone(tmp_path: Path
             for arm in ("Raw_LR", "Raw_Aug_LR", "FLARE")}
     table = format_table({"config": {"seed": 0}, "models": {"resnet18": arms}})
     assert "| resnet18 | Raw_LR |  | 50.00 | 50.00 | 25.00 | 50.00 | 25.00 |" in table
+
+
+def test_the_command_records_given_stage_models(sky_data: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--sr`` and ``--diffusion`` reach the settings record as paths with checksums (once a Path
+    from the option parser broke the record's JSON with a traceback)."""
+    from click.testing import CliRunner
+
+    from flare.cli import cli
+    from flare.training.pipeline import experiment
+
+    def settings_only(data: Path, out: Path, cfg: experiment.ExperimentConfig, device: str = "auto") -> dict:
+        experiment.record_settings(experiment.Experiment(data, out, cfg, device))
+        (Path(out) / "results.md").write_text("table\n")
+        return {}
+
+    monkeypatch.setattr(experiment, "run_experiment", settings_only)
+    sr, diffusion = tmp_path / "sr.safetensors", tmp_path / "diffusion_run"
+    sr.write_bytes(b"weights")
+    diffusion.mkdir()
+    (diffusion / "run.json").write_text("{}")
+    out = tmp_path / "exp"
+    result = CliRunner().invoke(cli, ["experiment", str(sky_data), "--out", str(out), "--sr", str(sr),
+                                      "--diffusion", str(diffusion)])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "experiment.json").read_text())
+    assert record["--diffusion"]["path"] == str(diffusion) and len(record["--diffusion"]["sha256"]) == 64
+    assert record["--sr"]["path"] == str(sr)

@@ -172,7 +172,7 @@ def experiment(data_dir: Path, out: Path, models: tuple[str, ...], epochs: int, 
     from flare.training.pipeline.experiment import ExperimentConfig, run_experiment
 
     cfg = ExperimentConfig(models=models, seeds=seeds, epochs=epochs, batch=batch, lr=lr, input_size=input_size, seed=seed,
-                           size=size, sr=str(sr) if sr else None, diffusion=diffusion,
+                           size=size, sr=str(sr) if sr else None, diffusion=str(diffusion) if diffusion else None,
                            diffusion_epochs=diffusion_epochs, per_image=per_image, steps=steps,
                            guidance=guidance, alpha=alpha, beta=beta, select=select, ood=tuple(map(str, ood)))
     run_experiment(data_dir, out, cfg, device=device)

@@ -1,5 +1,5 @@
-"""benchmarks/real_sky.py's and sim_to_real.py's arithmetic: a split's runs become one row, splits one headline;
-the looks are compared seed by seed."""
+"""The real-sky benchmarks' arithmetic: real_sky.py's splits and runs, sim_to_real.py's looks compared seed by
+seed, vae_colour's and diffusion_recognition's measures, stage2_figure's pairing."""
 
 from __future__ import annotations
 
@@ -113,3 +113,21 @@ def test_nearest_distances_find_flipped_copies_and_measure_rms() -> None:
     expected = np.sqrt(((other.astype(float) - refs[2]) ** 2).mean())
     assert 0 < d[1] <= expected + 1e-3  # refs[2] is within reach; nothing else may be nearer than it claims
     assert d[1] == pytest.approx(min(np.sqrt(((other.astype(float) - r) ** 2).mean()) for r in refs), abs=1e-2)
+
+
+def test_stage2_figure_pairs_each_generated_image_with_its_own_original(tmp_path) -> None:
+    from PIL import Image
+
+    from flare.benchmarks.stage2_figure import pairs
+
+    shades = {"NGC_1": 10, "NGC_2": 200, "IC_5": 90}
+    for name, shade in shades.items():
+        for folder, suffix in (("stage1_originals", ""), ("stage2", "__gen0"), ("stage2", "__gen1")):
+            target = tmp_path / "flare" / folder / "galaxy" / f"{name}{suffix}.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # the generated image is its original's shade + 1, the other variant far off
+            Image.new("RGB", (8, 8), (shade + (suffix == "__gen0") + 40 * (suffix == "__gen1"),) * 3).save(target)
+    classes, rows = pairs(tmp_path, per_class=2, side=4)
+    assert classes == ["galaxy"] and len(rows[0]) == 4
+    firsts = [int(img[0, 0, 0]) for img in rows[0]]
+    assert firsts == [90, 91, 200, 201]  # IC_5 and NGC_2: the first and last source by name, each with its __gen0

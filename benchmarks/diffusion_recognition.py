@@ -16,6 +16,9 @@ and the held-out photos are new to both models. Usage::
 
     flare data split mixed/hr --out split0.csv --seed 0     # train the RUN on split0's train part
     python -m flare.benchmarks.diffusion_recognition --data mixed --split-seed 0 --run diff_run
+
+``--images FOLDER`` judges images the RUN already made instead of new samples: an
+experiment's ``flare/stage2/`` (variations of the training originals, what FLARE's arm trained on).
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ def main() -> None:
     parser.add_argument("--split-seed", type=int, default=0, help="The grouped split the RUN was trained on.")
     parser.add_argument("--run", type=Path, required=True, help="The train-diffusion RUN whose samples are judged.")
     parser.add_argument("--per-class", type=int, default=16, help="Samples per class.")
+    parser.add_argument("--images", type=Path, default=None,
+                        help="An ImageFolder of the RUN's images to judge instead of sampling "
+                             "(e.g. EXPERIMENT/flare/stage2).")
     parser.add_argument("--steps", type=int, default=25, help="Sampler steps.")
     parser.add_argument("--guidance", type=float, default=4.0, help="Classifier-free guidance scale.")
     parser.add_argument("--epochs", type=int, default=DEMO_EPOCHS, help="The judging classifier's epochs.")
@@ -70,6 +76,7 @@ def main() -> None:
     from flare.runtime.foundation.progress import log
     from flare.runtime.io.images import load_rgb
     from flare.training.classifiers.train import score_run, train
+    from flare.training.data.folders import scan_image_folder
     from flare.training.data.splits import write_split
     from flare.training.diffusion.model import load_diffusion, to_model_input, to_uint8
 
@@ -82,9 +89,10 @@ def main() -> None:
     classes = ClassifierRun.load(judge).classes
 
     pipe = load_diffusion(args.run)
-    made = args.work / f"samples_{args.run.name}"
-    sample_rows = []
-    for c, name in enumerate(pipe.known_classes or classes):
+    made = args.images or args.work / f"samples_{args.run.name}"
+    sample_rows = [] if args.images is None else [{"path": s.path, "label": s.label}
+                                                   for s in scan_image_folder(args.images)[0]]
+    for c, name in enumerate([] if args.images else pipe.known_classes or classes):
         seeds = [1000 * c + k for k in range(args.per_class)]
         images = pipe.generate([name] * args.per_class, seeds, steps=args.steps, guidance=args.guidance)
         (made / name).mkdir(parents=True, exist_ok=True)
@@ -106,25 +114,36 @@ def main() -> None:
     copies = int((to_train["samples"] < closest_real).sum())
     on_samples = class_recalls(score_run(judge, made, sample_rows)["cm"], classes)
     on_photos = class_recalls(score_run(judge, root, real_test)["cm"], classes)
+    # the same photos at the samples' size: how much of a low recall is the judge's, not the samples'
+    small = args.work / f"held_out_{size}px_split{args.split_seed}"
+    for r, image in zip(real_test, pixels(root, [r["path"] for r in real_test]), strict=True):
+        (small / r["path"]).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(small / r["path"])
+    on_small_photos = class_recalls(score_run(judge, small, real_test)["cm"], classes)
     results = {"data": str(args.data), "split_seed": args.split_seed, "run": str(args.run),
+               "images": str(args.images) if args.images else None,
                "diffusion_training": to_plain(DiffusionRun.load(args.run).train), "per_class": args.per_class,
                "steps": args.steps, "guidance": args.guidance, "classifier": str(judge),
                "classifier_training": to_plain(ClassifierRun.load(judge).train), "classes": classes,
-               "samples": on_samples, "held_out_images": on_photos,
+               "samples": on_samples, "held_out_images": on_photos, f"held_out_images_at_{size}px": on_small_photos,
                "nearest_training_image": {k: {"median": float(np.median(v)), "min": float(v.min()),
                                               "per_image": v.tolist()} for k, v in to_train.items()},
                "samples_nearer_than_any_held_out_image": copies}
     lines = [f"A ResNet-18 of the demo's recipe ({args.epochs} epochs, {args.input_size} px), trained on split seed "
-             f"{args.split_seed}'s training images of {args.data}, classifies {args.per_class} samples per class of "
-             f"the diffusion RUN (trained on the same images; {args.steps} steps, guidance {args.guidance}) and the "
-             f"split's held-out images. Chance: {1 / len(classes):.2f}.", "",
-             "| class | samples recognised (n) | held-out images recognised (n) | samples taken for |",
-             "|---|---|---|---|"]
+             f"{args.split_seed}'s training images of {args.data}, classifies "
+             + (f"the {len(sample_rows)} images of {args.images}, made by the diffusion RUN (trained on the same "
+                f"images)" if args.images else
+                f"{args.per_class} samples per class of the diffusion RUN (trained on the same images; {args.steps} "
+                f"steps, guidance {args.guidance})")
+             + f" and the split's held-out images. Chance: {1 / len(classes):.2f}.", "",
+             f"| class | samples recognised (n) | held-out images recognised (n) | the same at {size} px "
+             "| samples taken for |",
+             "|---|---|---|---|---|"]
     for name in classes:
-        s, p = on_samples.get(name), on_photos.get(name)
+        s, p, q = on_samples.get(name), on_photos.get(name), on_small_photos.get(name)
         cell = (lambda r: f"{r['recall']:.2f} ({r['images']})" if r else "-")
         mistakes = ", ".join(f"{k} x{v}" for k, v in sorted(s["taken_for"].items(), key=lambda kv: -kv[1])) if s else ""
-        lines.append(f"| {name} | {cell(s)} | {cell(p)} | {mistakes} |")
+        lines.append(f"| {name} | {cell(s)} | {cell(p)} | {cell(q)} | {mistakes} |")
     mean = np.mean([r["recall"] for r in on_samples.values()])
     near_s, near_h = to_train["samples"], to_train["held_out_images"]
     lines += ["", f"Mean recall over the samples' {len(on_samples)} classes: {mean:.2f}.", "",

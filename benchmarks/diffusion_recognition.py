@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,6 +45,28 @@ def nearest_distances(queries: np.ndarray, references: np.ndarray) -> np.ndarray
     d2 = (variants ** 2).sum(1)[:, None] + (r ** 2).sum(1)[None, :] - 2 * variants @ r.T
     nearest = np.maximum(d2, 0).min(1).reshape(len(q), 8).min(1)
     return np.sqrt(nearest / r.shape[1])
+
+
+def sample(pipe: Any, classes: list[str], per_class: int, steps: int, guidance: float,
+           out: Path) -> list[dict[str, str]]:
+    """``per_class`` samples of each class written to ``out/<class>/seed<S>.png``; their split rows.
+
+    Seeds are fixed per class (1000 x the class's index + k), so a rerun judges the same samples.
+    """
+    from PIL import Image
+
+    from flare.runtime.foundation.progress import log
+
+    rows = []
+    for c, name in enumerate(classes):
+        seeds = [1000 * c + k for k in range(per_class)]
+        images = pipe.generate([name] * per_class, seeds, steps=steps, guidance=guidance)
+        (out / name).mkdir(parents=True, exist_ok=True)
+        for seed, image in zip(seeds, images, strict=True):
+            Image.fromarray(image).save(out / name / f"seed{seed}.png")
+            rows.append({"path": f"{name}/seed{seed}.png", "label": name})
+        log(f"generated {per_class} {name} samples")
+    return rows
 
 
 def main() -> None:
@@ -73,7 +96,6 @@ def main() -> None:
     from flare.demo import demo_training
     from flare.runtime.core.artifact import to_plain
     from flare.runtime.core.runs import ClassifierRun, DiffusionRun
-    from flare.runtime.foundation.progress import log
     from flare.runtime.io.images import load_rgb
     from flare.training.classifiers.train import score_run, train
     from flare.training.data.folders import scan_image_folder
@@ -89,17 +111,12 @@ def main() -> None:
     classes = ClassifierRun.load(judge).classes
 
     pipe = load_diffusion(args.run)
-    made = args.images or args.work / f"samples_{args.run.name}"
-    sample_rows = [] if args.images is None else [{"path": s.path, "label": s.label}
-                                                   for s in scan_image_folder(args.images)[0]]
-    for c, name in enumerate([] if args.images else pipe.known_classes or classes):
-        seeds = [1000 * c + k for k in range(args.per_class)]
-        images = pipe.generate([name] * args.per_class, seeds, steps=args.steps, guidance=args.guidance)
-        (made / name).mkdir(parents=True, exist_ok=True)
-        for seed, image in zip(seeds, images, strict=True):
-            Image.fromarray(image).save(made / name / f"seed{seed}.png")
-            sample_rows.append({"path": f"{name}/seed{seed}.png", "label": name})
-        log(f"generated {args.per_class} {name} samples")
+    if args.images is not None:
+        made = args.images
+        sample_rows = [{"path": s.path, "label": s.label} for s in scan_image_folder(made)[0]]
+    else:
+        made = args.work / f"samples_{args.run.name}"
+        sample_rows = sample(pipe, pipe.known_classes or classes, args.per_class, args.steps, args.guidance, made)
 
     real_test = [r for r in rows if r["split"] == "test"]
     size = pipe.image_size
@@ -122,8 +139,9 @@ def main() -> None:
     on_small_photos = class_recalls(score_run(judge, small, real_test)["cm"], classes)
     results = {"data": str(args.data), "split_seed": args.split_seed, "run": str(args.run),
                "images": str(args.images) if args.images else None,
-               "diffusion_training": to_plain(DiffusionRun.load(args.run).train), "per_class": args.per_class,
-               "steps": args.steps, "guidance": args.guidance, "classifier": str(judge),
+               "diffusion_training": to_plain(DiffusionRun.load(args.run).train),
+               **({} if args.images else {"per_class": args.per_class, "steps": args.steps, "guidance": args.guidance}),
+               "classifier": str(judge),
                "classifier_training": to_plain(ClassifierRun.load(judge).train), "classes": classes,
                "samples": on_samples, "held_out_images": on_photos, f"held_out_images_at_{size}px": on_small_photos,
                "nearest_training_image": {k: {"median": float(np.median(v)), "min": float(v.min()),

@@ -30,7 +30,10 @@ def pairs(experiment: Path, per_class: int, side: int) -> tuple[list[str], list[
         picked = [generated[int(i)] for i in np.linspace(0, len(generated) - 1, min(per_class, len(generated)))]
         row = []
         for sample in picked:
-            source = next((originals / cls).glob(sample.name.split(GENERATED)[0] + ".*"))
+            source = next((originals / cls).glob(sample.name.split(GENERATED)[0] + ".*"), None)
+            if source is None:
+                raise SystemExit(f"{sample} has no original in {originals / cls}: is {experiment} a flare experiment "
+                                 "folder whose stage 2 finished?")
             for path in (source, sample):
                 row.append(np.asarray(Image.open(path).convert("RGB").resize((side, side), Image.Resampling.BICUBIC)))
         rows.append(np.stack(row))

@@ -3,7 +3,8 @@
     python -m flare.benchmarks.stage2_figure EXPERIMENT OUT.png [--per-class 8]
 
 One row per class of ``flare experiment``'s ``flare/stage2/``; each pair is a stage-1 original
-(the super-resolved training image) and its first generated variant (``__gen0``). The pairs
+(the super-resolved training image) and its first generated variant (``__gen0``), as
+``stage2.csv`` records them. The pairs
 are spread evenly over each class's sources (sorted by name), so no one picks them.
 """
 
@@ -17,25 +18,23 @@ from PIL import Image, ImageDraw
 
 from flare.benchmarks.generate_figure import grid
 
-GENERATED = "__gen0"
-
-
 def pairs(experiment: Path, per_class: int, side: int) -> tuple[list[str], list[np.ndarray]]:
-    """Per class, ``per_class`` (original, generated) pairs as one row of 2 x ``per_class`` images."""
+    """Per class, ``per_class`` (original, generated) pairs as one row of 2 x ``per_class`` images,
+    read from stage 2's own provenance record (``stage2.csv``: each output and its source)."""
+    import csv
+
+    from flare.training.pipeline.stage2 import MANIFEST, output_for
+
     stage2, originals = experiment / "flare" / "stage2", experiment / "flare" / "stage1_originals"
-    classes = sorted(p.name for p in stage2.iterdir() if p.is_dir())
+    with open(stage2 / MANIFEST, newline="", encoding="utf-8") as f:
+        firsts = [r for r in csv.DictReader(f) if r["output"] == output_for(r["source"], 0)]
+    classes = sorted({r["class"] for r in firsts})
     rows = []
     for cls in classes:
-        generated = sorted((stage2 / cls).glob(f"*{GENERATED}.png"))
-        picked = [generated[int(i)] for i in np.linspace(0, len(generated) - 1, min(per_class, len(generated)))]
-        row = []
-        for sample in picked:
-            source = next((originals / cls).glob(sample.name.split(GENERATED)[0] + ".*"), None)
-            if source is None:
-                raise SystemExit(f"{sample} has no original in {originals / cls}: is {experiment} a flare experiment "
-                                 "folder whose stage 2 finished?")
-            for path in (source, sample):
-                row.append(np.asarray(Image.open(path).convert("RGB").resize((side, side), Image.Resampling.BICUBIC)))
+        mine = sorted((r for r in firsts if r["class"] == cls), key=lambda r: r["source"])
+        picked = [mine[int(i)] for i in np.linspace(0, len(mine) - 1, min(per_class, len(mine)))]
+        row = [np.asarray(Image.open(path).convert("RGB").resize((side, side), Image.Resampling.BICUBIC))
+               for r in picked for path in (originals / r["source"], stage2 / r["output"])]
         rows.append(np.stack(row))
     return classes, rows
 

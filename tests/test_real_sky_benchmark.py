@@ -127,6 +127,9 @@ def test_stage2_figure_pairs_each_generated_image_with_its_own_original(tmp_path
             target.parent.mkdir(parents=True, exist_ok=True)
             # the generated image is its original's shade + 1, the other variant far off
             Image.new("RGB", (8, 8), (shade + (suffix == "__gen0") + 40 * (suffix == "__gen1"),) * 3).save(target)
+    with open(tmp_path / "flare" / "stage2" / "stage2.csv", "w") as f:
+        f.write("output,source,class\n" + "".join(f"galaxy/{n}__gen{k}.png,galaxy/{n}.png,galaxy\n"
+                                                   for n in shades for k in (1, 0)))
     classes, rows = pairs(tmp_path, per_class=2, side=4)
     assert classes == ["galaxy"] and len(rows[0]) == 4
     firsts = [int(img[0, 0, 0]) for img in rows[0]]
